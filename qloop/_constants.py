@@ -1,0 +1,43 @@
+"""Constants and enums shared by both implementations (plain Python, no hot path)."""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+__all__ = [
+    "ClockType",
+    "SCALE_NS",
+    "SCALE_US",
+    "SCALE_MS",
+    "TIMER_ATTR_EXTERNAL",
+    "TIMER_ATTR_ALL",
+    "FDMON_NAMES",
+]
+
+
+class ClockType(IntEnum):
+    """QEMU's clock types (``QEMUClockType``)."""
+
+    REALTIME = 0
+    VIRTUAL = 1
+    HOST = 2
+    VIRTUAL_RT = 3
+
+
+SCALE_NS = 1
+SCALE_US = 1_000
+SCALE_MS = 1_000_000
+
+TIMER_ATTR_EXTERNAL = 1 << 0
+TIMER_ATTR_ALL = 0xFFFFFFFF
+
+FDMON_NAMES = ("auto", "poll", "epoll")
+
+# fd count at which fdmon="auto" moves from ppoll to epoll (EPOLL_ENABLE_THRESHOLD).
+EPOLL_ENABLE_THRESHOLD = 64
+# events taken from one epoll_wait call; the rest are seen next time (level-triggered).
+EPOLL_MAX_EVENTS = 128
+# blocking-timeout cap while only idle BHs are pending.
+IDLE_BH_TIMEOUT_NS = 10_000_000
+# first value of a handler's adaptive poll time once it starts to grow.
+POLL_NS_INITIAL = 4_000

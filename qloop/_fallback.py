@@ -1,0 +1,1488 @@
+"""Pure-Python qloop: QEMU's AioContext, bottom halves, timers and clocks.
+
+This module is the reference implementation; ``qloop/_core.pyx`` mirrors it class by class
+(clocks, EventNotifier, NotifierList, Timer/_TimerList, BH, _Handler, AioContext) and must
+behave identically.  Section numbers refer to ``shared/spec/qemu-main-loop.md``; choices the
+spec leaves open are written down in ``docs/decisions.md``.
+
+Threading model (the fallback's; the core uses C atomics instead):
+* ``BH.schedule()``/``schedule_idle()``/``cancel()``/``delete()`` only append to the context's
+  ``_bh_ops`` deque (atomic in CPython, so safe from any thread and from a Python signal
+  handler, which may interrupt the owner thread anywhere) and call ``notify()``.  Only the
+  thread running ``poll()`` applies those operations to the BH flags and the pending stack, so
+  the flags need no lock; it applies them before each dequeue, which gives master's ordering.
+* Timer lists and the handler table take a ``threading.Lock`` (timers may be armed and fd
+  handlers changed from other threads, §1.3/§3.4).
+"""
+
+from __future__ import annotations
+
+import errno
+import heapq
+import inspect
+import itertools
+import logging
+import os
+import select
+import threading
+import time
+import weakref
+from collections import deque
+from typing import Any, Callable, Deque, Dict, Iterable, List, Optional, Tuple, Union
+
+from ._constants import (
+    EPOLL_ENABLE_THRESHOLD,
+    EPOLL_MAX_EVENTS,
+    FDMON_NAMES,
+    IDLE_BH_TIMEOUT_NS,
+    POLL_NS_INITIAL,
+    SCALE_MS,
+    SCALE_NS,
+    SCALE_US,
+    TIMER_ATTR_ALL,
+    TIMER_ATTR_EXTERNAL,
+    ClockType,
+)
+
+__all__ = [
+    "AioContext",
+    "BH",
+    "ClockType",
+    "EventNotifier",
+    "NotifierList",
+    "SCALE_MS",
+    "SCALE_NS",
+    "SCALE_US",
+    "TIMER_ATTR_ALL",
+    "TIMER_ATTR_EXTERNAL",
+    "Timer",
+    "clock_advance_virtual_time",
+    "clock_enable",
+    "clock_get_ms",
+    "clock_get_ns",
+    "clock_get_us",
+    "clock_is_enabled",
+    "clock_set_manual",
+    "soonest_timeout",
+    "timeout_ns_to_ms",
+]
+
+FileDescriptorLike = Union[int, Any]
+Callback = Callable[[], Any]
+
+_logger = logging.getLogger("qloop")
+
+_POLLIN = select.POLLIN
+_POLLOUT = select.POLLOUT
+_POLLERR = select.POLLERR
+_POLLHUP = select.POLLHUP
+_POLLNVAL = select.POLLNVAL
+_READ_EVENTS = _POLLIN | _POLLHUP | _POLLERR
+_WRITE_EVENTS = _POLLOUT | _POLLERR
+_INT32_MAX = 2**31 - 1
+_UINT64 = 2**64 - 1
+_NCLOCKS = 4
+
+_monotonic_ns = time.monotonic_ns
+_time_ns = time.time_ns
+
+
+# --------------------------------------------------------------------------------------------
+# Validation helpers
+
+
+def _fd_of(fd: FileDescriptorLike, what: str = "fd") -> int:
+    """Return the fd number of an int or an object with fileno(), checking it is open."""
+    if isinstance(fd, bool) or not isinstance(fd, int):
+        fileno = getattr(fd, "fileno", None)
+        if fileno is None:
+            raise TypeError(f"{what} must be an int or have a fileno() method, not {type(fd).__name__}")
+        num = fileno()
+        if isinstance(num, bool) or not isinstance(num, int):
+            raise TypeError(f"{what}.fileno() returned {type(num).__name__}, not int")
+        fd = num
+    if fd < 0:
+        raise ValueError(f"invalid {what} {fd}: negative")
+    try:
+        os.fstat(fd)
+    except OSError as exc:
+        raise OSError(exc.errno, f"{what} {fd} is not an open file descriptor: {exc.strerror}") from None
+    except OverflowError:
+        raise ValueError(f"invalid {what} {fd}: too large") from None
+    return fd
+
+
+def _check_callback(cb: Any, what: str, optional: bool = True) -> Any:
+    if cb is None:
+        if optional:
+            return None
+        raise TypeError(f"{what} must be callable, not None")
+    if not callable(cb):
+        raise TypeError(f"{what} must be callable, not {type(cb).__name__}")
+    if inspect.iscoroutinefunction(cb):
+        raise TypeError(f"{what} must be a plain callable, not a coroutine function ({cb!r})")
+    return cb
+
+
+def _clock_of(clock: Any) -> int:
+    if isinstance(clock, bool) or not isinstance(clock, int):
+        raise TypeError(f"clock must be a ClockType, not {type(clock).__name__}")
+    if not 0 <= clock < _NCLOCKS:
+        raise ValueError(f"unknown clock {clock!r} (expected one of {[c.name for c in ClockType]})")
+    return int(clock)
+
+
+def _int_arg(value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{what} must be an int, not {type(value).__name__}")
+    return value
+
+
+# --------------------------------------------------------------------------------------------
+# Timeouts (§3.5)
+
+
+def soonest_timeout(a: int, b: int) -> int:
+    """``qemu_soonest_timeout``: the smaller of two timeouts where -1 means infinite."""
+    a = _int_arg(a, "a")
+    b = _int_arg(b, "b")
+    return a if (a & _UINT64) <= (b & _UINT64) else b
+
+
+def timeout_ns_to_ms(ns: int) -> int:
+    """``qemu_timeout_ns_to_ms``: -1 stays -1, 0 is 0, otherwise rounded up, capped at INT32_MAX."""
+    ns = _int_arg(ns, "ns")
+    if ns < 0:
+        return -1
+    if ns == 0:
+        return 0
+    return min((ns + 999_999) // 1_000_000, _INT32_MAX)
+
+
+def _soonest(a: int, b: int) -> int:
+    if a < 0:
+        return b
+    if b < 0:
+        return a
+    return a if a < b else b
+
+
+# --------------------------------------------------------------------------------------------
+# Clocks (§3.1, §3.7).  VIRTUAL starts at 0 and disabled; while enabled it advances with the
+# monotonic clock, while disabled (or in manual mode) it is frozen.
+
+
+class _ClockState:
+    __slots__ = ("enabled", "virtual_base", "virtual_start", "manual", "manual_ns", "lock")
+
+    def __init__(self) -> None:
+        self.enabled = [True, False, True, True]
+        self.virtual_base = 0
+        self.virtual_start = 0
+        self.manual = False
+        self.manual_ns = 0
+        self.lock = threading.Lock()
+
+    def virtual_now(self) -> int:
+        if self.manual:
+            return self.manual_ns
+        if self.enabled[ClockType.VIRTUAL]:
+            return self.virtual_base + (_monotonic_ns() - self.virtual_start)
+        return self.virtual_base
+
+
+_clocks = _ClockState()
+# Every open AioContext, so clock changes can notify their timer lists.
+_contexts: "weakref.WeakSet[AioContext]" = weakref.WeakSet()
+
+
+def _clock_now(clock: int) -> int:
+    if clock == 0:
+        return _monotonic_ns()
+    if clock == 2:
+        return _time_ns()
+    return _clocks.virtual_now()
+
+
+def clock_get_ns(clock: int) -> int:
+    """``qemu_clock_get_ns``: the current time of ``clock`` in nanoseconds."""
+    return _clock_now(_clock_of(clock))
+
+
+def clock_get_us(clock: int) -> int:
+    """``qemu_clock_get_us``."""
+    return clock_get_ns(clock) // SCALE_US
+
+
+def clock_get_ms(clock: int) -> int:
+    """``qemu_clock_get_ms``."""
+    return clock_get_ns(clock) // SCALE_MS
+
+
+def clock_is_enabled(clock: int) -> bool:
+    """Whether timers on ``clock`` run and bound the wait (VIRTUAL starts disabled)."""
+    return _clocks.enabled[_clock_of(clock)]
+
+
+def clock_enable(clock: int, enabled: bool) -> None:
+    """``qemu_clock_enable``.  Enabling notifies every context so it recomputes its deadline.
+
+    Unlike QEMU, disabling does not wait for a concurrent run of that clock's timers.
+    """
+    c = _clock_of(clock)
+    on = bool(enabled)
+    st = _clocks
+    with st.lock:
+        was = st.enabled[c]
+        if was == on:
+            return
+        if c == ClockType.VIRTUAL and not st.manual:
+            if on:
+                st.virtual_start = _monotonic_ns()
+            else:
+                st.virtual_base = st.virtual_now()
+        st.enabled[c] = on
+    if on:
+        for ctx in list(_contexts):
+            ctx.notify()
+
+
+def clock_set_manual(manual: bool) -> None:
+    """Freeze VIRTUAL (and VIRTUAL_RT) so they move only by ``clock_advance_virtual_time``."""
+    on = bool(manual)
+    st = _clocks
+    with st.lock:
+        if on == st.manual:
+            return
+        if on:
+            st.manual_ns = st.virtual_now()
+            st.manual = True
+        else:
+            st.virtual_base = st.manual_ns
+            st.virtual_start = _monotonic_ns()
+            st.manual = False
+    for ctx in list(_contexts):
+        ctx.notify()
+
+
+def clock_advance_virtual_time(dest_ns: int) -> int:
+    """Step the manual VIRTUAL clock to ``dest_ns`` (qtest's clock warp).
+
+    VIRTUAL moves to each pending VIRTUAL deadline up to ``dest_ns`` in turn, running the due
+    VIRTUAL timers of every open AioContext (in the calling thread) at each step; then it is
+    set to ``dest_ns``.  Returns the new VIRTUAL time.  Timer exceptions are raised at the end
+    (the first one; see ``AioContext.set_exception_handler``).
+    """
+    dest = _int_arg(dest_ns, "dest_ns")
+    st = _clocks
+    if not st.manual:
+        raise RuntimeError("clock_advance_virtual_time needs clock_set_manual(True)")
+    if dest < st.manual_ns:
+        raise ValueError(f"dest_ns {dest} is before the current VIRTUAL time {st.manual_ns}")
+    errors: List[BaseException] = []
+    while True:
+        soonest = -1
+        ctxs = [c for c in list(_contexts) if not c._closed]
+        for ctx in ctxs:
+            e = ctx._timer_lists[ClockType.VIRTUAL].head_expire()
+            if e >= 0 and (soonest < 0 or e < soonest):
+                soonest = e
+        if soonest < 0 or soonest > dest:
+            break
+        if soonest > st.manual_ns:
+            st.manual_ns = soonest
+        ran = False
+        for ctx in ctxs:
+            ran |= ctx._run_timer_list(ClockType.VIRTUAL, errors)
+        if not ran:
+            break  # VIRTUAL is disabled: its timers never run (§3.6)
+    st.manual_ns = dest
+    for ctx in list(_contexts):
+        ctx.notify()
+    if errors:
+        _raise_errors(errors)
+    return dest
+
+
+def _raise_errors(errors: List[BaseException]) -> None:
+    for extra in errors[1:]:
+        _logger.error("qloop: another callback raised in the same iteration", exc_info=extra)
+    exc = errors[0]
+    errors.clear()
+    raise exc
+
+
+# --------------------------------------------------------------------------------------------
+# EventNotifier (§7)
+
+
+class EventNotifier:
+    """A level-triggered set/clear flag backed by an eventfd (or a pipe)."""
+
+    __slots__ = ("_rfd", "_wfd", "__weakref__")
+
+    def __init__(self, active: bool = False, use_pipe: bool = False) -> None:
+        self._rfd = -1
+        self._wfd = -1
+        if not use_pipe and hasattr(os, "eventfd"):
+            try:
+                fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+            except OSError as exc:
+                if exc.errno != errno.ENOSYS:
+                    raise
+            else:
+                self._rfd = self._wfd = fd
+        if self._rfd < 0:
+            r, w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+            self._rfd, self._wfd = r, w
+        if active:
+            self.set()
+
+    def _check(self) -> None:
+        if self._rfd < 0:
+            raise RuntimeError("EventNotifier is closed")
+
+    def fileno(self) -> int:
+        """The read side: what is registered for polling."""
+        self._check()
+        return self._rfd
+
+    def write_fileno(self) -> int:
+        """The write side (the same fd as ``fileno()`` for an eventfd)."""
+        self._check()
+        return self._wfd
+
+    def set(self) -> None:
+        """Make the notifier readable; idempotent (sets before a clear coalesce)."""
+        self._check()
+        try:
+            os.write(self._wfd, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        except BlockingIOError:
+            pass  # counter saturated / pipe full: a read is pending anyway
+
+    def test_and_clear(self) -> bool:
+        """Drain the notifier; True if it was set."""
+        self._check()
+        value = False
+        while True:
+            try:
+                data = os.read(self._rfd, 512)
+            except BlockingIOError:
+                break
+            except InterruptedError:
+                continue
+            if data:
+                value = True
+            if len(data) < 512:
+                break
+        return value
+
+    def close(self) -> None:
+        """Close the fds; idempotent."""
+        if self._rfd >= 0:
+            os.close(self._rfd)
+            if self._wfd != self._rfd:
+                os.close(self._wfd)
+            self._rfd = self._wfd = -1
+
+    @property
+    def closed(self) -> bool:
+        return self._rfd < 0
+
+    def __enter__(self) -> "EventNotifier":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+# --------------------------------------------------------------------------------------------
+# NotifierList (§6)
+
+
+class NotifierList:
+    """Callbacks notified most recently added first.
+
+    ``notify`` walks a snapshot: a callback added during the pass is not called in it, and a
+    callback removed during the pass (itself or another one) is not called after its removal.
+    """
+
+    __slots__ = ("_entries",)
+
+    def __init__(self) -> None:
+        self._entries: List[List[Any]] = []  # [callback, live], newest first
+
+    def add(self, callback: Callable[[Any], Any]) -> None:
+        _check_callback(callback, "callback", optional=False)
+        self._entries.insert(0, [callback, True])
+
+    def remove(self, callback: Callable[[Any], Any]) -> None:
+        """Remove the most recently added registration of ``callback``."""
+        for i, entry in enumerate(self._entries):
+            if entry[0] is callback or entry[0] == callback:
+                entry[1] = False
+                del self._entries[i]
+                return
+        raise ValueError(f"{callback!r} is not in this NotifierList")
+
+    def notify(self, data: Any = None) -> None:
+        for entry in list(self._entries):
+            if entry[1]:
+                entry[0](data)
+
+    def empty(self) -> bool:
+        return not self._entries
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, callback: object) -> bool:
+        return any(e[0] is callback or e[0] == callback for e in self._entries)
+
+
+# --------------------------------------------------------------------------------------------
+# Timers (§3).  One _TimerList per clock per context: a binary heap of [key, seq, timer]
+# entries; a removed entry is tombstoned (timer slot None) and skipped, and the heap is
+# compacted when tombstones dominate.  seq keeps equal expiries in arming (FIFO) order.
+
+_timer_seq = itertools.count()
+
+
+class _TimerList:
+    __slots__ = ("ctx", "clock", "heap", "dead", "lock")
+
+    def __init__(self, ctx: "AioContext", clock: int) -> None:
+        self.ctx = ctx
+        self.clock = clock
+        self.heap: List[List[Any]] = []
+        self.dead = 0
+        self.lock = threading.Lock()
+
+    def _head(self) -> Optional[List[Any]]:
+        heap = self.heap
+        while heap and heap[0][2] is None:
+            heapq.heappop(heap)
+            self.dead -= 1
+        return heap[0] if heap else None
+
+    def head_expire(self) -> int:
+        with self.lock:
+            head = self._head()
+            return -1 if head is None else head[2]._expire
+
+    def insert(self, timer: "Timer", ns: int) -> None:
+        """``timer_mod_ns``: (re)arm, notifying the context if the timer became the head."""
+        with self.lock:
+            self._unlink(timer)
+            entry = [ns, next(_timer_seq), timer]
+            timer._entry = entry
+            timer._expire = ns if ns > 0 else 0
+            heapq.heappush(self.heap, entry)
+            is_head = self._head() is entry
+        if is_head:
+            self.ctx.notify()
+
+    def _unlink(self, timer: "Timer") -> None:
+        entry = timer._entry
+        if entry is not None:
+            entry[2] = None
+            timer._entry = None
+            self.dead += 1
+            if self.dead > 64 and self.dead * 2 > len(self.heap):
+                self.heap = [e for e in self.heap if e[2] is not None]
+                heapq.heapify(self.heap)
+                self.dead = 0
+
+    def remove(self, timer: "Timer") -> None:
+        with self.lock:
+            self._unlink(timer)
+            timer._expire = -1
+
+    def deadline(self) -> int:
+        """``timerlist_deadline_ns``; in manual mode a virtual timer counts only once due."""
+        if not self.heap:
+            return -1
+        if not _clocks.enabled[self.clock]:
+            return -1
+        expire = self.head_expire()
+        if expire < 0:
+            return -1
+        delta = expire - _clock_now(self.clock)
+        if delta <= 0:
+            return 0
+        if _clocks.manual and (self.clock == 1 or self.clock == 3):
+            return -1
+        return delta
+
+    def run(self, errors: List[BaseException]) -> bool:
+        """``timerlist_run_timers``: run every timer due at one reading of the clock."""
+        if not self.heap or not _clocks.enabled[self.clock]:
+            return False
+        now = _clock_now(self.clock)
+        progress = False
+        lock = self.lock
+        while True:
+            with lock:
+                head = self._head()
+                if head is None:
+                    break
+                timer = head[2]
+                if timer._expire > now:
+                    break
+                heapq.heappop(self.heap)
+                timer._entry = None
+                timer._expire = -1
+                cb = timer._cb
+            progress = True
+            try:
+                cb()
+            except BaseException as exc:
+                self.ctx._report(exc, errors)
+        return progress
+
+    def clear(self) -> None:
+        with self.lock:
+            for entry in self.heap:
+                timer = entry[2]
+                if timer is not None:
+                    timer._entry = None
+                    timer._expire = -1
+            self.heap = []
+            self.dead = 0
+
+
+class Timer:
+    """A QEMUTimer, created by ``AioContext.timer_new*``.  Times are in the timer's scale."""
+
+    __slots__ = ("_tl", "_scale", "_cb", "_attributes", "_expire", "_entry", "__weakref__")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        raise TypeError("Timer objects are created by AioContext.timer_new*()")
+
+    @classmethod
+    def _new(cls, tl: _TimerList, scale: int, cb: Callback, attributes: int) -> "Timer":
+        self = object.__new__(cls)
+        self._tl = tl
+        self._scale = scale
+        self._cb = cb
+        self._attributes = attributes
+        self._expire = -1
+        self._entry = None
+        return self
+
+    def _list(self) -> _TimerList:
+        tl = self._tl
+        if tl.ctx._closed:
+            raise RuntimeError("the timer's AioContext is closed")
+        return tl
+
+    def mod_ns(self, ns: int) -> None:
+        """Arm (or re-arm) at absolute time ``ns`` on the timer's clock."""
+        self._list().insert(self, _int_arg(ns, "ns"))
+
+    def mod(self, expire: int) -> None:
+        """Arm at ``expire`` in the timer's scale."""
+        self._list().insert(self, _int_arg(expire, "expire") * self._scale)
+
+    def mod_anticipate_ns(self, ns: int) -> None:
+        """Arm at ``ns`` only if that is earlier than the current expiry (or not pending)."""
+        ns = _int_arg(ns, "ns")
+        tl = self._list()
+        if self._expire < 0 or self._expire > ns:
+            tl.insert(self, ns)
+
+    def mod_anticipate(self, expire: int) -> None:
+        self.mod_anticipate_ns(_int_arg(expire, "expire") * self._scale)
+
+    def delete(self) -> None:
+        """``timer_del``: disarm; a no-op if not pending.  The timer can be armed again."""
+        if self._entry is not None:
+            self._tl.remove(self)
+
+    @property
+    def pending(self) -> bool:
+        return self._expire >= 0
+
+    def expired(self, current_time: int) -> bool:
+        """``timer_expired``: True if expire_time <= current_time (scaled).
+
+        Note (§9.22): a timer that is not pending reports True.
+        """
+        return self._expire <= _int_arg(current_time, "current_time") * self._scale
+
+    @property
+    def expire_time_ns(self) -> int:
+        return self._expire
+
+    @property
+    def clock(self) -> ClockType:
+        return ClockType(self._tl.clock)
+
+    @property
+    def scale(self) -> int:
+        return self._scale
+
+    @property
+    def attributes(self) -> int:
+        return self._attributes
+
+    def __repr__(self) -> str:
+        return f"<Timer clock={self.clock.name} scale={self._scale} expire_time_ns={self._expire}>"
+
+
+# --------------------------------------------------------------------------------------------
+# Bottom halves (§2)
+
+_BH_PENDING = 1
+_BH_SCHEDULED = 2
+_BH_DELETED = 4
+_BH_ONESHOT = 8
+_BH_IDLE = 16
+_BH_CANCEL = 32  # an op, not a flag: clear SCHEDULED
+
+
+class BH:
+    """A bottom half, created by ``AioContext.bh_new``.  ``callback()`` takes no arguments."""
+
+    __slots__ = ("_ctx", "_cb", "_name", "_flags", "_deleted", "__weakref__")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        raise TypeError("BH objects are created by AioContext.bh_new()")
+
+    @classmethod
+    def _new(cls, ctx: "AioContext", cb: Callback, name: Optional[str]) -> "BH":
+        self = object.__new__(cls)
+        self._ctx = ctx
+        self._cb = cb
+        self._name = name if name is not None else getattr(cb, "__qualname__", repr(cb))
+        self._flags = 0
+        self._deleted = False
+        return self
+
+    def _enqueue(self, op: Any) -> None:
+        if self._deleted:
+            raise RuntimeError(f"BH {self._name!r} was deleted")
+        ctx = self._ctx
+        if ctx._closed:
+            raise RuntimeError("the BH's AioContext is closed")
+        ctx._bh_ops.append(op)
+        ctx.notify()
+
+    def schedule(self) -> None:
+        """Run the callback in the next ``poll()``; idempotent; safe from any thread."""
+        self._enqueue(self)
+
+    def schedule_idle(self) -> None:
+        """Schedule without counting as progress; a blocking poll waits at most 10 ms for it."""
+        self._enqueue((self, _BH_SCHEDULED | _BH_IDLE))
+
+    def cancel(self) -> None:
+        """Unschedule; the BH stays usable."""
+        self._enqueue((self, _BH_CANCEL))
+
+    def delete(self) -> None:
+        """Unschedule and free; later use raises RuntimeError.  Allowed from its own callback."""
+        self._enqueue((self, _BH_DELETED))
+        self._deleted = True
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def deleted(self) -> bool:
+        return self._deleted
+
+    def __repr__(self) -> str:
+        return f"<BH {self._name!r}{' deleted' if self._deleted else ''}>"
+
+
+# --------------------------------------------------------------------------------------------
+# fd handlers (§1.3)
+
+
+class _Handler:
+    __slots__ = (
+        "fd",
+        "io_read",
+        "io_write",
+        "io_poll",
+        "io_poll_ready",
+        "io_poll_begin",
+        "io_poll_end",
+        "events",
+        "revents",
+        "poll_ready",
+        "deleted",
+        "in_poll_list",
+        "poll_ns",
+        "is_notifier",
+        "ready_gen",
+        "seq",
+    )
+
+    def __init__(self, fd: int, io_read: Any, io_write: Any, io_poll: Any, io_poll_ready: Any,
+                 seq: int) -> None:
+        self.fd = fd
+        self.io_read = io_read
+        self.io_write = io_write
+        self.io_poll = io_poll
+        self.io_poll_ready = io_poll_ready
+        self.io_poll_begin: Any = None
+        self.io_poll_end: Any = None
+        self.events = (_READ_EVENTS if io_read is not None else 0) | (
+            _WRITE_EVENTS if io_write is not None else 0
+        )
+        self.revents = 0
+        self.poll_ready = False
+        self.deleted = False
+        self.in_poll_list = False
+        self.poll_ns = 0
+        self.is_notifier = False
+        self.ready_gen = 0
+        self.seq = seq
+
+
+# --------------------------------------------------------------------------------------------
+# AioContext (§1)
+
+
+class AioContext:
+    """QEMU's AioContext: fd handlers, bottom halves and timers driven by ``poll()``.
+
+    ``fdmon`` is ``"auto"`` (ppoll, moving to epoll once 64 or more fds are polled), ``"poll"``
+    or ``"epoll"``.  Exceptions raised by callbacks: see ``set_exception_handler``.
+    """
+
+    def __init__(self, fdmon: str = "auto") -> None:
+        if not isinstance(fdmon, str):
+            raise TypeError(f"fdmon must be a str, not {type(fdmon).__name__}")
+        if fdmon not in FDMON_NAMES:
+            raise ValueError(f"unknown fdmon {fdmon!r} (expected one of {FDMON_NAMES})")
+        self._closed = True  # until construction completes
+        self._fdmon_mode = fdmon
+        self._handlers: Dict[int, _Handler] = {}  # live handlers in registration order
+        self._handler_seq = 0
+        self._list_lock = threading.Lock()
+        self._pollobj = select.poll()
+        self._epoll: Optional[select.epoll] = None
+        self._epoll_failed = False
+        self._fdmon_active_epoll = False
+        self._npollfds = 0  # live handlers with a nonzero event mask
+        self._walkers = 0
+        self._poll_thread: Optional[int] = None
+        self._notify_me = 0
+        self._notified = False
+        self._poll_disable_cnt = 0
+        self._poll_max_ns = 0
+        self._poll_grow = 0
+        self._poll_shrink = 0
+        self._poll_started = False
+        self._poll_list: List[_Handler] = []
+        self._ready_gen = 0
+        self._bh_ops: Deque[Any] = deque()
+        self._bh_list: List[BH] = []  # pending stack (top = end)
+        self._bh_slices: Deque[List[BH]] = deque()
+        self._timer_lists = [_TimerList(self, c) for c in range(_NCLOCKS)]
+        self._exception_handler: Optional[Callable[["AioContext", BaseException], Any]] = None
+        self._errors: List[BaseException] = []
+        self._notifier = EventNotifier()
+        if fdmon == "epoll":
+            self._epoll = select.epoll(sizehint=EPOLL_MAX_EVENTS, flags=select.EPOLL_CLOEXEC)
+            self._fdmon_active_epoll = True
+        self._closed = False
+        notifier = self._notifier
+        self._set_handler(notifier.fileno(), self._drain_notifier, None,
+                          self._notifier_poll, self._notifier_poll_ready, is_notifier=True)
+        _contexts.add(self)
+
+    # ---- the notifier's own handler (§1.2 step 6)
+
+    def _drain_notifier(self) -> None:
+        self._notifier.test_and_clear()
+
+    def _notifier_poll(self) -> bool:
+        return self._notified
+
+    def _notifier_poll_ready(self) -> None:
+        pass
+
+    # ---- helpers
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("AioContext is closed")
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def fdmon(self) -> str:
+        """The fd monitor in use now: ``"poll"`` or ``"epoll"``."""
+        return "epoll" if self._fdmon_active_epoll else "poll"
+
+    def set_exception_handler(
+        self, handler: Optional[Callable[["AioContext", BaseException], Any]]
+    ) -> None:
+        """Route callback exceptions to ``handler(ctx, exc)`` instead of raising from poll().
+
+        With no handler (the default) ``poll()`` finishes its iteration, then raises the first
+        exception; later ones from the same iteration are logged on the ``"qloop"`` logger.
+        """
+        self._exception_handler = _check_callback(handler, "handler")
+
+    def get_exception_handler(self) -> Optional[Callable[["AioContext", BaseException], Any]]:
+        return self._exception_handler
+
+    def _report(self, exc: BaseException, errors: List[BaseException]) -> None:
+        handler = self._exception_handler
+        if handler is not None and isinstance(exc, Exception):
+            try:
+                handler(self, exc)
+                return
+            except BaseException as exc2:  # the handler itself failed: raise that
+                exc = exc2
+        errors.append(exc)
+
+    # ---- notify protocol (§1.6)
+
+    def notify(self) -> None:
+        """``aio_notify``: wake a blocking ``poll()``; safe from any thread; never progress."""
+        self._notified = True
+        if self._notify_me:
+            notifier = self._notifier
+            if notifier._wfd >= 0:
+                try:
+                    os.write(notifier._wfd, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+                except BlockingIOError:
+                    pass
+
+    # ---- fd handlers (§1.3, §1.4)
+
+    def set_fd_handler(
+        self,
+        fd: FileDescriptorLike,
+        io_read: Optional[Callback] = None,
+        io_write: Optional[Callback] = None,
+        io_poll: Optional[Callable[[], bool]] = None,
+        io_poll_ready: Optional[Callback] = None,
+    ) -> None:
+        """Add, replace or (all None) remove the handler for ``fd``.  Level-triggered.
+
+        Safe from any thread and from inside callbacks: a replaced or removed handler is not
+        dispatched again, and a new one is first dispatched in a later iteration.
+        """
+        self._check_open()
+        if io_read is None and io_write is None and io_poll is None and io_poll_ready is None:
+            num = self._fd_for_removal(fd)
+            if num is not None:
+                self._set_handler(num, None, None, None, None)
+            return
+        num = _fd_of(fd)
+        self._set_handler(num, _check_callback(io_read, "io_read"),
+                          _check_callback(io_write, "io_write"),
+                          _check_callback(io_poll, "io_poll"),
+                          _check_callback(io_poll_ready, "io_poll_ready"))
+
+    @staticmethod
+    def _fd_for_removal(fd: FileDescriptorLike) -> Optional[int]:
+        # Removal must work on an fd the user already closed (then fstat would fail).
+        if isinstance(fd, bool) or not isinstance(fd, int):
+            fileno = getattr(fd, "fileno", None)
+            if fileno is None:
+                raise TypeError(f"fd must be an int or have a fileno() method, not {type(fd).__name__}")
+            try:
+                fd = fileno()
+            except (OSError, ValueError):
+                return None  # closed file object: nothing can be registered under it
+            if isinstance(fd, bool) or not isinstance(fd, int):
+                raise TypeError(f"fd.fileno() returned {type(fd).__name__}, not int")
+        if fd < 0:
+            raise ValueError(f"invalid fd {fd}: negative")
+        return fd
+
+    def set_event_notifier(
+        self,
+        notifier: EventNotifier,
+        io_read: Optional[Callable[[EventNotifier], Any]] = None,
+        io_poll: Optional[Callable[[EventNotifier], bool]] = None,
+        io_poll_ready: Optional[Callable[[EventNotifier], Any]] = None,
+    ) -> None:
+        """``aio_set_event_notifier``: callbacks receive the notifier; all None removes."""
+        if not isinstance(notifier, EventNotifier):
+            raise TypeError(f"notifier must be an EventNotifier, not {type(notifier).__name__}")
+        self._check_open()
+        if io_read is None and io_poll is None and io_poll_ready is None:
+            if not notifier.closed:
+                self._set_handler(notifier.fileno(), None, None, None, None)
+            return
+        fd = notifier.fileno()
+        self._set_handler(
+            fd,
+            _bind(_check_callback(io_read, "io_read"), notifier),
+            None,
+            _bind(_check_callback(io_poll, "io_poll"), notifier),
+            _bind(_check_callback(io_poll_ready, "io_poll_ready"), notifier),
+        )
+
+    def set_fd_poll(
+        self,
+        fd: FileDescriptorLike,
+        io_poll_begin: Optional[Callback] = None,
+        io_poll_end: Optional[Callback] = None,
+    ) -> None:
+        """``aio_set_fd_poll``: set io_poll_begin/io_poll_end on a registered handler.
+
+        Replacing the handler later drops them (§1.3).  ValueError if ``fd`` is not registered.
+        """
+        self._check_open()
+        num = self._fd_for_removal(fd)
+        begin = _check_callback(io_poll_begin, "io_poll_begin")
+        end = _check_callback(io_poll_end, "io_poll_end")
+        with self._list_lock:
+            node = self._handlers.get(num) if num is not None else None
+            if node is None:
+                raise ValueError(f"fd {num} has no handler in this AioContext")
+            node.io_poll_begin = begin
+            node.io_poll_end = end
+
+    def set_event_notifier_poll(
+        self,
+        notifier: EventNotifier,
+        io_poll_begin: Optional[Callable[[EventNotifier], Any]] = None,
+        io_poll_end: Optional[Callable[[EventNotifier], Any]] = None,
+    ) -> None:
+        """``aio_set_event_notifier_poll``."""
+        if not isinstance(notifier, EventNotifier):
+            raise TypeError(f"notifier must be an EventNotifier, not {type(notifier).__name__}")
+        self.set_fd_poll(notifier.fileno(),
+                         _bind(_check_callback(io_poll_begin, "io_poll_begin"), notifier),
+                         _bind(_check_callback(io_poll_end, "io_poll_end"), notifier))
+
+    def _set_handler(self, fd: int, io_read: Any, io_write: Any, io_poll: Any,
+                     io_poll_ready: Any, is_notifier: bool = False) -> None:
+        delete = io_read is None and io_write is None and io_poll is None
+        if not delete and (io_poll is None) != (io_poll_ready is None):
+            raise ValueError(f"fd {fd}: io_poll and io_poll_ready must be given together")
+        with self._list_lock:
+            old = self._handlers.pop(fd, None)
+            if delete:
+                if old is None:
+                    return
+                if old.io_poll is None:
+                    self._poll_disable_cnt -= 1
+                new = None
+            else:
+                self._handler_seq += 1
+                new = _Handler(fd, io_read, io_write, io_poll, io_poll_ready, self._handler_seq)
+                new.is_notifier = is_notifier
+                self._handlers[fd] = new
+                self._poll_disable_cnt += (io_poll is None) - (
+                    old is not None and old.io_poll is None)
+            self._fdmon_update(old, new)
+            if old is not None:
+                old.revents = 0
+                old.poll_ready = False
+                old.deleted = True
+                if old.in_poll_list:
+                    self._poll_list_remove(old)
+        self.notify()
+
+    # ---- fd monitors (§1.12)
+
+    def _fdmon_update(self, old: Optional[_Handler], new: Optional[_Handler]) -> None:
+        fd = (new or old).fd  # type: ignore[union-attr]
+        old_ev = old.events if old is not None else 0
+        new_ev = new.events if new is not None else 0
+        if new_ev:
+            if old_ev:
+                self._pollobj.modify(fd, new_ev)
+            else:
+                self._pollobj.register(fd, new_ev)
+                self._npollfds += 1
+        elif old_ev:
+            self._pollobj.unregister(fd)
+            self._npollfds -= 1
+        if self._fdmon_active_epoll:
+            try:
+                if new_ev and old_ev:
+                    self._epoll.modify(fd, new_ev)  # type: ignore[union-attr]
+                elif new_ev:
+                    self._epoll.register(fd, new_ev)  # type: ignore[union-attr]
+                elif old_ev:
+                    self._epoll.unregister(fd)  # type: ignore[union-attr]
+            except OSError:
+                self._epoll_disable()
+
+    def _epoll_disable(self) -> None:
+        """Any epoll_ctl error: fall back to ppoll for good (§1.12)."""
+        if self._epoll is not None:
+            self._epoll.close()
+        self._epoll = None
+        self._epoll_failed = True
+        self._fdmon_active_epoll = False
+
+    def _epoll_try_upgrade(self) -> bool:
+        if self._epoll_failed or self._walkers != 1:
+            return False  # not while nested (§1.12)
+        if self._epoll is None:
+            try:
+                self._epoll = select.epoll(sizehint=EPOLL_MAX_EVENTS, flags=select.EPOLL_CLOEXEC)
+            except OSError:
+                self._epoll_failed = True
+                return False
+        with self._list_lock:
+            try:
+                for node in self._handlers.values():
+                    if node.events:
+                        self._epoll.register(node.fd, node.events)
+            except OSError:
+                self._epoll_disable()
+                return False
+            self._fdmon_active_epoll = True
+        return True
+
+    def _wait(self, ready: List[_Handler], timeout: int, gen: int) -> None:
+        """The backend wait: the only blocking point of poll()."""
+        if (self._npollfds >= EPOLL_ENABLE_THRESHOLD and not self._fdmon_active_epoll
+                and self._fdmon_mode == "auto" and not self._epoll_failed):
+            self._epoll_try_upgrade()
+        handlers = self._handlers
+        if self._fdmon_active_epoll:
+            secs = -1.0 if timeout < 0 else timeout / 1e9
+            events = self._epoll.poll(secs, EPOLL_MAX_EVENTS)  # type: ignore[union-attr]
+            found = []
+            for fd, rev in reversed(events):
+                node = handlers.get(fd)
+                if node is not None and rev & node.events:
+                    found.append((node, rev & node.events))
+        else:
+            events = self._pollobj.poll(timeout_ns_to_ms(timeout))
+            found = []
+            for fd, rev in events:
+                node = handlers.get(fd)
+                if node is None:
+                    continue
+                if rev & _POLLNVAL:
+                    self._set_handler(fd, None, None, None, None)
+                    self._errors.append(OSError(errno.EBADF,
+                                                f"fd {fd} was closed while its handler was registered"))
+                    continue
+                if rev & node.events:
+                    found.append((node, rev & node.events))
+            if len(found) > 1:
+                found.sort(key=lambda item: item[0].seq)  # oldest registration first
+        for node, rev in found:
+            node.revents = rev
+            if node.ready_gen != gen:
+                node.ready_gen = gen
+                ready.append(node)
+
+    # ---- adaptive polling (§1.11)
+
+    def set_poll_params(self, max_ns: int, grow: int, shrink: int) -> None:
+        """``aio_context_set_poll_params``: ``max_ns=0`` disables busy polling."""
+        self._check_open()
+        for value, what in ((max_ns, "max_ns"), (grow, "grow"), (shrink, "shrink")):
+            if _int_arg(value, what) < 0:
+                raise ValueError(f"{what} must be >= 0, got {value}")
+        with self._list_lock:
+            for node in self._handlers.values():
+                node.poll_ns = 0
+            self._poll_max_ns = max_ns
+            self._poll_grow = grow
+            self._poll_shrink = shrink
+        self.notify()
+
+    def _poll_list_add(self, node: _Handler) -> None:
+        node.in_poll_list = True
+        self._poll_list = self._poll_list + [node]
+
+    def _poll_list_remove(self, node: _Handler) -> None:
+        node.in_poll_list = False
+        self._poll_list = [n for n in self._poll_list if n is not node]
+
+    def _call_poll(self, node: _Handler) -> bool:
+        try:
+            return bool(node.io_poll())
+        except BaseException as exc:
+            self._report(exc, self._errors)
+            return False
+
+    def _call(self, cb: Callback) -> None:
+        try:
+            cb()
+        except BaseException as exc:
+            self._report(exc, self._errors)
+
+    def _mark_poll_ready(self, node: _Handler, ready: List[_Handler], gen: int) -> None:
+        node.poll_ready = True
+        if node.ready_gen != gen:
+            node.ready_gen = gen
+            ready.append(node)
+
+    def _poll_set_started(self, started: bool, ready: List[_Handler], gen: int) -> bool:
+        """Enter/leave poll mode: io_poll_begin/end once per switch; a final io_poll on leave."""
+        if started == self._poll_started:
+            return False
+        self._poll_started = started
+        progress = False
+        for node in self._poll_list:
+            if node.deleted:
+                continue
+            cb = node.io_poll_begin if started else node.io_poll_end
+            if cb is not None:
+                self._call(cb)
+            if not started and not node.deleted and node.io_poll is not None:
+                if self._call_poll(node):
+                    self._mark_poll_ready(node, ready, gen)
+                    progress = True  # this path does not exclude the ctx notifier (§1.9)
+        return progress
+
+    def _try_poll_mode(self, timeout: int, ready: List[_Handler], gen: int) -> Tuple[bool, int]:
+        poll_list = self._poll_list
+        if not poll_list:
+            return False, timeout
+        max_ns = 0
+        for node in poll_list:
+            if node.poll_ns > max_ns:
+                max_ns = node.poll_ns
+        max_ns = _soonest(timeout, max_ns)
+        if max_ns == 0 or self._poll_disable_cnt > 0:
+            return False, timeout
+        self._poll_set_started(True, ready, gen)
+        progress = False
+        start = _monotonic_ns()
+        while True:
+            for node in self._poll_list:
+                if not node.deleted and node.io_poll is not None and self._call_poll(node):
+                    self._mark_poll_ready(node, ready, gen)
+                    timeout = 0
+                    if not node.is_notifier:
+                        progress = True
+            elapsed = _monotonic_ns() - start
+            max_ns = _soonest(timeout, max_ns)
+            if elapsed >= max_ns or self._poll_disable_cnt > 0:
+                break
+        if timeout > 0:
+            timeout = max(timeout - elapsed, 0)
+        return progress, timeout
+
+    def _adjust_polling_time(self, node: _Handler, block_ns: int) -> None:
+        if block_ns <= node.poll_ns:
+            return
+        max_ns = self._poll_max_ns
+        if block_ns > max_ns:
+            shrink = self._poll_shrink
+            node.poll_ns = node.poll_ns // shrink if shrink else 0
+        elif node.poll_ns < max_ns and block_ns < max_ns:
+            if node.poll_ns == 0:
+                poll_ns = POLL_NS_INITIAL
+            else:
+                poll_ns = node.poll_ns * (self._poll_grow or 2)
+            node.poll_ns = min(poll_ns, max_ns)
+
+    # ---- dispatch (§1.9)
+
+    def _dispatch_node(self, node: _Handler) -> bool:
+        revents = node.revents
+        node.revents = 0
+        poll_ready = node.poll_ready
+        node.poll_ready = False
+        progress = False
+        if not node.deleted and not node.in_poll_list and node.io_poll is not None:
+            if self._poll_started and node.io_poll_begin is not None:
+                self._call(node.io_poll_begin)
+            self._poll_list_add(node)
+        if not node.deleted and poll_ready and revents == 0 and node.io_poll_ready is not None:
+            # Off the poll list while it runs, so a nested poll() cannot re-poll it (§9.8).
+            was_listed = node.in_poll_list
+            if was_listed:
+                self._poll_list_remove(node)
+            self._call(node.io_poll_ready)
+            if was_listed and not node.deleted and not node.in_poll_list:
+                self._poll_list_add(node)
+            return not node.is_notifier
+        if not node.deleted and revents & _READ_EVENTS and node.io_read is not None:
+            self._call(node.io_read)
+            if not node.is_notifier:
+                progress = True
+        if not node.deleted and revents & _WRITE_EVENTS and node.io_write is not None:
+            self._call(node.io_write)
+            progress = True
+        return progress
+
+    # ---- bottom halves (§2)
+
+    def bh_new(self, callback: Callback, *, name: Optional[str] = None) -> BH:
+        """``aio_bh_new``: a BH bound to this context (not scheduled)."""
+        self._check_open()
+        _check_callback(callback, "callback", optional=False)
+        if name is not None and not isinstance(name, str):
+            raise TypeError(f"name must be a str, not {type(name).__name__}")
+        return BH._new(self, callback, name)
+
+    def bh_schedule_oneshot(self, callback: Callback, *, name: Optional[str] = None) -> None:
+        """``aio_bh_schedule_oneshot``: run ``callback`` once in the next poll()."""
+        bh = self.bh_new(callback, name=name)
+        self._bh_ops.append((bh, _BH_SCHEDULED | _BH_ONESHOT))
+        self.notify()
+
+    def _bh_absorb(self) -> None:
+        """Apply queued BH operations (owner thread only)."""
+        ops = self._bh_ops
+        stack = self._bh_list
+        while ops:
+            op = ops.popleft()
+            if type(op) is BH:
+                bh = op
+                new = _BH_SCHEDULED
+            else:
+                bh, new = op
+            if bh._cb is None:
+                continue  # already freed
+            old = bh._flags
+            if new == _BH_CANCEL:
+                bh._flags = old & ~_BH_SCHEDULED
+                continue
+            bh._flags = old | _BH_PENDING | new
+            if not old & _BH_PENDING:
+                stack.append(bh)
+
+    def _bh_poll(self) -> bool:
+        """``aio_bh_poll``: run the BHs pending now; ones scheduled meanwhile wait a pass."""
+        ops = self._bh_ops
+        if ops:
+            self._bh_absorb()
+        stack = self._bh_list
+        if not stack and not self._bh_slices:
+            return False
+        self._bh_list = []
+        slices = self._bh_slices
+        slices.append(stack)
+        progress = False
+        while slices:
+            current = slices[0]
+            if not current:
+                slices.popleft()
+                continue
+            if ops:
+                self._bh_absorb()
+            bh = current.pop()
+            old = bh._flags
+            bh._flags = old & ~(_BH_PENDING | _BH_SCHEDULED | _BH_IDLE)
+            if old & _BH_SCHEDULED and not old & _BH_DELETED:
+                if not old & _BH_IDLE:
+                    progress = True
+                try:
+                    bh._cb()
+                except BaseException as exc:
+                    self._report(exc, self._errors)
+            if old & (_BH_DELETED | _BH_ONESHOT):
+                bh._cb = None
+                bh._deleted = True
+        return progress
+
+    def _bh_timeout(self) -> int:
+        if self._bh_ops:
+            self._bh_absorb()
+        timeout = -1
+        for group in itertools.chain((self._bh_list,), self._bh_slices):
+            for bh in group:
+                flags = bh._flags
+                if flags & _BH_SCHEDULED and not flags & _BH_DELETED:
+                    if not flags & _BH_IDLE:
+                        return 0
+                    timeout = IDLE_BH_TIMEOUT_NS
+        return timeout
+
+    # ---- timers (§3)
+
+    def timer_new(self, clock: int, scale: int, callback: Callback, *,
+                  attributes: int = 0) -> Timer:
+        """``aio_timer_new_with_attrs``: a timer on ``clock`` counting in ``scale`` ns units."""
+        self._check_open()
+        c = _clock_of(clock)
+        if _int_arg(scale, "scale") <= 0:
+            raise ValueError(f"scale must be positive, got {scale}")
+        if _int_arg(attributes, "attributes") & ~TIMER_ATTR_ALL or attributes < 0:
+            raise ValueError(f"unknown timer attributes {attributes:#x}")
+        _check_callback(callback, "callback", optional=False)
+        return Timer._new(self._timer_lists[c], scale, callback, attributes)
+
+    def timer_new_ns(self, clock: int, callback: Callback, *, attributes: int = 0) -> Timer:
+        return self.timer_new(clock, SCALE_NS, callback, attributes=attributes)
+
+    def timer_new_us(self, clock: int, callback: Callback, *, attributes: int = 0) -> Timer:
+        return self.timer_new(clock, SCALE_US, callback, attributes=attributes)
+
+    def timer_new_ms(self, clock: int, callback: Callback, *, attributes: int = 0) -> Timer:
+        return self.timer_new(clock, SCALE_MS, callback, attributes=attributes)
+
+    def _timers_deadline(self) -> int:
+        deadline = -1
+        for tl in self._timer_lists:
+            if tl.heap:
+                deadline = _soonest(deadline, tl.deadline())
+        return deadline
+
+    def _run_timer_list(self, clock: int, errors: List[BaseException]) -> bool:
+        return self._timer_lists[clock].run(errors)
+
+    def _run_timers(self) -> bool:
+        progress = False
+        errors = self._errors
+        for tl in self._timer_lists:
+            if tl.heap:
+                progress |= tl.run(errors)
+        return progress
+
+    # ---- aio_poll (§1.7, §1.8)
+
+    def compute_timeout(self) -> int:
+        """``aio_compute_timeout``: ns until something is due; 0 now, -1 infinite."""
+        self._check_open()
+        return self._compute_timeout()
+
+    def _compute_timeout(self) -> int:
+        timeout = self._bh_timeout()
+        if timeout == 0:
+            return 0
+        deadline = self._timers_deadline()
+        if deadline == 0:
+            return 0
+        return _soonest(timeout, deadline)
+
+    def poll(self, blocking: bool) -> bool:
+        """``aio_poll``: one iteration; True if progress was made (§1.9).
+
+        Order: [busy poll] -> [wait] -> accept notify -> BHs -> fd handlers -> timers.
+        Must be called from one thread at a time (nested calls from callbacks are allowed).
+        """
+        if self._closed:
+            raise RuntimeError("AioContext is closed")
+        if blocking is not True and blocking is not False:
+            if not isinstance(blocking, int):
+                raise TypeError(f"blocking must be a bool, not {type(blocking).__name__}")
+            blocking = bool(blocking)
+        me = threading.get_ident()
+        if self._walkers:
+            if self._poll_thread != me:
+                raise RuntimeError("AioContext.poll() called from two threads at once")
+        else:
+            self._poll_thread = me
+        saved_errors = self._errors
+        errors = self._errors = []
+        try:
+            progress = self._poll_iteration(blocking)
+        finally:
+            self._errors = saved_errors
+            if not self._walkers:
+                self._poll_thread = None
+        if errors:
+            _raise_errors(errors)
+        return progress
+
+    def _poll_iteration(self, blocking: bool) -> bool:
+        self._walkers += 1
+        try:
+            use_polling = self._poll_max_ns != 0
+            start = _monotonic_ns() if use_polling else 0
+            timeout = self._compute_timeout() if blocking else 0
+            self._ready_gen += 1
+            gen = self._ready_gen
+            ready: List[_Handler] = []
+            progress = False
+            if self._poll_list:
+                progress, timeout = self._try_poll_mode(timeout, ready, gen)
+            counted = False
+            if timeout != 0:
+                self._notify_me += 2
+                counted = True
+                if self._notified:
+                    timeout = 0
+            try:
+                if timeout != 0 or self._poll_disable_cnt > 0:
+                    if timeout != 0 and self._poll_set_started(False, ready, gen):
+                        progress = True
+                        timeout = 0
+                    try:
+                        self._wait(ready, timeout, gen)
+                    except BaseException as exc:  # e.g. KeyboardInterrupt from a signal handler
+                        self._errors.append(exc)
+            finally:
+                if counted:
+                    self._notify_me -= 2
+            self._notified = False  # aio_notify_accept
+            block_ns = _monotonic_ns() - start if use_polling else 0
+            if self._bh_ops or self._bh_list or self._bh_slices:
+                progress |= self._bh_poll()
+            for node in ready:
+                if node.ready_gen != gen:
+                    continue  # moved to a nested poll's ready list, already dispatched
+                node.ready_gen = 0
+                if self._dispatch_node(node):
+                    progress = True
+                if use_polling and node.in_poll_list and self._poll_max_ns:
+                    self._adjust_polling_time(node, block_ns)
+        finally:
+            self._walkers -= 1
+        if self._run_timers():
+            progress = True
+        return progress
+
+    # ---- lifecycle
+
+    def close(self) -> None:
+        """Release the context's fds; drop pending BHs, timers and handlers without running
+        them (user fds are not closed).  Later calls raise RuntimeError.  Idempotent."""
+        if self._closed:
+            return
+        if self._walkers:
+            raise RuntimeError("cannot close an AioContext from inside its own poll()")
+        self._closed = True
+        _contexts.discard(self)
+        with self._list_lock:
+            for node in self._handlers.values():
+                node.deleted = True
+            self._handlers.clear()
+            self._poll_list = []
+        for tl in self._timer_lists:
+            tl.clear()
+        self._bh_absorb()
+        for group in itertools.chain((self._bh_list,), self._bh_slices):
+            for bh in group:
+                bh._cb = None
+                bh._deleted = True
+        self._bh_list = []
+        self._bh_slices.clear()
+        if self._epoll is not None:
+            self._epoll.close()
+            self._epoll = None
+        self._fdmon_active_epoll = False
+        self._notifier.close()
+        self._pollobj = select.poll()
+
+    def __enter__(self) -> "AioContext":
+        self._check_open()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else f"fdmon={self.fdmon} handlers={len(self._handlers)}"
+        return f"<qloop._fallback.AioContext {state}>"
+
+
+def _bind(cb: Any, notifier: EventNotifier) -> Any:
+    if cb is None:
+        return None
+    return lambda: cb(notifier)
