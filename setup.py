@@ -47,7 +47,10 @@ class build_ext(_build_ext):
         self.cython_directives = None
 
     def finalize_options(self):
+        self._cythonize()
         super().finalize_options()
+
+    def _cythonize(self):
         try:
             import Cython
             from Cython.Build import cythonize

@@ -19,17 +19,23 @@ from __future__ import annotations
 
 import errno
 import heapq
-import inspect
 import itertools
-import logging
 import os
 import select
 import threading
 import time
 import weakref
 from collections import deque
-from typing import Any, Callable, Deque, Dict, Iterable, List, Optional, Tuple, Union
+from typing import Any, Callable, Deque, Dict, List, Optional, Tuple, Union
 
+from ._common import (
+    NotifierList,
+    _check_callback,
+    _clock_of,
+    _fd_of,
+    _int_arg,
+    _raise_errors,
+)
 from ._constants import (
     EPOLL_ENABLE_THRESHOLD,
     EPOLL_MAX_EVENTS,
@@ -70,7 +76,6 @@ __all__ = [
 FileDescriptorLike = Union[int, Any]
 Callback = Callable[[], Any]
 
-_logger = logging.getLogger("qloop")
 
 _POLLIN = select.POLLIN
 _POLLOUT = select.POLLOUT
@@ -85,57 +90,6 @@ _NCLOCKS = 4
 
 _monotonic_ns = time.monotonic_ns
 _time_ns = time.time_ns
-
-
-# --------------------------------------------------------------------------------------------
-# Validation helpers
-
-
-def _fd_of(fd: FileDescriptorLike, what: str = "fd") -> int:
-    """Return the fd number of an int or an object with fileno(), checking it is open."""
-    if isinstance(fd, bool) or not isinstance(fd, int):
-        fileno = getattr(fd, "fileno", None)
-        if fileno is None:
-            raise TypeError(f"{what} must be an int or have a fileno() method, not {type(fd).__name__}")
-        num = fileno()
-        if isinstance(num, bool) or not isinstance(num, int):
-            raise TypeError(f"{what}.fileno() returned {type(num).__name__}, not int")
-        fd = num
-    if fd < 0:
-        raise ValueError(f"invalid {what} {fd}: negative")
-    try:
-        os.fstat(fd)
-    except OSError as exc:
-        raise OSError(exc.errno, f"{what} {fd} is not an open file descriptor: {exc.strerror}") from None
-    except OverflowError:
-        raise ValueError(f"invalid {what} {fd}: too large") from None
-    return fd
-
-
-def _check_callback(cb: Any, what: str, optional: bool = True) -> Any:
-    if cb is None:
-        if optional:
-            return None
-        raise TypeError(f"{what} must be callable, not None")
-    if not callable(cb):
-        raise TypeError(f"{what} must be callable, not {type(cb).__name__}")
-    if inspect.iscoroutinefunction(cb):
-        raise TypeError(f"{what} must be a plain callable, not a coroutine function ({cb!r})")
-    return cb
-
-
-def _clock_of(clock: Any) -> int:
-    if isinstance(clock, bool) or not isinstance(clock, int):
-        raise TypeError(f"clock must be a ClockType, not {type(clock).__name__}")
-    if not 0 <= clock < _NCLOCKS:
-        raise ValueError(f"unknown clock {clock!r} (expected one of {[c.name for c in ClockType]})")
-    return int(clock)
-
-
-def _int_arg(value: Any, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{what} must be an int, not {type(value).__name__}")
-    return value
 
 
 # --------------------------------------------------------------------------------------------
@@ -304,14 +258,6 @@ def clock_advance_virtual_time(dest_ns: int) -> int:
     return dest
 
 
-def _raise_errors(errors: List[BaseException]) -> None:
-    for extra in errors[1:]:
-        _logger.error("qloop: another callback raised in the same iteration", exc_info=extra)
-    exc = errors[0]
-    errors.clear()
-    raise exc
-
-
 # --------------------------------------------------------------------------------------------
 # EventNotifier (§7)
 
@@ -400,50 +346,6 @@ class EventNotifier:
             self.close()
         except Exception:
             pass
-
-
-# --------------------------------------------------------------------------------------------
-# NotifierList (§6)
-
-
-class NotifierList:
-    """Callbacks notified most recently added first.
-
-    ``notify`` walks a snapshot: a callback added during the pass is not called in it, and a
-    callback removed during the pass (itself or another one) is not called after its removal.
-    """
-
-    __slots__ = ("_entries",)
-
-    def __init__(self) -> None:
-        self._entries: List[List[Any]] = []  # [callback, live], newest first
-
-    def add(self, callback: Callable[[Any], Any]) -> None:
-        _check_callback(callback, "callback", optional=False)
-        self._entries.insert(0, [callback, True])
-
-    def remove(self, callback: Callable[[Any], Any]) -> None:
-        """Remove the most recently added registration of ``callback``."""
-        for i, entry in enumerate(self._entries):
-            if entry[0] is callback or entry[0] == callback:
-                entry[1] = False
-                del self._entries[i]
-                return
-        raise ValueError(f"{callback!r} is not in this NotifierList")
-
-    def notify(self, data: Any = None) -> None:
-        for entry in list(self._entries):
-            if entry[1]:
-                entry[0](data)
-
-    def empty(self) -> bool:
-        return not self._entries
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def __contains__(self, callback: object) -> bool:
-        return any(e[0] is callback or e[0] == callback for e in self._entries)
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,0 +1,131 @@
+"""Plain-Python pieces shared by both implementations: argument validation, error delivery
+and NotifierList (none of it is on a hot path)."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import os
+from typing import Any, Callable, List
+
+__all__ = ["NotifierList"]
+
+_logger = logging.getLogger("qloop")
+_NCLOCKS = 4
+
+
+# --------------------------------------------------------------------------------------------
+# Validation helpers
+
+
+def _fd_of(fd: Any, what: str = "fd") -> int:
+    """Return the fd number of an int or an object with fileno(), checking it is open."""
+    if isinstance(fd, bool) or not isinstance(fd, int):
+        fileno = getattr(fd, "fileno", None)
+        if fileno is None:
+            raise TypeError(f"{what} must be an int or have a fileno() method, not {type(fd).__name__}")
+        num = fileno()
+        if isinstance(num, bool) or not isinstance(num, int):
+            raise TypeError(f"{what}.fileno() returned {type(num).__name__}, not int")
+        fd = num
+    if fd < 0:
+        raise ValueError(f"invalid {what} {fd}: negative")
+    try:
+        os.fstat(fd)
+    except OSError as exc:
+        raise OSError(exc.errno, f"{what} {fd} is not an open file descriptor: {exc.strerror}") from None
+    except OverflowError:
+        raise ValueError(f"invalid {what} {fd}: too large") from None
+    return fd
+
+
+def _check_callback(cb: Any, what: str, optional: bool = True) -> Any:
+    if cb is None:
+        if optional:
+            return None
+        raise TypeError(f"{what} must be callable, not None")
+    if not callable(cb):
+        raise TypeError(f"{what} must be callable, not {type(cb).__name__}")
+    if _is_coroutine_function(cb):
+        raise TypeError(f"{what} must be a plain callable, not a coroutine function ({cb!r})")
+    return cb
+
+
+def _is_coroutine_function(cb: Any) -> bool:
+    # The cheap part of inspect.iscoroutinefunction (a plain or bound `async def`), without
+    # its unwrapping: this runs for every BH and timer created.
+    code = getattr(cb, "__code__", None)
+    if code is None:
+        func = getattr(cb, "__func__", None)
+        code = getattr(func, "__code__", None)
+        if code is None:
+            return inspect.iscoroutinefunction(cb)  # partials, markcoroutinefunction
+    return bool(getattr(code, "co_flags", 0) & inspect.CO_COROUTINE)
+
+
+def _clock_of(clock: Any) -> int:
+    if isinstance(clock, bool) or not isinstance(clock, int):
+        raise TypeError(f"clock must be a ClockType, not {type(clock).__name__}")
+    if not 0 <= clock < _NCLOCKS:
+        raise ValueError(f"unknown clock {clock!r} (expected one of REALTIME=0, VIRTUAL=1, HOST=2, VIRTUAL_RT=3)")
+    return int(clock)
+
+
+def _int_arg(value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{what} must be an int, not {type(value).__name__}")
+    return value
+
+
+def _raise_errors(errors: List[BaseException]) -> None:
+    for extra in errors[1:]:
+        _logger.error("qloop: another callback raised in the same iteration", exc_info=extra)
+    exc = errors[0]
+    errors.clear()
+    raise exc
+
+
+# --------------------------------------------------------------------------------------------
+# NotifierList (§6)
+
+
+class NotifierList:
+    """Callbacks notified most recently added first.
+
+    ``notify`` walks a snapshot: a callback added during the pass is not called in it, and a
+    callback removed during the pass (itself or another one) is not called after its removal.
+    """
+
+    __slots__ = ("_entries",)
+
+    def __init__(self) -> None:
+        self._entries: List[List[Any]] = []  # [callback, live], newest first
+
+    def add(self, callback: Callable[[Any], Any]) -> None:
+        _check_callback(callback, "callback", optional=False)
+        self._entries.insert(0, [callback, True])
+
+    def remove(self, callback: Callable[[Any], Any]) -> None:
+        """Remove the most recently added registration of ``callback``."""
+        for i, entry in enumerate(self._entries):
+            if entry[0] is callback or entry[0] == callback:
+                entry[1] = False
+                del self._entries[i]
+                return
+        raise ValueError(f"{callback!r} is not in this NotifierList")
+
+    def notify(self, data: Any = None) -> None:
+        for entry in list(self._entries):
+            if entry[1]:
+                entry[0](data)
+
+    def empty(self) -> bool:
+        return not self._entries
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, callback: object) -> bool:
+        return any(e[0] is callback or e[0] == callback for e in self._entries)
+
+

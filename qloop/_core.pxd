@@ -1,0 +1,166 @@
+# cython: language_level=3
+# Layouts of the compiled core's classes and their C-level methods (see _core.pyx).
+
+from libc.stdint cimport int64_t, uint64_t
+
+from qloop.includes.posix cimport epoll_event, pollfd
+
+
+cdef class AioContext
+
+
+cdef class EventNotifier:
+    cdef int rfd
+    cdef int wfd
+    cdef object __weakref__
+
+    cdef int _check(self) except -1
+    cdef int _set(self) except -1
+    cdef bint _test_and_clear(self) except -1
+
+
+ctypedef struct TimerEntry:
+    int64_t key          # expiry used for ordering (may be negative; the stored expiry is max(key, 0))
+    uint64_t seq         # arming order; also identifies the entry as the timer's current one
+    void *timer          # owned reference to the Timer (visited by the GC, see _tl_traverse)
+
+
+cdef class _TimerList:
+    cdef AioContext ctx
+    cdef int clock
+    cdef TimerEntry *heap
+    cdef Py_ssize_t n
+    cdef Py_ssize_t cap
+    cdef Py_ssize_t dead
+
+    cdef int _push(self, Timer timer, int64_t key) except -1
+    cdef void _pop_top(self) noexcept
+    cdef void _drop_stale_top(self) noexcept
+    cdef void _compact(self) noexcept
+    cdef int insert(self, Timer timer, int64_t key) except -1
+    cdef void remove(self, Timer timer) noexcept
+    cdef int64_t head_expire(self) noexcept
+    cdef int64_t deadline(self) noexcept
+    cdef bint run(self) except -1
+    cdef void clear(self) noexcept
+
+
+cdef class Timer:
+    cdef _TimerList tl
+    cdef object cb
+    cdef int64_t key     # valid while seq != 0
+    cdef uint64_t seq    # 0 = not pending
+    cdef readonly int64_t scale
+    cdef readonly int attributes
+    cdef object __weakref__
+
+    @staticmethod
+    cdef Timer _new(_TimerList tl, int64_t scale, object cb, int attributes)
+    cdef _TimerList _list(self)
+
+
+cdef class BH:
+    cdef AioContext ctx
+    cdef object cb
+    cdef object name_
+    cdef int flags
+    cdef readonly bint deleted
+    cdef BH next
+    cdef object __weakref__
+
+    @staticmethod
+    cdef BH _new(AioContext ctx, object cb, object name)
+    cdef int _check(self) except -1
+
+
+cdef class _Handler:
+    cdef int fd
+    cdef object io_read
+    cdef object io_write
+    cdef object io_poll
+    cdef object io_poll_ready
+    cdef object io_poll_begin
+    cdef object io_poll_end
+    cdef int events
+    cdef int revents
+    cdef bint poll_ready
+    cdef bint deleted
+    cdef bint in_poll_list
+    cdef bint is_notifier
+    cdef int64_t poll_ns
+    cdef uint64_t ready_gen
+    cdef uint64_t seq
+
+
+cdef class AioContext:
+    cdef readonly bint closed
+    cdef int fdmon_mode            # 0 auto, 1 poll, 2 epoll
+    cdef dict handlers             # fd -> live _Handler, in registration order
+    cdef list deleted_handlers     # removed while walkers were active; freed by the outermost
+    cdef uint64_t handler_seq
+    cdef object list_lock
+    cdef int npollfds              # live handlers with a nonzero event mask
+    cdef bint fds_dirty
+    cdef pollfd *pfds
+    cdef void **pfd_nodes          # borrowed: kept alive by handlers/deleted_handlers
+    cdef Py_ssize_t pfds_len
+    cdef Py_ssize_t pfds_cap
+    cdef int epfd
+    cdef bint epoll_active
+    cdef bint epoll_failed
+    cdef epoll_event *ep_events
+    cdef int walkers
+    cdef unsigned long poll_thread
+    cdef int notify_me             # atomic: +2 per aio_poll in its wait phase
+    cdef int notified              # atomic
+    cdef int poll_disable_cnt
+    cdef int64_t poll_max_ns
+    cdef int64_t poll_grow
+    cdef int64_t poll_shrink
+    cdef bint poll_started
+    cdef list poll_list
+    cdef uint64_t ready_gen
+    cdef BH bh_head                # pending stack, newest first
+    cdef list bh_slices            # heads of the BH batches being run, oldest first
+    cdef list timer_lists
+    cdef _TimerList tl0
+    cdef _TimerList tl1
+    cdef _TimerList tl2
+    cdef _TimerList tl3
+    cdef object exception_handler
+    cdef list errors
+    cdef EventNotifier notifier
+    cdef int notifier_wfd
+    cdef object __weakref__
+
+    cdef void _notify(self) noexcept
+    cdef int _report(self, object exc) except -1
+    cdef int _call(self, object cb) except -1
+    cdef bint _call_poll(self, _Handler node) except -1
+    cdef int _set_handler(self, int fd, object io_read, object io_write, object io_poll,
+                          object io_poll_ready, bint is_notifier) except -1
+    cdef int _fdmon_update(self, _Handler old, _Handler new) except -1
+    cdef void _epoll_disable(self) noexcept
+    cdef bint _epoll_try_upgrade(self) except -1
+    cdef int _rebuild_pollfds(self) except -1
+    cdef int _wait(self, list ready, int64_t timeout, uint64_t gen) except -1
+    cdef int _wait_ppoll(self, list ready, int64_t timeout, uint64_t gen) except -1
+    cdef int _wait_epoll(self, list ready, int64_t timeout, uint64_t gen) except -1
+    cdef int _add_ready(self, list ready, _Handler node, int rev, uint64_t gen) except -1
+    cdef int _poll_list_add(self, _Handler node) except -1
+    cdef int _poll_list_remove(self, _Handler node) except -1
+    cdef int _mark_poll_ready(self, _Handler node, list ready, uint64_t gen) except -1
+    cdef bint _poll_set_started(self, bint started, list ready, uint64_t gen) except -1
+    cdef int64_t _try_poll_mode(self, int64_t timeout, list ready, uint64_t gen,
+                                bint *progress) except? -2
+    cdef void _adjust_polling_time(self, _Handler node, int64_t block_ns) noexcept
+    cdef bint _dispatch_node(self, _Handler node) except -1
+    cdef int _bh_enqueue(self, BH bh, int flags) except -1
+    cdef Timer _timer_new(self, object clock, int64_t scale, object callback, object attributes)
+    cdef bint _bh_poll(self) except -1
+    cdef int64_t _bh_timeout(self) noexcept
+    cdef int64_t _timers_deadline(self) noexcept
+    cdef bint _run_timers(self) except -1
+    cdef int64_t _compute_timeout(self) noexcept
+    cdef bint _poll_iteration(self, bint blocking) except -1
+    cdef int _free_deleted_handlers(self) except -1
