@@ -36,7 +36,7 @@ def _fd_of(fd: Any, what: str = "fd") -> int:
         raise OSError(exc.errno, f"{what} {fd} is not an open file descriptor: {exc.strerror}") from None
     except OverflowError:
         raise ValueError(f"invalid {what} {fd}: too large") from None
-    return fd
+    return int(fd)
 
 
 def _check_callback(cb: Any, what: str, optional: bool = True) -> Any:

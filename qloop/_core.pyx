@@ -163,7 +163,7 @@ cdef inline int64_t _ns_to_ms(int64_t ns) noexcept nogil:
         return -1
     if ns == 0:
         return 0
-    ns = (ns + 999999) // 1000000
+    ns = (ns - 1) // 1000000 + 1  # ceil without overflow
     return ns if ns < INT32_MAX else INT32_MAX
 
 
@@ -944,6 +944,8 @@ cdef class AioContext:
 
     def notify(self):
         """``aio_notify``: wake a blocking ``poll()``; safe from any thread; never progress."""
+        if self.closed:
+            raise RuntimeError("AioContext is closed")
         self._notify()
 
     # ---- fd handlers (§1.3, §1.4)

@@ -198,7 +198,7 @@ def clock_enable(clock: int, enabled: bool) -> None:
         st.enabled[c] = on
     if on:
         for ctx in list(_contexts):
-            ctx.notify()
+            ctx._notify()
 
 
 def clock_set_manual(manual: bool) -> None:
@@ -216,7 +216,7 @@ def clock_set_manual(manual: bool) -> None:
             st.virtual_start = _monotonic_ns()
             st.manual = False
     for ctx in list(_contexts):
-        ctx.notify()
+        ctx._notify()
 
 
 def clock_advance_virtual_time(dest_ns: int) -> int:
@@ -252,7 +252,7 @@ def clock_advance_virtual_time(dest_ns: int) -> int:
             break  # VIRTUAL is disabled: its timers never run (§3.6)
     st.manual_ns = dest
     for ctx in list(_contexts):
-        ctx.notify()
+        ctx._notify()
     if errors:
         _raise_errors(errors)
     return dest
@@ -388,7 +388,7 @@ class _TimerList:
             heapq.heappush(self.heap, entry)
             is_head = self._head() is entry
         if is_head:
-            self.ctx.notify()
+            self.ctx._notify()
 
     def _unlink(self, timer: "Timer") -> None:
         entry = timer._entry
@@ -463,6 +463,12 @@ class Timer:
     """A QEMUTimer, created by ``AioContext.timer_new*``.  Times are in the timer's scale."""
 
     __slots__ = ("_tl", "_scale", "_cb", "_attributes", "_expire", "_entry", "__weakref__")
+    _tl: _TimerList
+    _scale: int
+    _cb: Callback
+    _attributes: int
+    _expire: int
+    _entry: Optional[List[Any]]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         raise TypeError("Timer objects are created by AioContext.timer_new*()")
@@ -553,6 +559,11 @@ class BH:
     """A bottom half, created by ``AioContext.bh_new``.  ``callback()`` takes no arguments."""
 
     __slots__ = ("_ctx", "_cb", "_name", "_flags", "_deleted", "__weakref__")
+    _ctx: "AioContext"
+    _cb: Optional[Callback]
+    _name: str
+    _flags: int
+    _deleted: bool
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         raise TypeError("BH objects are created by AioContext.bh_new()")
@@ -574,7 +585,7 @@ class BH:
         if ctx._closed:
             raise RuntimeError("the BH's AioContext is closed")
         ctx._bh_ops.append(op)
-        ctx.notify()
+        ctx._notify()
 
     def schedule(self) -> None:
         """Run the callback in the next ``poll()``; idempotent; safe from any thread."""
@@ -585,8 +596,12 @@ class BH:
         self._enqueue((self, _BH_SCHEDULED | _BH_IDLE))
 
     def cancel(self) -> None:
-        """Unschedule; the BH stays usable."""
-        self._enqueue((self, _BH_CANCEL))
+        """Unschedule; the BH stays usable.  Unlike scheduling, it does not notify."""
+        if self._deleted:
+            raise RuntimeError(f"BH {self._name!r} was deleted")
+        if self._ctx._closed:
+            raise RuntimeError("the BH's AioContext is closed")
+        self._ctx._bh_ops.append((self, _BH_CANCEL))
 
     def delete(self) -> None:
         """Unschedule and free; later use raises RuntimeError.  Allowed from its own callback."""
@@ -757,6 +772,11 @@ class AioContext:
 
     def notify(self) -> None:
         """``aio_notify``: wake a blocking ``poll()``; safe from any thread; never progress."""
+        if self._closed:
+            raise RuntimeError("AioContext is closed")
+        self._notify()
+
+    def _notify(self) -> None:
         self._notified = True
         if self._notify_me:
             notifier = self._notifier
@@ -895,7 +915,7 @@ class AioContext:
                 old.deleted = True
                 if old.in_poll_list:
                     self._poll_list_remove(old)
-        self.notify()
+        self._notify()
 
     # ---- fd monitors (§1.12)
 
@@ -1001,7 +1021,7 @@ class AioContext:
             self._poll_max_ns = max_ns
             self._poll_grow = grow
             self._poll_shrink = shrink
-        self.notify()
+        self._notify()
 
     def _poll_list_add(self, node: _Handler) -> None:
         node.in_poll_list = True
@@ -1135,7 +1155,7 @@ class AioContext:
         """``aio_bh_schedule_oneshot``: run ``callback`` once in the next poll()."""
         bh = self.bh_new(callback, name=name)
         self._bh_ops.append((bh, _BH_SCHEDULED | _BH_ONESHOT))
-        self.notify()
+        self._notify()
 
     def _bh_absorb(self) -> None:
         """Apply queued BH operations (owner thread only)."""
@@ -1184,7 +1204,7 @@ class AioContext:
                 if not old & _BH_IDLE:
                     progress = True
                 try:
-                    bh._cb()
+                    bh._cb()  # type: ignore[misc]  # freed BHs (cb None) are never queued
                 except BaseException as exc:
                     self._report(exc, self._errors)
             if old & (_BH_DELETED | _BH_ONESHOT):
