@@ -131,9 +131,15 @@ cdef class AioContext:
     cdef list errors
     cdef EventNotifier notifier
     cdef int notifier_wfd
+    cdef object timer_notify_cb
+    cdef list source_nodes
+    cdef bint source_epoll_ready
+    cdef list source_errors
+    cdef public object _co_state
     cdef object __weakref__
 
     cdef void _notify(self) noexcept
+    cdef int _timer_notify(self) except -1
     cdef int _report(self, object exc) except -1
     cdef int _call(self, object cb) except -1
     cdef bint _call_poll(self, _Handler node) except -1

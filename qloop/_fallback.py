@@ -388,7 +388,7 @@ class _TimerList:
             heapq.heappush(self.heap, entry)
             is_head = self._head() is entry
         if is_head:
-            self.ctx._notify()
+            self.ctx._timer_notify()
 
     def _unlink(self, timer: "Timer") -> None:
         entry = timer._entry
@@ -708,6 +708,10 @@ class AioContext:
         self._bh_slices: Deque[List[BH]] = deque()
         self._timer_lists = [_TimerList(self, c) for c in range(_NCLOCKS)]
         self._exception_handler: Optional[Callable[["AioContext", BaseException], Any]] = None
+        self._timer_notify_cb: Optional[Callback] = None
+        self._source_nodes: List[Optional[_Handler]] = []
+        self._source_epoll_ready = False
+        self._source_errors: List[BaseException] = []
         self._errors: List[BaseException] = []
         self._notifier = EventNotifier()
         if fdmon == "epoll":
@@ -1359,6 +1363,145 @@ class AioContext:
         if self._run_timers():
             progress = True
         return progress
+
+    # ---- the GSource interface (§1.10): how an outer loop drives this context
+
+    def source_prepare(self) -> int:
+        """GSource prepare: open the notify window (bit 0 of notify_me), leave poll mode and
+        return the timeout in ns (-1 infinite, 0 when a BH or timer is already due)."""
+        self._check_open()
+        self._notify_me |= 1
+        timeout = self._compute_timeout()
+        self._poll_set_started(False, [], 0)  # poll mode is never used under an outer loop
+        return timeout
+
+    def source_query(self) -> List[Tuple[int, int]]:
+        """The (fd, events) pairs the outer loop must poll for this context."""
+        self._check_open()
+        if self._fdmon_active_epoll:
+            assert self._epoll is not None
+            nodes: List[Optional[_Handler]] = [None]
+            fds = [(self._epoll.fileno(), _POLLIN)]
+        else:
+            with self._list_lock:
+                live = [n for n in self._handlers.values() if n.events]
+            nodes = list(live)
+            fds = [(n.fd, n.events) for n in live]
+        self._source_nodes = nodes
+        return fds
+
+    def source_check(self, revents: Optional[List[int]] = None) -> bool:
+        """GSource check: close the notify window, accept the notify, record the revents the
+        outer loop got for ``source_query()``'s fds (same order), and say if dispatch is due."""
+        self._check_open()
+        self._notify_me &= ~1
+        self._notified = False  # aio_notify_accept
+        nodes = getattr(self, "_source_nodes", [])
+        self._source_nodes = []
+        self._source_epoll_ready = False
+        pending = False
+        if revents is not None:
+            if len(revents) != len(nodes):
+                raise ValueError(f"revents has {len(revents)} entries; source_query() gave {len(nodes)}")
+            for node, rev in zip(nodes, revents):
+                rev = _int_arg(rev, "revents[i]")
+                if node is None:
+                    self._source_epoll_ready = bool(rev)
+                    pending = pending or bool(rev)
+                    continue
+                if node.deleted:
+                    continue
+                if rev & _POLLNVAL:
+                    self._set_handler(node.fd, None, None, None, None)
+                    self._source_errors.append(OSError(
+                        errno.EBADF, f"fd {node.fd} was closed while its handler was registered"))
+                    pending = True
+                    continue
+                node.revents = rev & node.events
+                if (node.revents & _READ_EVENTS and node.io_read is not None) or (
+                        node.revents & _WRITE_EVENTS and node.io_write is not None):
+                    pending = True
+        if self._bh_timeout() >= 0:
+            return True  # a scheduled BH, idle ones included
+        if pending:
+            return True
+        return self._timers_deadline() == 0
+
+    def source_dispatch(self) -> bool:
+        """GSource dispatch (``aio_dispatch``): BHs, then ready fd handlers, then timers."""
+        self._check_open()
+        me = threading.get_ident()
+        if self._walkers and self._poll_thread != me:
+            raise RuntimeError("AioContext dispatched from two threads at once")
+        if not self._walkers:
+            self._poll_thread = me
+        saved_errors = self._errors
+        errors = self._errors = self._source_errors
+        self._source_errors = []
+        progress = False
+        try:
+            self._walkers += 1
+            try:
+                progress = self._bh_poll()
+                self._ready_gen += 1
+                gen = self._ready_gen
+                ready: List[_Handler] = []
+                if self._fdmon_active_epoll:
+                    if self._source_epoll_ready:
+                        self._source_epoll_ready = False
+                        self._wait(ready, 0, gen)
+                else:
+                    for node in list(self._handlers.values()):
+                        if node.revents and node.ready_gen != gen:
+                            node.ready_gen = gen
+                            ready.append(node)
+                for node in ready:
+                    if node.ready_gen != gen:
+                        continue
+                    node.ready_gen = 0
+                    if self._dispatch_node(node):
+                        progress = True
+            finally:
+                self._walkers -= 1
+            if self._run_timers():
+                progress = True
+        finally:
+            self._errors = saved_errors
+            if not self._walkers:
+                self._poll_thread = None
+        if errors:
+            _raise_errors(errors)
+        return progress
+
+    def run_timers(self) -> bool:
+        """``timerlistgroup_run_timers``: run this context's due timers only (clock order)."""
+        self._check_open()
+        saved_errors = self._errors
+        errors = self._errors = []
+        try:
+            progress = self._run_timers()
+        finally:
+            self._errors = saved_errors
+        if errors:
+            _raise_errors(errors)
+        return progress
+
+    def timers_deadline(self) -> int:
+        """``timerlistgroup_deadline_ns``: ns until the next timer of this context (-1 none)."""
+        self._check_open()
+        return self._timers_deadline()
+
+    def _set_timer_notify(self, callback: Optional[Callback]) -> None:
+        """Call ``callback()`` instead of notify() when a timer becomes the head of a list
+        (the main loop's timer lists use qemu_notify_event, §3.1)."""
+        self._timer_notify_cb = callback
+
+    def _timer_notify(self) -> None:
+        cb = self._timer_notify_cb
+        if cb is None:
+            self._notify()
+        else:
+            cb()
 
     # ---- lifecycle
 
