@@ -60,7 +60,10 @@ from qloop.includes.posix cimport (
 
 import errno as _errno
 import threading
+import types
 import weakref
+
+from qloop import _coroutine, _mainloop
 
 from qloop._common import (
     NotifierList,
@@ -1624,6 +1627,14 @@ cdef class AioContext:
                 self.deleted_handlers = []
         return 0
 
+    # ---- coroutines (§1.14)
+
+    def co_schedule(self, co):
+        """``aio_co_schedule``: enter coroutine ``co`` from a BH of this context (FIFO);
+        safe from any thread; RuntimeError if ``co`` is already scheduled."""
+        self._check_open()
+        _coroutine.co_schedule(self, co)
+
     # ---- the GSource interface (§1.10): how an outer loop drives this context
 
     def source_prepare(self):
@@ -1863,3 +1874,17 @@ cdef object _bind(object cb, EventNotifier notifier):
     if cb is None:
         return None
     return lambda: cb(notifier)
+
+
+# --------------------------------------------------------------------------------------------
+# The process-wide main loop, run state and coroutines (§4, §5, §1.14), shared Python code
+# instantiated over this implementation.
+
+_main_loop = _mainloop.MainLoop(types.SimpleNamespace(
+    AioContext=AioContext,
+    clock_enable=clock_enable,
+    soonest_timeout=soonest_timeout,
+    timeout_ns_to_ms=timeout_ns_to_ms,
+))
+globals().update(_main_loop.exports())
+__all__ += [*_mainloop.EXPORTS, *_mainloop.SHARED_EXPORTS]

@@ -24,10 +24,12 @@ import os
 import select
 import threading
 import time
+import types
 import weakref
 from collections import deque
 from typing import Any, Callable, Deque, Dict, List, Optional, Tuple, Union
 
+from . import _coroutine, _mainloop, _runstate
 from ._common import (
     NotifierList,
     _check_callback,
@@ -50,7 +52,7 @@ from ._constants import (
     ClockType,
 )
 
-__all__ = [
+__all__: List[str] = [
     "AioContext",
     "BH",
     "ClockType",
@@ -709,6 +711,7 @@ class AioContext:
         self._timer_lists = [_TimerList(self, c) for c in range(_NCLOCKS)]
         self._exception_handler: Optional[Callable[["AioContext", BaseException], Any]] = None
         self._timer_notify_cb: Optional[Callback] = None
+        self._co_state: Any = None
         self._source_nodes: List[Optional[_Handler]] = []
         self._source_epoll_ready = False
         self._source_errors: List[BaseException] = []
@@ -1364,6 +1367,14 @@ class AioContext:
             progress = True
         return progress
 
+    # ---- coroutines (§1.14)
+
+    def co_schedule(self, co: Any) -> None:
+        """``aio_co_schedule``: enter coroutine ``co`` from a BH of this context (FIFO);
+        safe from any thread; RuntimeError if ``co`` is already scheduled."""
+        self._check_open()
+        _coroutine.co_schedule(self, co)
+
     # ---- the GSource interface (§1.10): how an outer loop drives this context
 
     def source_prepare(self) -> int:
@@ -1551,3 +1562,79 @@ def _bind(cb: Any, notifier: EventNotifier) -> Any:
     if cb is None:
         return None
     return lambda: cb(notifier)
+
+
+# --------------------------------------------------------------------------------------------
+# The process-wide main loop, run state and coroutines (§4, §5, §1.14), shared Python code
+# instantiated over this implementation.
+
+_main_loop = _mainloop.MainLoop(types.SimpleNamespace(
+    AioContext=AioContext,
+    clock_enable=clock_enable,
+    soonest_timeout=soonest_timeout,
+    timeout_ns_to_ms=timeout_ns_to_ms,
+))
+init_main_loop = _main_loop.init_main_loop
+main_loop_wait = _main_loop.main_loop_wait
+get_aio_context = _main_loop.get_aio_context
+iohandler_get_aio_context = _main_loop.iohandler_get_aio_context
+notify_event = _main_loop.notify_event
+set_fd_handler = _main_loop.set_fd_handler
+event_notifier_set_handler = _main_loop.event_notifier_set_handler
+add_child_watch = _main_loop.add_child_watch
+bh_new = _main_loop.bh_new
+timer_new = _main_loop.timer_new
+timer_new_ns = _main_loop.timer_new_ns
+timer_new_us = _main_loop.timer_new_us
+timer_new_ms = _main_loop.timer_new_ms
+add_main_loop_poll_notifier = _main_loop.add_main_loop_poll_notifier
+remove_main_loop_poll_notifier = _main_loop.remove_main_loop_poll_notifier
+bql_lock = _main_loop.bql_lock
+bql_unlock = _main_loop.bql_unlock
+bql_locked = _main_loop.bql_locked
+bql = _main_loop.bql
+add_signal_handler = _main_loop.add_signal_handler
+remove_signal_handler = _main_loop.remove_signal_handler
+runstate_get = _main_loop.runstate_get
+runstate_set = _main_loop.runstate_set
+runstate_is_running = _main_loop.runstate_is_running
+runstate_check = _main_loop.runstate_check
+vm_start = _main_loop.vm_start
+vm_stop = _main_loop.vm_stop
+add_vm_change_state_handler = _main_loop.add_vm_change_state_handler
+remove_vm_change_state_handler = _main_loop.remove_vm_change_state_handler
+system_shutdown_request = _main_loop.system_shutdown_request
+system_reset_request = _main_loop.system_reset_request
+system_powerdown_request = _main_loop.system_powerdown_request
+system_suspend_request = _main_loop.system_suspend_request
+system_wakeup_request = _main_loop.system_wakeup_request
+system_wakeup_enable = _main_loop.system_wakeup_enable
+debug_request = _main_loop.debug_request
+vm_stop_request = _main_loop.vm_stop_request
+system_killed = _main_loop.system_killed
+register_reset = _main_loop.register_reset
+unregister_reset = _main_loop.unregister_reset
+set_shutdown_action = _main_loop.set_shutdown_action
+set_reboot_action = _main_loop.set_reboot_action
+shutdown_notifiers = _main_loop.shutdown_notifiers
+powerdown_notifiers = _main_loop.powerdown_notifiers
+suspend_notifiers = _main_loop.suspend_notifiers
+wakeup_notifiers = _main_loop.wakeup_notifiers
+main_loop = _main_loop.main_loop
+main_loop_should_exit = _main_loop.main_loop_should_exit
+RunState = _runstate.RunState
+ShutdownCause = _runstate.ShutdownCause
+WakeupReason = _runstate.WakeupReason
+MainLoopPollState = _runstate.MainLoopPollState
+PollFD = _mainloop.PollFD
+MainLoopPoll = _mainloop.MainLoopPoll
+Coroutine = _coroutine.Coroutine
+coroutine_yield = _coroutine.coroutine_yield
+coroutine_self = _coroutine.coroutine_self
+in_coroutine = _coroutine.in_coroutine
+co_wake = _coroutine.co_wake
+co_sleep_ns = _coroutine.co_sleep_ns
+get_current_aio_context = _coroutine.get_current_aio_context
+set_current_aio_context = _coroutine.set_current_aio_context
+
+__all__ += [*_mainloop.EXPORTS, *_mainloop.SHARED_EXPORTS]

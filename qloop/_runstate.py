@@ -1,0 +1,149 @@
+"""Run states, shutdown causes and the allowed run-state transitions (spec §5; QEMU's
+``qapi/run-state.json`` names).  Plain data shared by both implementations."""
+
+from __future__ import annotations
+
+from enum import IntEnum
+from typing import FrozenSet, Tuple
+
+__all__ = ["MainLoopPollState", "RunState", "ShutdownCause", "WakeupReason"]
+
+
+class RunState(IntEnum):
+    DEBUG = 0
+    INMIGRATE = 1
+    INTERNAL_ERROR = 2
+    IO_ERROR = 3
+    PAUSED = 4
+    POSTMIGRATE = 5
+    PRELAUNCH = 6
+    FINISH_MIGRATE = 7
+    RESTORE_VM = 8
+    RUNNING = 9
+    SAVE_VM = 10
+    SHUTDOWN = 11
+    SUSPENDED = 12
+    WATCHDOG = 13
+    GUEST_PANICKED = 14
+    COLO = 15
+
+
+class ShutdownCause(IntEnum):
+    NONE = 0
+    HOST_ERROR = 1
+    HOST_QMP_QUIT = 2
+    HOST_QMP_SYSTEM_RESET = 3
+    HOST_SIGNAL = 4
+    HOST_UI = 5
+    GUEST_SHUTDOWN = 6
+    GUEST_RESET = 7
+    GUEST_PANIC = 8
+    SUBSYSTEM_RESET = 9
+    SNAPSHOT_LOAD = 10
+
+
+class WakeupReason(IntEnum):
+    NONE = 0
+    RTC = 1
+    PMTIMER = 2
+    OTHER = 3
+
+
+class MainLoopPollState(IntEnum):
+    FILL = 0
+    ERR = 1
+    OK = 2
+
+
+_S = RunState
+_PAIRS: Tuple[Tuple[RunState, RunState], ...] = (
+    (_S.PRELAUNCH, _S.INMIGRATE),
+    (_S.DEBUG, _S.RUNNING),
+    (_S.DEBUG, _S.FINISH_MIGRATE),
+    (_S.DEBUG, _S.PRELAUNCH),
+    (_S.DEBUG, _S.SUSPENDED),
+    (_S.INMIGRATE, _S.INTERNAL_ERROR),
+    (_S.INMIGRATE, _S.IO_ERROR),
+    (_S.INMIGRATE, _S.PAUSED),
+    (_S.INMIGRATE, _S.RUNNING),
+    (_S.INMIGRATE, _S.SHUTDOWN),
+    (_S.INMIGRATE, _S.SUSPENDED),
+    (_S.INMIGRATE, _S.WATCHDOG),
+    (_S.INMIGRATE, _S.GUEST_PANICKED),
+    (_S.INMIGRATE, _S.FINISH_MIGRATE),
+    (_S.INMIGRATE, _S.PRELAUNCH),
+    (_S.INMIGRATE, _S.POSTMIGRATE),
+    (_S.INMIGRATE, _S.COLO),
+    (_S.INTERNAL_ERROR, _S.PAUSED),
+    (_S.INTERNAL_ERROR, _S.FINISH_MIGRATE),
+    (_S.INTERNAL_ERROR, _S.PRELAUNCH),
+    (_S.IO_ERROR, _S.RUNNING),
+    (_S.IO_ERROR, _S.FINISH_MIGRATE),
+    (_S.IO_ERROR, _S.PRELAUNCH),
+    (_S.PAUSED, _S.RUNNING),
+    (_S.PAUSED, _S.FINISH_MIGRATE),
+    (_S.PAUSED, _S.POSTMIGRATE),
+    (_S.PAUSED, _S.PRELAUNCH),
+    (_S.PAUSED, _S.COLO),
+    (_S.PAUSED, _S.SUSPENDED),
+    (_S.POSTMIGRATE, _S.RUNNING),
+    (_S.POSTMIGRATE, _S.FINISH_MIGRATE),
+    (_S.POSTMIGRATE, _S.PRELAUNCH),
+    (_S.PRELAUNCH, _S.RUNNING),
+    (_S.PRELAUNCH, _S.FINISH_MIGRATE),
+    (_S.PRELAUNCH, _S.SUSPENDED),
+    (_S.PRELAUNCH, _S.PAUSED),
+    (_S.FINISH_MIGRATE, _S.RUNNING),
+    (_S.FINISH_MIGRATE, _S.PAUSED),
+    (_S.FINISH_MIGRATE, _S.POSTMIGRATE),
+    (_S.FINISH_MIGRATE, _S.PRELAUNCH),
+    (_S.FINISH_MIGRATE, _S.COLO),
+    (_S.FINISH_MIGRATE, _S.INTERNAL_ERROR),
+    (_S.FINISH_MIGRATE, _S.IO_ERROR),
+    (_S.FINISH_MIGRATE, _S.SHUTDOWN),
+    (_S.FINISH_MIGRATE, _S.SUSPENDED),
+    (_S.FINISH_MIGRATE, _S.WATCHDOG),
+    (_S.FINISH_MIGRATE, _S.GUEST_PANICKED),
+    (_S.RESTORE_VM, _S.RUNNING),
+    (_S.RESTORE_VM, _S.PRELAUNCH),
+    (_S.RESTORE_VM, _S.SUSPENDED),
+    (_S.COLO, _S.RUNNING),
+    (_S.COLO, _S.PRELAUNCH),
+    (_S.COLO, _S.SHUTDOWN),
+    (_S.RUNNING, _S.DEBUG),
+    (_S.RUNNING, _S.INTERNAL_ERROR),
+    (_S.RUNNING, _S.IO_ERROR),
+    (_S.RUNNING, _S.PAUSED),
+    (_S.RUNNING, _S.FINISH_MIGRATE),
+    (_S.RUNNING, _S.RESTORE_VM),
+    (_S.RUNNING, _S.SAVE_VM),
+    (_S.RUNNING, _S.SHUTDOWN),
+    (_S.RUNNING, _S.WATCHDOG),
+    (_S.RUNNING, _S.GUEST_PANICKED),
+    (_S.RUNNING, _S.COLO),
+    (_S.RUNNING, _S.SUSPENDED),
+    (_S.SAVE_VM, _S.RUNNING),
+    (_S.SAVE_VM, _S.SUSPENDED),
+    (_S.SHUTDOWN, _S.PAUSED),
+    (_S.SHUTDOWN, _S.FINISH_MIGRATE),
+    (_S.SHUTDOWN, _S.PRELAUNCH),
+    (_S.SHUTDOWN, _S.COLO),
+    (_S.SUSPENDED, _S.RUNNING),
+    (_S.SUSPENDED, _S.FINISH_MIGRATE),
+    (_S.SUSPENDED, _S.PRELAUNCH),
+    (_S.SUSPENDED, _S.COLO),
+    (_S.SUSPENDED, _S.PAUSED),
+    (_S.SUSPENDED, _S.SAVE_VM),
+    (_S.SUSPENDED, _S.RESTORE_VM),
+    (_S.SUSPENDED, _S.SHUTDOWN),
+    (_S.WATCHDOG, _S.RUNNING),
+    (_S.WATCHDOG, _S.FINISH_MIGRATE),
+    (_S.WATCHDOG, _S.PRELAUNCH),
+    (_S.WATCHDOG, _S.COLO),
+    (_S.GUEST_PANICKED, _S.RUNNING),
+    (_S.GUEST_PANICKED, _S.FINISH_MIGRATE),
+    (_S.GUEST_PANICKED, _S.PRELAUNCH),
+    (_S.GUEST_PANICKED, _S.SHUTDOWN),
+)
+
+TRANSITIONS: FrozenSet[Tuple[RunState, RunState]] = frozenset(_PAIRS)
