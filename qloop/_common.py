@@ -77,6 +77,18 @@ def _int_arg(value: Any, what: str) -> int:
     return value
 
 
+INT64_MIN = -(2**63)
+INT64_MAX = 2**63 - 1
+
+
+def _int64_arg(value: Any, what: str) -> int:
+    """An int that fits QEMU's int64_t times and timeouts, else TypeError/OverflowError."""
+    v = _int_arg(value, what)
+    if not INT64_MIN <= v <= INT64_MAX:
+        raise OverflowError(f"{what}={v} does not fit in a signed 64-bit integer")
+    return int(v)
+
+
 def _raise_errors(errors: List[BaseException]) -> None:
     for extra in errors[1:]:
         _logger.error("qloop: another callback raised in the same iteration", exc_info=extra)

@@ -70,6 +70,7 @@ from qloop._common import (
     _check_callback,
     _clock_of,
     _fd_of,
+    _int64_arg,
     _int_arg,
     _raise_errors,
 )
@@ -157,7 +158,7 @@ cdef inline int64_t _soonest(int64_t a, int64_t b) noexcept nogil:
 
 def soonest_timeout(a, b):
     """``qemu_soonest_timeout``: the smaller of two timeouts where -1 means infinite."""
-    cdef int64_t x = _int_arg(a, "a"), y = _int_arg(b, "b")
+    cdef int64_t x = _int64_arg(a, "a"), y = _int64_arg(b, "b")
     return _soonest(x, y)
 
 
@@ -295,7 +296,7 @@ def clock_advance_virtual_time(dest_ns):
     (the first one; see ``AioContext.set_exception_handler``).
     """
     global _manual_ns
-    cdef int64_t dest = _int_arg(dest_ns, "dest_ns")
+    cdef int64_t dest = _int64_arg(dest_ns, "dest_ns")
     cdef int64_t soonest, e
     cdef bint ran
     cdef AioContext ctx
@@ -689,18 +690,20 @@ cdef class Timer:
             raise RuntimeError("the timer's AioContext is closed")
         return self.tl
 
-    def mod_ns(self, int64_t ns):
+    def mod_ns(self, ns):
         """Arm (or re-arm) at absolute time ``ns`` on the timer's clock."""
-        self._list().insert(self, ns)
+        if type(ns) is not int:
+            ns = _int64_arg(ns, "ns")
+        self._list().insert(self, _as_int64(ns, "ns"))
 
-    def mod(self, int64_t expire):
+    def mod(self, expire):
         """Arm at ``expire`` in the timer's scale."""
-        if expire > INT64_MAX // self.scale or expire < -(INT64_MAX // self.scale):
-            raise OverflowError(f"expire {expire} x scale {self.scale} does not fit in int64")
-        self._list().insert(self, expire * self.scale)
+        self._list().insert(self, _as_int64(_int_arg(expire, "expire") * self.scale,
+                                            "expire * scale"))
 
-    def mod_anticipate_ns(self, int64_t ns):
+    def mod_anticipate_ns(self, ns_obj):
         """Arm at ``ns`` only if that is earlier than the current expiry (or not pending)."""
+        cdef int64_t ns = _as_int64(_int_arg(ns_obj, "ns"), "ns")
         cdef _TimerList tl = self._list()
         cdef int64_t cur
         if self.seq == 0:
@@ -710,10 +713,9 @@ cdef class Timer:
         if cur > ns:
             tl.insert(self, ns)
 
-    def mod_anticipate(self, int64_t expire):
-        if expire > INT64_MAX // self.scale or expire < -(INT64_MAX // self.scale):
-            raise OverflowError(f"expire {expire} x scale {self.scale} does not fit in int64")
-        self.mod_anticipate_ns(expire * self.scale)
+    def mod_anticipate(self, expire):
+        self.mod_anticipate_ns(_as_int64(_int_arg(expire, "expire") * self.scale,
+                                         "expire * scale"))
 
     def delete(self):
         """``timer_del``: disarm; a no-op if not pending.  The timer can be armed again."""
@@ -1256,7 +1258,7 @@ cdef class AioContext:
         """``aio_context_set_poll_params``: ``max_ns=0`` disables busy polling."""
         self._check_open()
         for value, what in ((max_ns, "max_ns"), (grow, "grow"), (shrink, "shrink")):
-            if _int_arg(value, what) < 0:
+            if _int64_arg(value, what) < 0:
                 raise ValueError(f"{what} must be >= 0, got {value}")
         with self.list_lock:
             for node in self.handlers.values():
@@ -1455,7 +1457,7 @@ cdef class AioContext:
 
     def timer_new(self, clock, scale, callback, *, attributes=0):
         """``aio_timer_new_with_attrs``: a timer on ``clock`` counting in ``scale`` ns units."""
-        if _int_arg(scale, "scale") <= 0:
+        if _int64_arg(scale, "scale") <= 0:
             raise ValueError(f"scale must be positive, got {scale}")
         return self._timer_new(clock, scale, callback, attributes)
 
@@ -1853,6 +1855,13 @@ cdef object _fd_for_removal(object fd):
     if fd > INT32_MAX:
         raise ValueError(f"invalid fd {fd}: too large")
     return fd
+
+
+cdef inline int64_t _as_int64(object value, str what) except? -1:
+    # value is an int; OverflowError (with the name) when it does not fit int64_t
+    if -9223372036854775807 - 1 <= value <= 9223372036854775807:
+        return value
+    raise OverflowError(f"{what}={value} does not fit in a signed 64-bit integer")
 
 
 cdef inline int _check_cb(object cb, str what) except -1:

@@ -35,6 +35,7 @@ from ._common import (
     _check_callback,
     _clock_of,
     _fd_of,
+    _int64_arg,
     _int_arg,
     _raise_errors,
 )
@@ -87,6 +88,8 @@ _POLLNVAL = select.POLLNVAL
 _READ_EVENTS = _POLLIN | _POLLHUP | _POLLERR
 _WRITE_EVENTS = _POLLOUT | _POLLERR
 _INT32_MAX = 2**31 - 1
+_INT64_MIN = -(2**63)
+_INT64_MAX = 2**63 - 1
 _UINT64 = 2**64 - 1
 _NCLOCKS = 4
 
@@ -100,8 +103,8 @@ _time_ns = time.time_ns
 
 def soonest_timeout(a: int, b: int) -> int:
     """``qemu_soonest_timeout``: the smaller of two timeouts where -1 means infinite."""
-    a = _int_arg(a, "a")
-    b = _int_arg(b, "b")
+    a = _int64_arg(a, "a")
+    b = _int64_arg(b, "b")
     return a if (a & _UINT64) <= (b & _UINT64) else b
 
 
@@ -229,7 +232,7 @@ def clock_advance_virtual_time(dest_ns: int) -> int:
     set to ``dest_ns``.  Returns the new VIRTUAL time.  Timer exceptions are raised at the end
     (the first one; see ``AioContext.set_exception_handler``).
     """
-    dest = _int_arg(dest_ns, "dest_ns")
+    dest = _int64_arg(dest_ns, "dest_ns")
     st = _clocks
     if not st.manual:
         raise RuntimeError("clock_advance_virtual_time needs clock_set_manual(True)")
@@ -494,21 +497,25 @@ class Timer:
 
     def mod_ns(self, ns: int) -> None:
         """Arm (or re-arm) at absolute time ``ns`` on the timer's clock."""
-        self._list().insert(self, _int_arg(ns, "ns"))
+        if type(ns) is not int or not _INT64_MIN <= ns <= _INT64_MAX:
+            ns = _int64_arg(ns, "ns")
+        self._list().insert(self, ns)
 
     def mod(self, expire: int) -> None:
         """Arm at ``expire`` in the timer's scale."""
-        self._list().insert(self, _int_arg(expire, "expire") * self._scale)
+        self._list().insert(self, _int64_arg(_int_arg(expire, "expire") * self._scale,
+                                             "expire * scale"))
 
     def mod_anticipate_ns(self, ns: int) -> None:
         """Arm at ``ns`` only if that is earlier than the current expiry (or not pending)."""
-        ns = _int_arg(ns, "ns")
+        ns = _int64_arg(ns, "ns")
         tl = self._list()
         if self._expire < 0 or self._expire > ns:
             tl.insert(self, ns)
 
     def mod_anticipate(self, expire: int) -> None:
-        self.mod_anticipate_ns(_int_arg(expire, "expire") * self._scale)
+        self.mod_anticipate_ns(_int64_arg(_int_arg(expire, "expire") * self._scale,
+                                          "expire * scale"))
 
     def delete(self) -> None:
         """``timer_del``: disarm; a no-op if not pending.  The timer can be armed again."""
@@ -1020,7 +1027,7 @@ class AioContext:
         """``aio_context_set_poll_params``: ``max_ns=0`` disables busy polling."""
         self._check_open()
         for value, what in ((max_ns, "max_ns"), (grow, "grow"), (shrink, "shrink")):
-            if _int_arg(value, what) < 0:
+            if _int64_arg(value, what) < 0:
                 raise ValueError(f"{what} must be >= 0, got {value}")
         with self._list_lock:
             for node in self._handlers.values():
@@ -1239,7 +1246,7 @@ class AioContext:
         """``aio_timer_new_with_attrs``: a timer on ``clock`` counting in ``scale`` ns units."""
         self._check_open()
         c = _clock_of(clock)
-        if _int_arg(scale, "scale") <= 0:
+        if _int64_arg(scale, "scale") <= 0:
             raise ValueError(f"scale must be positive, got {scale}")
         if _int_arg(attributes, "attributes") & ~TIMER_ATTR_ALL or attributes < 0:
             raise ValueError(f"unknown timer attributes {attributes:#x}")
