@@ -103,6 +103,7 @@ def extensions():
     if DEBUG_BUILD:
         cflags = ["-O0", "-g3", "-UNDEBUG"]
         macros = [("CYTHON_TRACE_NOGIL", "1"), ("QLOOP_DEBUG", "1")]
+    cflags += glib_cflags(macros)
     cflags += shlex.split(os.environ.get("QLOOP_OPT_CFLAGS", ""))
     return [
         Extension(
@@ -111,8 +112,26 @@ def extensions():
             include_dirs=["qloop/includes"],
             extra_compile_args=cflags,
             define_macros=macros,
+            libraries=["dl"],
         )
     ]
+
+
+def glib_cflags(macros):
+    """Compile the GLib glue against glib.h when pkg-config finds it (type-checked against
+    the real prototypes).  GLib itself is loaded at run time either way, so neither the
+    build nor the wheel depends on it."""
+    import subprocess
+
+    try:
+        out = subprocess.run(["pkg-config", "--cflags", "glib-2.0"], check=True,
+                             capture_output=True, text=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        print("qloop: glib-2.0 not found by pkg-config: building the GLib glue without glib.h",
+              file=sys.stderr)
+        return []
+    macros.append(("QLOOP_HAVE_GLIB_H", "1"))
+    return shlex.split(out)
 
 
 setup(

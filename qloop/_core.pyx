@@ -63,7 +63,7 @@ import threading
 import types
 import weakref
 
-from qloop import _coroutine, _mainloop
+from qloop import _coroutine, _glib, _mainloop
 
 from qloop._common import (
     NotifierList,
@@ -1637,6 +1637,17 @@ cdef class AioContext:
         self._check_open()
         _coroutine.co_schedule(self, co)
 
+    def g_source(self):
+        """``aio_get_g_source``: this context as a ``GLib.Source`` (PyGObject) to attach to a
+        ``GLib.MainContext``; a running ``GLib.MainLoop`` then drives its BHs, timers and fd
+        handlers.  The same source while it is not destroyed.  Needs PyGObject
+        (``qloop[glib]``); raises ``qloop.GLibUnavailable`` (an ImportError) otherwise."""
+        self._check_open()
+        src = self._g_source_obj
+        if src is None or src.is_destroyed():
+            src = self._g_source_obj = _glib.make_g_source(self)
+        return src
+
     # ---- the GSource interface (§1.10): how an outer loop drives this context
 
     def source_prepare(self):
@@ -1799,6 +1810,9 @@ cdef class AioContext:
             raise RuntimeError("cannot close an AioContext from inside its own poll()")
         self.closed = True
         _contexts.discard(self)
+        src, self._g_source_obj = self._g_source_obj, None
+        if src is not None and not src.is_destroyed():
+            src.destroy()
         with self.list_lock:
             for node in self.handlers.values():
                 (<_Handler>node).deleted = True
@@ -1889,11 +1903,15 @@ cdef object _bind(object cb, EventNotifier notifier):
 # The process-wide main loop, run state and coroutines (§4, §5, §1.14), shared Python code
 # instantiated over this implementation.
 
+include "_glib_core.pxi"
+
 _main_loop = _mainloop.MainLoop(types.SimpleNamespace(
     AioContext=AioContext,
+    glib_poller=_CGLibPoller,
     clock_enable=clock_enable,
     soonest_timeout=soonest_timeout,
     timeout_ns_to_ms=timeout_ns_to_ms,
 ))
 globals().update(_main_loop.exports())
-__all__ += [*_mainloop.EXPORTS, *_mainloop.SHARED_EXPORTS]
+GLibUnavailable = _glib.GLibUnavailable
+__all__ += [*_mainloop.EXPORTS, *_mainloop.SHARED_EXPORTS, "GLibUnavailable"]

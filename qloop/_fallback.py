@@ -29,7 +29,7 @@ import weakref
 from collections import deque
 from typing import Any, Callable, Deque, Dict, List, Optional, Tuple, Union
 
-from . import _coroutine, _mainloop, _runstate
+from . import _coroutine, _glib, _mainloop, _runstate
 from ._common import (
     NotifierList,
     _check_callback,
@@ -719,6 +719,7 @@ class AioContext:
         self._exception_handler: Optional[Callable[["AioContext", BaseException], Any]] = None
         self._timer_notify_cb: Optional[Callback] = None
         self._co_state: Any = None
+        self._g_source_obj: Any = None
         self._source_nodes: List[Optional[_Handler]] = []
         self._source_epoll_ready = False
         self._source_errors: List[BaseException] = []
@@ -1382,6 +1383,17 @@ class AioContext:
         self._check_open()
         _coroutine.co_schedule(self, co)
 
+    def g_source(self) -> Any:
+        """``aio_get_g_source``: this context as a ``GLib.Source`` (PyGObject) to attach to a
+        ``GLib.MainContext``; a running ``GLib.MainLoop`` then drives its BHs, timers and fd
+        handlers.  The same source while it is not destroyed.  Needs PyGObject
+        (``qloop[glib]``); raises ``qloop.GLibUnavailable`` (an ImportError) otherwise."""
+        self._check_open()
+        src = self._g_source_obj
+        if src is None or src.is_destroyed():
+            src = self._g_source_obj = _glib.make_g_source(self)
+        return src
+
     # ---- the GSource interface (§1.10): how an outer loop drives this context
 
     def source_prepare(self) -> int:
@@ -1532,6 +1544,9 @@ class AioContext:
             raise RuntimeError("cannot close an AioContext from inside its own poll()")
         self._closed = True
         _contexts.discard(self)
+        src, self._g_source_obj = self._g_source_obj, None
+        if src is not None and not src.is_destroyed():
+            src.destroy()
         with self._list_lock:
             for node in self._handlers.values():
                 node.deleted = True
@@ -1644,4 +1659,6 @@ co_sleep_ns = _coroutine.co_sleep_ns
 get_current_aio_context = _coroutine.get_current_aio_context
 set_current_aio_context = _coroutine.set_current_aio_context
 
-__all__ += [*_mainloop.EXPORTS, *_mainloop.SHARED_EXPORTS]
+GLibUnavailable = _glib.GLibUnavailable
+
+__all__ += [*_mainloop.EXPORTS, *_mainloop.SHARED_EXPORTS, "GLibUnavailable"]

@@ -25,7 +25,7 @@ import threading
 from collections import deque
 from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
-from . import _coroutine
+from . import _coroutine, _glib
 from ._common import NotifierList, _check_callback, _fd_of, _int_arg
 from ._constants import ClockType, SCALE_MS, SCALE_NS, SCALE_US
 from ._runstate import TRANSITIONS, MainLoopPollState, RunState, ShutdownCause, WakeupReason
@@ -147,6 +147,8 @@ class MainLoop:
         self._wakeup_pair: Optional[Tuple[socket.socket, socket.socket]] = None
         self._wakeup_previous = -1
         self._child_watches: Dict[int, int] = {}  # pid -> pidfd
+        self._glib: Any = None  # GLib's default context as a guest (None: no GLib)
+        self._last_revents: Dict[int, int] = {}
         self._reset_state()
 
     def _reset_state(self) -> None:
@@ -195,6 +197,7 @@ class MainLoop:
             self._signal_bh = ctx.bh_new(self._run_signal_callbacks, name="signal_bh")
             self._iohandler_ctx = iohandler
             self._main_tlg = tlg
+            self._glib = _glib.new_poller(getattr(impl, "glib_poller", None))
             self._ctx = ctx
             self._main_thread = threading.get_ident()
         _coroutine.set_current_aio_context(ctx)
@@ -219,6 +222,7 @@ class MainLoop:
                 _coroutine.set_current_aio_context(None)
             self._ctx = self._iohandler_ctx = self._main_tlg = None
             self._notify_bh = self._signal_bh = None
+            self._glib = None
         self._poll_notifiers = NotifierList()
         for lst in (self.shutdown_notifiers, self.powerdown_notifiers,
                     self.suspend_notifiers, self.wakeup_notifiers):
@@ -359,7 +363,25 @@ class MainLoop:
             ms = impl.timeout_ns_to_ms(t)
             glib_ns = impl.soonest_timeout(glib_ns, -1 if ms < 0 else ms * SCALE_MS)
         queries = [source.source_query() for source in sources]
-        timeout_ns = impl.soonest_timeout(glib_ns, timeout_ns)
+        glib = self._glib
+        glib_fds: List[Tuple[int, int]] = []
+        if glib is not None:
+            g_ns, glib_fds = glib.fill()  # GLib's own sources (PyGObject timeouts, watches...)
+            glib_ns = impl.soonest_timeout(glib_ns, g_ns)
+        try:
+            return self._poll_check_dispatch(sources, queries, mlpoll, glib_fds,
+                                             impl.soonest_timeout(glib_ns, timeout_ns), errors)
+        finally:
+            if glib is not None:
+                try:
+                    glib.poll(self._last_revents)
+                except BaseException as exc:
+                    errors.append(exc)
+
+    def _poll_check_dispatch(self, sources: Tuple[Any, ...], queries: List[List[Tuple[int, int]]],
+                             mlpoll: MainLoopPoll, glib_fds: List[Tuple[int, int]],
+                             timeout_ns: int, errors: List[BaseException]) -> int:
+        impl = self._impl
         poller = select.poll()
         fds: Dict[int, int] = {}
         for pfd in mlpoll.pollfds:
@@ -367,6 +389,9 @@ class MainLoop:
         for query in queries:
             for fd, events in query:
                 fds[fd] = fds.get(fd, 0) | events
+        for fd, events in glib_fds:
+            fds[fd] = fds.get(fd, 0) | events
+        self._last_revents: Dict[int, int] = {}
         for fd, events in fds.items():
             poller.register(fd, events)
         self.bql.unlock()
@@ -385,7 +410,7 @@ class MainLoop:
                 errors.append(exc)
         finally:
             self.bql.lock()
-        revents = dict(ready)
+        revents = self._last_revents = dict(ready)
         for pfd in mlpoll.pollfds:
             pfd.revents = revents.get(pfd.fd, 0) & (pfd.events | select.POLLERR | select.POLLHUP
                                                     | select.POLLNVAL)

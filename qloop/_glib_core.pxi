@@ -1,0 +1,94 @@
+# GLib as a guest of the main loop, compiled twin of qloop._glib.CtypesGLibPoller
+# (included by _core.pyx; see qloop/_glib.py for the design).
+
+cdef extern from "qloop_glib.h":
+    ctypedef struct ql_GPollFD:
+        int fd
+        unsigned short events
+        unsigned short revents
+
+    ctypedef struct ql_GMainContext:
+        pass
+
+    ctypedef struct ql_glib_api:
+        ql_GMainContext *(*context_default)()
+        int (*acquire)(ql_GMainContext *)
+        void (*release)(ql_GMainContext *)
+        int (*prepare)(ql_GMainContext *, int *)
+        int (*query)(ql_GMainContext *, int, int *, ql_GPollFD *, int)
+        int (*check)(ql_GMainContext *, int, ql_GPollFD *, int)
+        void (*dispatch)(ql_GMainContext *)
+
+    int ql_glib_load(ql_glib_api *api)
+
+
+cdef ql_glib_api _glib_api
+cdef bint _glib_loaded = False
+
+
+@cython.final
+cdef class _CGLibPoller:
+    """Runs one iteration of GLib's default context in pieces, around the main loop's wait
+    (QEMU's ``glib_pollfds_fill`` / ``glib_pollfds_poll``, §4.5b and §4.5f)."""
+
+    cdef ql_GMainContext *ctx
+    cdef ql_GPollFD *fds
+    cdef int cap
+    cdef int n
+    cdef int max_priority
+    cdef bint acquired
+
+    def __cinit__(self):
+        global _glib_loaded
+        if not _glib_loaded:
+            _glib.load_glib()  # the same checks and error message as the fallback
+            if ql_glib_load(&_glib_api) != 0:
+                raise _glib.GLibUnavailable(f"qloop: cannot load libglib-2.0.so.0: {_glib.INSTALL_HINT}")
+            _glib_loaded = True
+        self.ctx = _glib_api.context_default()
+        self.cap = 16
+        self.fds = <ql_GPollFD *>PyMem_Malloc(self.cap * sizeof(ql_GPollFD))
+        if self.fds == NULL:
+            raise MemoryError()
+
+    def __dealloc__(self):
+        if self.acquired:
+            _glib_api.release(self.ctx)
+        PyMem_Free(self.fds)
+
+    def fill(self):
+        """Acquire the default context, prepare and query it: (timeout in ns, [(fd, events)])."""
+        cdef int timeout = -1, n, i
+        cdef ql_GPollFD *mem
+        if not _glib_api.acquire(self.ctx):
+            self.acquired = False
+            return -1, []  # another thread owns it: no GLib guest this iteration
+        self.acquired = True
+        _glib_api.prepare(self.ctx, &self.max_priority)
+        while True:
+            n = _glib_api.query(self.ctx, self.max_priority, &timeout, self.fds, self.cap)
+            if n <= self.cap:
+                break
+            mem = <ql_GPollFD *>PyMem_Realloc(self.fds, 2 * n * sizeof(ql_GPollFD))
+            if mem == NULL:
+                raise MemoryError()
+            self.fds = mem
+            self.cap = 2 * n
+        self.n = n
+        fds = [(self.fds[i].fd, self.fds[i].events) for i in range(n)]
+        return (-1 if timeout < 0 else <int64_t>timeout * 1000000), fds
+
+    def poll(self, dict revents):
+        """Hand GLib the revents of its fds, check and dispatch, release the context."""
+        cdef int i
+        if not self.acquired:
+            return
+        try:
+            for i in range(self.n):
+                self.fds[i].revents = <unsigned short>(
+                    <int>revents.get(self.fds[i].fd, 0) & (self.fds[i].events | 0x38))
+            if _glib_api.check(self.ctx, self.max_priority, self.fds, self.n):
+                _glib_api.dispatch(self.ctx)
+        finally:
+            self.acquired = False
+            _glib_api.release(self.ctx)
