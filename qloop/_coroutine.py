@@ -57,6 +57,13 @@ class _ThreadState(threading.local):
 
 _tls = _ThreadState()
 _co_state_lock = threading.Lock()
+# Callables giving the main context to a thread that holds a main loop's BQL (else None).
+_bql_context_providers: List[Any] = []
+
+
+def add_bql_context_provider(provider: Any) -> None:
+    if provider not in _bql_context_providers:
+        _bql_context_providers.append(provider)
 
 
 def set_current_aio_context(ctx: Any) -> None:
@@ -66,8 +73,15 @@ def set_current_aio_context(ctx: Any) -> None:
 
 
 def get_current_aio_context() -> Any:
-    """This thread's registered AioContext, or None (``qemu_get_current_aio_context``)."""
-    return _tls.ctx
+    """``qemu_get_current_aio_context``: this thread's registered AioContext; else the main
+    context if this thread holds the big lock; else None."""
+    ctx = _tls.ctx
+    if ctx is None:
+        for provider in _bql_context_providers:
+            ctx = provider()
+            if ctx is not None:
+                break
+    return ctx
 
 
 def coroutine_yield() -> _Yield:
@@ -134,7 +148,7 @@ class Coroutine:
             if ctx is not None:
                 co.ctx = ctx
             elif co.ctx is None:
-                co.ctx = _tls.ctx
+                co.ctx = get_current_aio_context()
             co._step()
             if co._wakeups:
                 pending.extendleft(reversed(co._wakeups))
@@ -173,7 +187,7 @@ def co_wake(co: Coroutine) -> None:
     if not isinstance(co, Coroutine):
         raise TypeError(f"co_wake needs a qloop.Coroutine, not {type(co).__name__}")
     ctx = co.ctx
-    if ctx is not None and ctx is not _tls.ctx:
+    if ctx is not None and ctx is not get_current_aio_context():
         ctx.co_schedule(co)
         return
     current = _tls.current
@@ -240,7 +254,7 @@ class _Sleep:
         co = _tls.current
         if co is None:
             raise RuntimeError("co_sleep_ns() must be awaited inside a qloop Coroutine")
-        ctx = co.ctx if co.ctx is not None else _tls.ctx
+        ctx = co.ctx if co.ctx is not None else get_current_aio_context()
         if ctx is None:
             raise RuntimeError("co_sleep_ns(): the coroutine has no AioContext "
                                "(pass ctx= to Coroutine, or call init_main_loop())")

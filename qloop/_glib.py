@@ -54,17 +54,17 @@ def load_glib() -> ctypes.CDLL:
         _glib_error = "GLib integration disabled by QLOOP_NO_GLIB"
         raise GLibUnavailable(_glib_error)
     name = "libglib-2.0.so.0"
-    try:
-        lib = ctypes.CDLL(name)
-    except OSError:
-        found = ctypes.util.find_library("glib-2.0")
-        try:
-            lib = ctypes.CDLL(found) if found else None
-        except OSError:
-            lib = None
-        if lib is None:
-            _glib_error = f"qloop: cannot load {name}: {INSTALL_HINT}"
-            raise GLibUnavailable(_glib_error) from None
+    lib: Optional[ctypes.CDLL] = None
+    for candidate in (name, ctypes.util.find_library("glib-2.0")):
+        if candidate:
+            try:
+                lib = ctypes.CDLL(candidate)
+                break
+            except OSError:
+                pass
+    if lib is None:
+        _glib_error = f"qloop: cannot load {name}: {INSTALL_HINT}"
+        raise GLibUnavailable(_glib_error)
     vp, ci = ctypes.c_void_p, ctypes.c_int
     pfd = ctypes.POINTER(GPollFD)
     lib.g_main_context_default.restype = vp
@@ -151,10 +151,10 @@ _source_class: Any = None
 
 def _gi_glib() -> Any:
     try:
-        import gi
+        import gi  # type: ignore[import-untyped,import-not-found,unused-ignore]
 
         gi.require_version("GLib", "2.0")
-        from gi.repository import GLib
+        from gi.repository import GLib  # type: ignore[import-untyped,import-not-found,unused-ignore]
     except (ImportError, ValueError) as exc:
         raise GLibUnavailable(f"qloop: g_source() needs PyGObject: {INSTALL_HINT} ({exc})") from None
     return GLib

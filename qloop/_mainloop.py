@@ -143,7 +143,6 @@ class MainLoop:
         self._signal_callbacks: Dict[int, Callable[[], Any]] = {}
         self._signal_previous: Dict[int, Any] = {}
         self._signal_pending: Deque[int] = deque()
-        self._signal_bh: Any = None
         self._wakeup_pair: Optional[Tuple[socket.socket, socket.socket]] = None
         self._wakeup_previous = -1
         self._child_watches: Dict[int, int] = {}  # pid -> pidfd
@@ -166,8 +165,7 @@ class MainLoop:
         self._wakeup_mask = {WakeupReason.RTC, WakeupReason.PMTIMER, WakeupReason.OTHER}
         self._powerdown_requested = False
         self._debug_requested = False
-        self._vmstop_requested: Optional[RunState] = None
-        self._vmstop_lock = threading.Lock()
+        self._vmstop_requests: Deque[RunState] = deque()  # append/popleft: signal-safe
         self._shutdown_action = "poweroff"
         self._reboot_action = "reset"
         self._status = 0
@@ -194,13 +192,17 @@ class MainLoop:
             tlg = impl.AioContext(fdmon="poll")
             tlg._set_timer_notify(self.notify_event)  # main-loop timers: qemu_notify_event
             self._notify_bh = ctx.bh_new(_dummy, name="qemu_notify_bh")
-            self._signal_bh = ctx.bh_new(self._run_signal_callbacks, name="signal_bh")
             self._iohandler_ctx = iohandler
             self._main_tlg = tlg
             self._glib = _glib.new_poller(getattr(impl, "glib_poller", None))
             self._ctx = ctx
             self._main_thread = threading.get_ident()
         _coroutine.set_current_aio_context(ctx)
+        _coroutine.add_bql_context_provider(self._bql_context)
+
+    def _bql_context(self) -> Any:
+        # qemu_get_current_aio_context(): a thread holding the BQL gets the main context
+        return self._ctx if self.bql.locked() else None
 
     def _require(self) -> Any:
         if self._ctx is None:
@@ -221,7 +223,7 @@ class MainLoop:
             if _coroutine.get_current_aio_context() is self._ctx:
                 _coroutine.set_current_aio_context(None)
             self._ctx = self._iohandler_ctx = self._main_tlg = None
-            self._notify_bh = self._signal_bh = None
+            self._notify_bh = None
             self._glib = None
         self._poll_notifiers = NotifierList()
         for lst in (self.shutdown_notifiers, self.powerdown_notifiers,
@@ -391,7 +393,7 @@ class MainLoop:
                 fds[fd] = fds.get(fd, 0) | events
         for fd, events in glib_fds:
             fds[fd] = fds.get(fd, 0) | events
-        self._last_revents: Dict[int, int] = {}
+        self._last_revents = {}
         for fd, events in fds.items():
             poller.register(fd, events)
         self.bql.unlock()
@@ -470,10 +472,19 @@ class MainLoop:
 
     def _on_signal(self, signum: int, frame: Any) -> None:
         # Python runs this in the main thread between bytecodes: only signal-safe work here.
+        # Like QEMU's signalfd (§4.3), the callbacks run from the iohandler context, which only
+        # main_loop_wait dispatches (never a nested poll of the main context).
         self._signal_pending.append(signum)
-        bh = self._signal_bh
-        if bh is not None:
-            bh.schedule()
+        pair = self._wakeup_pair
+        if pair is not None:
+            try:
+                pair[1].send(b"\0")
+            except OSError:
+                pass  # full: the read side is readable anyway
+
+    def _on_wakeup_readable(self, sock: socket.socket) -> None:
+        _drain(sock)
+        self._run_signal_callbacks()
 
     def _run_signal_callbacks(self) -> None:
         pending = self._signal_pending
@@ -499,7 +510,7 @@ class MainLoop:
         w.setblocking(False)
         self._wakeup_previous = signal.set_wakeup_fd(w.fileno(), warn_on_full_buffer=False)
         self._wakeup_pair = (r, w)
-        self._iohandler_ctx.set_fd_handler(r, lambda: _drain(r))
+        self._iohandler_ctx.set_fd_handler(r, functools.partial(self._on_wakeup_readable, r))
 
     def _remove_wakeup_fd(self) -> None:
         pair = self._wakeup_pair
@@ -613,8 +624,8 @@ class MainLoop:
         new = _runstate_of(state)
         if self._runstate != RunState.RUNNING:
             return
+        self.runstate_set(new)  # first: a forbidden transition leaves everything as it was
         self._impl.clock_enable(ClockType.VIRTUAL, False)
-        self.runstate_set(new)
         self._vm_state_notify(False, new)
 
     def register_reset(self, callback: Callable[[], Any]) -> None:
@@ -699,8 +710,7 @@ class MainLoop:
 
     def vm_stop_request(self, state: RunState) -> None:
         s = _runstate_of(state)
-        with self._vmstop_lock:
-            self._vmstop_requested = s
+        self._vmstop_requests.append(s)
         self.notify_event()
 
     # ---- §5.4
@@ -744,9 +754,10 @@ class MainLoop:
         if self._powerdown_requested:
             self._powerdown_requested = False
             self.powerdown_notifiers.notify(None)
-        with self._vmstop_lock:
-            state = self._vmstop_requested
-            self._vmstop_requested = None
+        state: Optional[RunState] = None
+        requests = self._vmstop_requests
+        while requests:  # coalesced: the last request wins
+            state = requests.popleft()
         if state is not None:
             self.vm_stop(state)
         return False

@@ -1,0 +1,148 @@
+"""Shared fixtures and helpers for the main-loop / runstate / coroutine / signal tests.
+
+Import into a test module with ``from _mainloop_support import main_loop, ...`` (the tests
+directory is on ``sys.path``).  Everything goes through the ``qloop_module`` fixture of
+``conftest.py`` (both implementations); nothing is imported from ``qloop`` directly.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from types import ModuleType
+from typing import Any, Callable, Iterator, List
+
+import pytest
+
+UINT32_MAX = 0xFFFFFFFF
+
+# A blocking main_loop_wait() in these tests is always bounded by a FILL notifier that lowers
+# the timeout to this many ms, so a lost wake-up fails the test instead of hanging it.
+GUARD_MS = 5000
+# "Promptly": a wake-up that should be immediate must happen well within this many seconds.
+PROMPT_S = 2.0
+
+
+def drain_main_loop(mod: ModuleType) -> None:
+    """Consume the initial notification and anything pending on the main loop's contexts."""
+    ctx = mod.get_aio_context()
+    io = mod.iohandler_get_aio_context()
+    for _ in range(5):
+        mod.main_loop_wait(True)
+    for c in (ctx, io):
+        for _ in range(1000):
+            if not c.poll(False):
+                break
+        else:  # pragma: no cover - diagnostic
+            raise AssertionError("context did not drain in 1000 non-blocking polls")
+
+
+@pytest.fixture
+def main_loop(qloop_module: ModuleType) -> Iterator[ModuleType]:
+    """``qloop_module`` with the process-wide main loop initialised and drained.
+
+    Teardown resets everything (contexts, signal handlers, notifiers, run state, child
+    watches) and the clocks (manual mode off, VIRTUAL disabled).
+    """
+    mod = qloop_module
+    mod.init_main_loop()
+    try:
+        drain_main_loop(mod)
+        yield mod
+    finally:
+        mod._main_loop._shutdown_main_loop()
+        mod.clock_set_manual(False)
+        mod.clock_enable(mod.ClockType.VIRTUAL, False)
+
+
+class PollRecorder:
+    """A main-loop poll notifier that records (state, timeout) and optionally acts on FILL.
+
+    ``bound_ms``: lower the FILL timeout to at most this (None: leave it).
+    ``on_fill`` / ``on_done``: extra callables ``f(mlpoll)`` run on FILL / on OK-ERR.
+    ``log``: a shared list the notifier appends "FILL"/"OK"/"ERR" to.
+    """
+
+    def __init__(self, mod: ModuleType, log: List[Any] | None = None,
+                 bound_ms: int | None = GUARD_MS) -> None:
+        self.mod = mod
+        self.log = log if log is not None else []
+        self.bound_ms = bound_ms
+        self.states: List[Any] = []
+        self.fill_timeouts: List[int] = []
+        self.done_timeouts: List[int] = []
+        self.on_fill: List[Callable[[Any], Any]] = []
+        self.on_done: List[Callable[[Any], Any]] = []
+        self.bql_held: List[bool] = []
+
+    def __call__(self, mlpoll: Any) -> None:
+        S = self.mod.MainLoopPollState
+        self.states.append(mlpoll.state)
+        self.log.append(S(mlpoll.state).name)
+        self.bql_held.append(self.mod.bql_locked())
+        if mlpoll.state == S.FILL:
+            self.fill_timeouts.append(mlpoll.timeout)
+            if self.bound_ms is not None:
+                t = mlpoll.timeout
+                if t == UINT32_MAX or t < 0 or t > self.bound_ms:
+                    mlpoll.timeout = self.bound_ms
+            for f in self.on_fill:
+                f(mlpoll)
+        else:
+            self.done_timeouts.append(mlpoll.timeout)
+            for f in self.on_done:
+                f(mlpoll)
+
+
+@pytest.fixture
+def guard(main_loop: ModuleType) -> Iterator[PollRecorder]:
+    """A PollRecorder registered on the main loop that bounds every blocking wait."""
+    rec = PollRecorder(main_loop)
+    main_loop.add_main_loop_poll_notifier(rec)
+    yield rec
+    # _shutdown_main_loop() drops the poll notifiers
+
+
+def wait_until(mod: ModuleType, cond: Callable[[], bool], timeout: float = 5.0,
+               max_iterations: int = 10_000) -> int:
+    """Blocking main_loop_wait() until ``cond()``; fail (not hang) after ``timeout`` s.
+
+    Each wait is bounded by a guard notifier (GUARD_MS) that the caller must have installed
+    (the ``guard`` fixture).  Returns the number of iterations made.
+    """
+    deadline = time.monotonic() + timeout
+    n = 0
+    while not cond():
+        if time.monotonic() > deadline or n >= max_iterations:
+            pytest.fail(f"condition not reached within {timeout} s ({n} iterations)")
+        mod.main_loop_wait(False)
+        n += 1
+    return n
+
+
+def start_thread(target: Callable[[], Any]) -> threading.Thread:
+    """Start a daemon thread that stores its exception on ``thread.error``."""
+
+    def run() -> None:
+        try:
+            target()
+        except BaseException as exc:  # noqa: BLE001 - checked by join()
+            t.error = exc  # type: ignore[attr-defined]
+
+    t = threading.Thread(target=run, daemon=True)
+    t.error = None  # type: ignore[attr-defined]
+    t.start()
+    return t
+
+
+def join(t: threading.Thread, timeout: float = 5.0) -> None:
+    t.join(timeout)
+    assert not t.is_alive(), f"thread did not finish within {timeout} s"
+    if t.error is not None:  # type: ignore[attr-defined]
+        raise t.error  # type: ignore[attr-defined]
+
+
+def package_root(mod: ModuleType) -> str:
+    """The directory to put on PYTHONPATH so a subprocess imports the same qloop."""
+    return os.path.dirname(os.path.dirname(os.path.abspath(mod.__file__)))

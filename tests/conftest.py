@@ -1,0 +1,282 @@
+"""Shared fixtures for the qloop behaviour suite.
+
+Every behaviour test runs twice: once against the compiled core (``qloop._core``,
+id ``cython``, marked ``c_extension``) and once against the pure-Python fallback
+(``qloop._fallback``, id ``python``).  Tests take ``qloop_module`` (or ``ctx`` /
+``make_ctx``) and never import names from ``qloop`` directly.
+
+The cython arm is skipped when ``QLOOP_NO_EXTENSIONS`` is non-empty or when pytest
+is given ``--no-c-extensions``; otherwise a failure to import ``qloop._core`` fails
+the tests (it is never silently skipped).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import threading
+import time
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Callable, Iterator
+
+import pytest
+
+
+@dataclass(frozen=True)
+class QloopImplementation:
+    """One of the two implementations of qloop."""
+
+    is_pure_python: bool
+
+    @property
+    def tag(self) -> str:
+        return "python" if self.is_pure_python else "cython"
+
+    @property
+    def module_name(self) -> str:
+        return "qloop._fallback" if self.is_pure_python else "qloop._core"
+
+    @property
+    def imported_module(self) -> ModuleType:
+        return importlib.import_module(self.module_name)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--no-c-extensions",
+        action="store_true",
+        default=False,
+        help="Skip the tests of the compiled core (qloop._core).",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "c_extension: tests that run against the compiled core (qloop._core)",
+    )
+
+
+def c_extensions_disabled(config: pytest.Config) -> str | None:
+    """Return the reason the compiled arm is skipped, or None."""
+    if os.environ.get("QLOOP_NO_EXTENSIONS"):
+        return "QLOOP_NO_EXTENSIONS is set: the compiled core is not tested"
+    if config.getoption("--no-c-extensions"):
+        return "--no-c-extensions given: the compiled core is not tested"
+    return None
+
+
+@pytest.fixture(
+    scope="session",
+    params=(
+        pytest.param(
+            QloopImplementation(is_pure_python=False),
+            marks=pytest.mark.c_extension,
+            id="cython",
+        ),
+        pytest.param(QloopImplementation(is_pure_python=True), id="python"),
+    ),
+)
+def qloop_impl(request: pytest.FixtureRequest) -> QloopImplementation:
+    impl: QloopImplementation = request.param
+    if not impl.is_pure_python:
+        reason = c_extensions_disabled(request.config)
+        if reason is not None:
+            pytest.skip(reason)
+    return impl
+
+
+@pytest.fixture(scope="session")
+def qloop_module(qloop_impl: QloopImplementation) -> ModuleType:
+    # No try/except: an ImportError of qloop._core must fail the tests.
+    return importlib.import_module(qloop_impl.module_name)
+
+
+def _drain(ctx) -> None:
+    for _ in range(1000):
+        if not ctx.poll(False):
+            return
+    raise AssertionError("context did not drain in 1000 non-blocking polls")
+
+
+@pytest.fixture
+def ctx(qloop_module: ModuleType) -> Iterator[object]:
+    """A fresh, drained AioContext (default fd monitor), closed at teardown."""
+    c = qloop_module.AioContext()
+    _drain(c)
+    yield c
+    c.close()
+
+
+@pytest.fixture
+def make_ctx(qloop_module: ModuleType) -> Iterator[Callable[..., object]]:
+    """Factory: ``make_ctx(fdmon="auto", drain=True)``; contexts are closed at teardown.
+
+    A test that closes a context itself passes ``owned=False`` to take it out of
+    the teardown list.
+    """
+    created: list[object] = []
+
+    def factory(fdmon: str = "auto", drain: bool = True, owned: bool = True):
+        c = qloop_module.AioContext(fdmon=fdmon)
+        if owned:
+            created.append(c)
+        if drain:
+            _drain(c)
+        return c
+
+    yield factory
+    for c in created:
+        c.close()
+
+
+@pytest.fixture(autouse=True)
+def _reset_clock_state(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Undo module-level clock changes (manual clock, VIRTUAL enabled) after a test."""
+    yield
+    if "qloop_module" not in request.fixturenames:
+        return
+    mod = request.getfixturevalue("qloop_module")
+    if hasattr(mod, "clock_set_manual"):
+        mod.clock_set_manual(False)
+    if hasattr(mod, "clock_enable"):
+        mod.clock_enable(mod.ClockType.VIRTUAL, False)
+
+
+class Watchdog:
+    """A REALTIME timer that makes a blocking poll return if the test would hang."""
+
+    def __init__(self, qloop_module: ModuleType, ctx, seconds: float) -> None:
+        self.fired = False
+        rt = qloop_module.ClockType.REALTIME
+        self.timer = ctx.timer_new_ns(rt, self._fire)
+        self.timer.mod_ns(qloop_module.clock_get_ns(rt) + int(seconds * 1e9))
+
+    def _fire(self) -> None:
+        self.fired = True
+
+    def cancel(self) -> None:
+        self.timer.delete()
+
+
+@pytest.fixture
+def watchdog(qloop_module: ModuleType) -> Iterator[Callable[..., Watchdog]]:
+    """``watchdog(ctx, seconds)``: arm a REALTIME timer so a blocking poll cannot hang.
+
+    Arming a timer that becomes the head of the list notifies the context, so arm
+    the watchdog *before* draining / before the step under test.
+    """
+    dogs: list[Watchdog] = []
+
+    def factory(c, seconds: float = 5.0) -> Watchdog:
+        d = Watchdog(qloop_module, c, seconds)
+        dogs.append(d)
+        return d
+
+    yield factory
+    for d in dogs:
+        try:
+            d.cancel()
+        except RuntimeError:
+            pass  # its context was closed by the test
+
+
+@pytest.fixture
+def poll_until(qloop_module: ModuleType) -> Callable[..., int]:
+    """``poll_until(ctx, cond, timeout=5.0)``: blocking polls until ``cond()``.
+
+    A REALTIME watchdog timer bounds every blocking wait, so a lost wake-up makes
+    the test fail instead of hanging.  Returns the number of polls made.
+    """
+
+    def run(c, cond: Callable[[], bool], timeout: float = 5.0) -> int:
+        dog = Watchdog(qloop_module, c, timeout)
+        deadline = time.monotonic() + timeout + 1.0
+        n = 0
+        try:
+            while not cond():
+                if dog.fired or time.monotonic() > deadline:
+                    pytest.fail(f"condition not reached within {timeout} s ({n} polls)")
+                c.poll(True)
+                n += 1
+        finally:
+            dog.cancel()
+        return n
+
+    return run
+
+
+class ThreadRunner:
+    """Start threads that record their exceptions; join with a timeout (fail, not hang)."""
+
+    def __init__(self) -> None:
+        self.threads: list[threading.Thread] = []
+        self.errors: list[BaseException] = []
+
+    def start(self, target: Callable[..., object], *args: object) -> threading.Thread:
+        def wrapper() -> None:
+            try:
+                target(*args)
+            except BaseException as exc:  # noqa: BLE001 - reported by join_all
+                self.errors.append(exc)
+
+        t = threading.Thread(target=wrapper, daemon=True)
+        self.threads.append(t)
+        t.start()
+        return t
+
+    def join_all(self, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        for t in self.threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+        alive = [t for t in self.threads if t.is_alive()]
+        assert not alive, f"{len(alive)} thread(s) did not finish within {timeout} s"
+        if self.errors:
+            raise self.errors[0]
+
+
+@pytest.fixture
+def threads() -> Iterator[ThreadRunner]:
+    runner = ThreadRunner()
+    yield runner
+    # Best effort: never leave the test without trying to join.
+    for t in runner.threads:
+        t.join(5.0)
+
+
+@pytest.fixture
+def sockpair() -> Iterator[Callable[[], tuple]]:
+    """Factory of non-blocking socket pairs, all closed at teardown."""
+    import socket
+
+    made: list = []
+
+    def factory():
+        a, b = socket.socketpair()
+        a.setblocking(False)
+        b.setblocking(False)
+        made.extend((a, b))
+        return a, b
+
+    yield factory
+    for s in made:
+        s.close()
+
+
+def _recv_all(sock) -> bytes:
+    out = b""
+    while True:
+        try:
+            chunk = sock.recv(65536)
+        except BlockingIOError:
+            return out
+        if not chunk:
+            return out
+        out += chunk
+
+
+@pytest.fixture
+def recv_all() -> Callable[[object], bytes]:
+    """``recv_all(sock)``: read everything currently available from a non-blocking socket."""
+    return _recv_all
