@@ -74,6 +74,8 @@ class build_ext(_build_ext):
             "boundscheck": False,
             "wraparound": False,
             "cdivision": True,
+            # plain C methods (METH_NOARGS/METH_O...): cheaper calls than cyfunctions
+            "binding": False,
         }
         if DEBUG_BUILD:
             directives["linetrace"] = True

@@ -121,7 +121,7 @@ cdef class AioContext:
     cdef list poll_list
     cdef uint64_t ready_gen
     cdef BH bh_head                # pending stack, newest first
-    cdef list bh_slices            # heads of the BH batches being run, oldest first
+    cdef BH bh_cur                 # the BH batches being run, as one chain (§2.4)
     cdef list timer_lists
     cdef _TimerList tl0
     cdef _TimerList tl1

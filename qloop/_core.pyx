@@ -852,7 +852,6 @@ cdef class AioContext:
         self.deleted_handlers = []
         self.list_lock = threading.Lock()
         self.poll_list = []
-        self.bh_slices = []
         self.tl0 = _TimerList(self, 0)
         self.tl1 = _TimerList(self, 1)
         self.tl2 = _TimerList(self, 2)
@@ -1405,21 +1404,26 @@ cdef class AioContext:
         return 0
 
     cdef bint _bh_poll(self) except -1:
-        """``aio_bh_poll``: run the BHs pending now; ones scheduled meanwhile wait a pass."""
-        cdef BH bh, nxt
-        cdef list slices = self.bh_slices
+        """``aio_bh_poll``: run the BHs pending now; ones scheduled meanwhile wait a pass.
+
+        The batches being run form one chain from ``bh_cur``: a nested call appends its batch
+        at the tail, so it first finishes the outer call's BHs, then its own (§2.4).
+        """
+        cdef BH bh, tail, head = self.bh_head
         cdef int old
         cdef bint progress = False
-        if self.bh_head is not None:
-            slices.append(self.bh_head)
+        if head is not None:
             self.bh_head = None
-        while len(slices):
-            bh = <BH>slices[0]
-            nxt = bh.next
-            if nxt is None:
-                del slices[0]
+            if self.bh_cur is None:
+                self.bh_cur = head
             else:
-                slices[0] = nxt
+                tail = self.bh_cur
+                while tail.next is not None:
+                    tail = tail.next
+                tail.next = head
+        while self.bh_cur is not None:
+            bh = self.bh_cur
+            self.bh_cur = bh.next
             bh.next = None
             old = ql_fetch_and(&bh.flags, ~(BH_PENDING | BH_SCHEDULED | BH_IDLE))
             if old & BH_SCHEDULED and not old & BH_DELETED:
@@ -1437,7 +1441,7 @@ cdef class AioContext:
     cdef int64_t _bh_timeout(self) noexcept:
         cdef int64_t timeout = -1
         cdef BH bh = self.bh_head
-        cdef Py_ssize_t i = 0, n = len(self.bh_slices)
+        cdef bint second = False
         cdef int flags
         while True:
             while bh is not None:
@@ -1447,10 +1451,10 @@ cdef class AioContext:
                         return 0
                     timeout = IDLE_BH_TIMEOUT_NS
                 bh = bh.next
-            if i >= n:
+            if second:
                 break
-            bh = <BH>self.bh_slices[i]
-            i += 1
+            second = True
+            bh = self.bh_cur
         return timeout
 
     # ---- timers (§3)
@@ -1604,7 +1608,7 @@ cdef class AioContext:
             ql_xchg(&self.notified, 0)  # aio_notify_accept (full barrier)
             if use_polling:
                 block_ns = _now_monotonic() - start
-            if self.bh_head is not None or len(self.bh_slices):
+            if self.bh_head is not None or self.bh_cur is not None:
                 progress |= self._bh_poll()
             for obj in (ready if ready is not None else ()):
                 node = <_Handler>obj
@@ -1831,7 +1835,14 @@ cdef class AioContext:
             bh.cb = None
             bh.deleted = True
             bh = nxt
-        self.bh_slices = []
+        bh = self.bh_cur
+        self.bh_cur = None
+        while bh is not None:
+            nxt = bh.next
+            bh.next = None
+            bh.cb = None
+            bh.deleted = True
+            bh = nxt
         if self.epfd >= 0:
             close(self.epfd)
             self.epfd = -1

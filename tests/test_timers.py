@@ -6,6 +6,7 @@ import enum
 import os
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
@@ -142,8 +143,10 @@ def test_virtual_starts_at_zero_disabled_in_fresh_process(qloop_impl, qloop_modu
     pkg_root = os.path.dirname(os.path.dirname(os.path.abspath(qloop_module.__file__)))
     env = dict(os.environ)
     env["PYTHONPATH"] = pkg_root + os.pathsep + env.get("PYTHONPATH", "")
+    # cwd outside the source tree, so a checkout without an in-place build cannot shadow it
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                         text=True, timeout=60, check=True).stdout.split()
+                         text=True, timeout=60, check=True,
+                         cwd=tempfile.gettempdir()).stdout.split()
     assert out == ["0", "False"]
 
 
