@@ -1,0 +1,662 @@
+"""Summary table of the qloop benchmarks: ops/s per implementation, ratios, bars, PASS/FAIL.
+
+    python -m bench.table                      # runs pytest bench/ --benchmark-only, then the table
+    python -m bench.table -- -k "bh_ or timers" # extra arguments after -- go to pytest
+    python -m bench.table --from run.json      # table from an existing --benchmark-json file
+    python bench/table.py --out bench/results.json
+
+Every number in one table comes from the same pytest-benchmark run.  ops/s is
+``extra_info["ops"] / <stat>`` of the round times (``--stat``, default ``min``: the best round,
+the least disturbed by the rest of the machine).  Ratios are "core / X" of ops/s (higher is
+better for the core); for echo the figure is round trips per CPU-second of the *server*
+process (the inverse of its CPU time per round trip), so there too higher is better.
+The table is printed and written as JSON (``--out``, default ``bench/results.json``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+IMPLS = ("qloop-core", "qloop-fallback", "asyncio", "uvloop")
+SHORT = {
+    "qloop-core": "core",
+    "qloop-fallback": "fallback",
+    "asyncio": "asyncio",
+    "uvloop": "uvloop",
+}
+
+# workload -> (minimum core/uvloop ratio) for the plain throughput workloads
+SPEED_BARS = {"bh_chain": 3.0, "bh_batch": 3.0, "timers": 2.0, "threadsafe": 1.2}
+TIMER_SCALE_BAR = 2.0  # cost(1M armed) / cost(1k armed), core
+IDLE_FDS_BAR = 1.2  # time(10k idle) / time(0 idle), core and fallback
+MEMORY_BAR = 200.0  # bytes per armed timer, core
+FALLBACK_VS_ASYNCIO = 1.0
+CORE_VS_FALLBACK = 5.0
+FALLBACK_WORKLOADS = ("bh_chain", "bh_batch", "timers")
+
+
+# ---------------------------------------------------------------------------------------------
+# Machine / run metadata
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _git(*args: str) -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", *args],
+            cwd=str(REPO_ROOT),
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def _versions() -> dict:
+    out = {}
+    code = (
+        "import json,warnings\n"
+        "warnings.simplefilter('ignore')\n"
+        "d={}\n"
+        "try:\n import qloop; d['qloop']=qloop.__version__; d['qloop_default']=qloop.IMPLEMENTATION\n"
+        "except Exception as e: d['qloop']=repr(e)\n"
+        "for m in ('qloop._core','qloop._fallback'):\n"
+        " try:\n  __import__(m); d[m]='importable'\n"
+        " except Exception as e: d[m]='unavailable: %r' % (e,)\n"
+        "try:\n import uvloop; d['uvloop']=uvloop.__version__\n"
+        "except Exception as e: d['uvloop']=repr(e)\n"
+        "try:\n import pytest_benchmark; d['pytest-benchmark']=pytest_benchmark.__version__\n"
+        "except Exception as e: d['pytest-benchmark']=repr(e)\n"
+        "print(json.dumps(d))\n"
+    )
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-c", code],
+            cwd=str(REPO_ROOT),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        out = json.loads(proc.stdout.strip().splitlines()[-1])
+    except Exception as exc:  # noqa: BLE001 - metadata is best effort
+        out = {"error": repr(exc)}
+    return out
+
+
+def machine_meta() -> dict:
+    try:
+        affinity = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        affinity = None
+    commit = _git("rev-parse", "HEAD")
+    dirty = _git("status", "--porcelain", "--untracked-files=no")
+    return {
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "platform": platform.platform(),
+        "kernel": platform.release(),
+        "cpu": _cpu_model(),
+        "nproc": os.cpu_count(),
+        "nproc_usable": affinity,
+        "python": f"{platform.python_implementation()} {platform.python_version()}",
+        "python_executable": sys.executable,
+        "commit": commit or "unknown (no commit yet)",
+        "dirty": bool(dirty) if dirty is not None else None,
+        "versions": _versions(),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading pytest-benchmark JSON
+
+
+def _impl_of(bench: dict) -> str | None:
+    params = bench.get("params") or {}
+    impl = params.get("impl")
+    if (
+        impl is None
+    ):  # fall back to the test id: test_x[qloop-core] / test_x[armed_1k-uvloop]
+        name = bench.get("name", "")
+        for candidate in IMPLS:
+            if candidate in name:
+                impl = candidate
+    return impl
+
+
+def _variant_of(bench: dict) -> str | None:
+    params = dict(bench.get("params") or {})
+    params.pop("impl", None)
+    if not params:
+        return None
+    return "-".join(str(v) for _, v in sorted(params.items()))
+
+
+def collect(data: dict, stat: str) -> dict:
+    """{(group, variant): {impl: record}} with ops/s computed from ``stat``."""
+    out: dict = {}
+    for bench in data.get("benchmarks", []):
+        impl = _impl_of(bench)
+        if impl is None:
+            continue
+        group = bench.get("group") or bench.get("name", "").split("[")[0]
+        stats = bench.get("stats") or {}
+        extra = bench.get("extra_info") or {}
+        ops = extra.get("ops")
+        t = stats.get(stat)
+        rec = {
+            "name": bench.get("fullname") or bench.get("name"),
+            "ops": ops,
+            "rounds": stats.get("rounds"),
+            "min": stats.get("min"),
+            "median": stats.get("median"),
+            "mean": stats.get("mean"),
+            "stddev": stats.get("stddev"),
+            "ops_per_s": (ops / t) if ops and t else None,
+            "extra_info": extra,
+        }
+        out.setdefault((group, _variant_of(bench)), {})[impl] = rec
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Building the rows
+
+
+def _ratio(a, b):
+    if a is None or b is None or b == 0 or (isinstance(a, float) and math.isnan(a)):
+        return None
+    return a / b
+
+
+def _status(ok) -> str:
+    if ok is None:
+        return "n/a"
+    return "PASS" if ok else "FAIL"
+
+
+def _us(rec: dict, key: str) -> str:
+    v = rec["extra_info"].get(key)
+    return "?" if v is None else f"{v * 1e6:.1f}"
+
+
+def _all_known(checks: dict):
+    """PASS when every measured check passes; None (n/a) when nothing was measured."""
+    known = [v for v in checks.values() if v is not None]
+    if not known:
+        return None
+    return all(known)
+
+
+def _partial_note(checks: dict) -> str:
+    missing = [k for k, v in checks.items() if v is None]
+    if not missing or len(missing) == len(checks):
+        return ""
+    return "partial: not measured: " + ", ".join(missing)
+
+
+def _row(workload, metric, unit, values, bar="", ok=None, detail="", ratios=True):
+    row = {
+        "workload": workload,
+        "metric": metric,
+        "unit": unit,
+        "values": {impl: values.get(impl) for impl in IMPLS},
+        "bar": bar,
+        "status": _status(ok) if bar else "",
+        "detail": detail,
+    }
+    if ratios:
+        core = values.get("qloop-core")
+        row["ratios"] = {
+            "core/uvloop": _ratio(core, values.get("uvloop")),
+            "core/asyncio": _ratio(core, values.get("asyncio")),
+            "core/fallback": _ratio(core, values.get("qloop-fallback")),
+            "fallback/asyncio": _ratio(
+                values.get("qloop-fallback"), values.get("asyncio")
+            ),
+        }
+    else:
+        row["ratios"] = {}
+    return row
+
+
+def build_rows(results: dict) -> list[dict]:
+    rows: list[dict] = []
+
+    def ops(group, variant=None):
+        return {
+            impl: rec["ops_per_s"]
+            for impl, rec in results.get((group, variant), {}).items()
+        }
+
+    for workload, bar in SPEED_BARS.items():
+        values = ops(workload)
+        if not values:
+            continue
+        r = _ratio(values.get("qloop-core"), values.get("uvloop"))
+        rows.append(
+            _row(
+                workload,
+                "ops/s",
+                "ops/s",
+                values,
+                f"core/uvloop >= {bar:g}",
+                None if r is None else r >= bar,
+            )
+        )
+
+    # timer_scale: cost per re-arm with 1M armed vs 1k armed
+    small, large = ops("timer_scale", "armed_1k"), ops("timer_scale", "armed_1M")
+    if small or large:
+        n_large = next(
+            (
+                rec["extra_info"].get("armed")
+                for rec in results.get(("timer_scale", "armed_1M"), {}).values()
+            ),
+            None,
+        )
+        rows.append(_row("timer_scale[1k armed]", "re-arms/s", "ops/s", small))
+        rows.append(
+            _row(f"timer_scale[{n_large or '1M'} armed]", "re-arms/s", "ops/s", large)
+        )
+        slow = {impl: _ratio(small.get(impl), large.get(impl)) for impl in IMPLS}
+        c = slow.get("qloop-core")
+        rows.append(
+            _row(
+                "timer_scale",
+                "slowdown 1M/1k",
+                "x",
+                slow,
+                f"core <= {TIMER_SCALE_BAR:g}x",
+                None if c is None else c <= TIMER_SCALE_BAR,
+                ratios=False,
+            )
+        )
+
+    # idle_fds: ping-pong with 10k idle sockets vs none
+    none_, many = ops("idle_fds", "idle_0"), ops("idle_fds", "idle_10k")
+    if none_ or many:
+        n_idle = next(
+            (
+                rec["extra_info"].get("idle_sockets")
+                for rec in results.get(("idle_fds", "idle_10k"), {}).values()
+            ),
+            None,
+        )
+        rows.append(_row("idle_fds[0 idle]", "round trips/s", "ops/s", none_))
+        rows.append(
+            _row(f"idle_fds[{n_idle or '10k'} idle]", "round trips/s", "ops/s", many)
+        )
+        slow = {impl: _ratio(none_.get(impl), many.get(impl)) for impl in IMPLS}
+        checks = {
+            "core": slow.get("qloop-core"),
+            "fallback": slow.get("qloop-fallback"),
+        }
+        rows.append(
+            _row(
+                "idle_fds",
+                "slowdown 10k/0 idle",
+                "x",
+                slow,
+                f"core, fallback <= {IDLE_FDS_BAR:g}x",
+                _all_known(
+                    {
+                        k: (None if v is None else v <= IDLE_FDS_BAR)
+                        for k, v in checks.items()
+                    }
+                ),
+                detail=_partial_note(checks),
+                ratios=False,
+            )
+        )
+
+    # echo: round trips per server CPU-second (and wall-clock round trips/s, for information)
+    echo = results.get(("echo", None), {})
+    if echo:
+        per_cpu = {}
+        for impl, rec in echo.items():
+            cpu = rec["extra_info"].get("server_cpu_per_rt")
+            per_cpu[impl] = (1.0 / cpu) if cpu else None
+        r = _ratio(per_cpu.get("qloop-core"), per_cpu.get("uvloop"))
+        us = {impl: (1e6 / v if v else None) for impl, v in per_cpu.items()}
+        rows.append(
+            _row(
+                "echo",
+                "rt per server CPU-s",
+                "ops/cpu-s",
+                per_cpu,
+                "core server CPU/rt <= uvloop's",
+                None if r is None else r >= 1.0,
+                detail="server CPU us/rt total (user + system): "
+                + ", ".join(
+                    f"{SHORT[i]} {us[i]:.1f} ({_us(echo[i], 'server_user_cpu_per_rt')}"
+                    f" + {_us(echo[i], 'server_sys_cpu_per_rt')})"
+                    for i in IMPLS
+                    if us.get(i)
+                ),
+            )
+        )
+        per_user = {}
+        for impl, rec in echo.items():
+            user = rec["extra_info"].get("server_user_cpu_per_rt")
+            per_user[impl] = (1.0 / user) if user else None
+        rows.append(
+            _row(
+                "echo (server user CPU)",
+                "rt per user CPU-s",
+                "ops/cpu-s",
+                per_user,
+                detail="the server's user time only (the loop's own work; system time is mostly the "
+                "kernel's loopback TCP, the same 1 recv + 1 send per round trip for every server)",
+            )
+        )
+        client_util = {
+            impl: rec["extra_info"].get("client_cpu_utilisation")
+            for impl, rec in echo.items()
+        }
+        rows.append(
+            _row(
+                "echo (wall)",
+                "round trips/s",
+                "ops/s",
+                {i: rec["ops_per_s"] for i, rec in echo.items()},
+                detail="load client CPU utilisation (1.0 = the client was the bottleneck): "
+                + ", ".join(
+                    f"{SHORT[i]} {client_util[i]:.2f}"
+                    for i in IMPLS
+                    if client_util.get(i) is not None
+                ),
+            )
+        )
+
+    # fallback: the pure-Python arm against asyncio, and the core against the fallback
+    for workload in FALLBACK_WORKLOADS:
+        values = ops(workload)
+        if not values:
+            continue
+        fa = _ratio(values.get("qloop-fallback"), values.get("asyncio"))
+        cf = _ratio(values.get("qloop-core"), values.get("qloop-fallback"))
+        checks = {
+            "fallback/asyncio": None if fa is None else fa >= FALLBACK_VS_ASYNCIO,
+            "core/fallback": None if cf is None else cf >= CORE_VS_FALLBACK,
+        }
+        rows.append(
+            _row(
+                f"fallback:{workload}",
+                "ops/s",
+                "ops/s",
+                values,
+                f"fallback/asyncio >= {FALLBACK_VS_ASYNCIO:g}; core/fallback >= {CORE_VS_FALLBACK:g}",
+                _all_known(checks),
+                detail=_partial_note(checks),
+            )
+        )
+
+    # memory
+    mem = results.get(("timer_memory", None), {})
+    if mem:
+        values = {
+            impl: rec["extra_info"].get("bytes_per_timer") for impl, rec in mem.items()
+        }
+        n = next((rec["extra_info"].get("timers") for rec in mem.values()), None)
+        c = values.get("qloop-core")
+        rows.append(
+            _row(
+                f"timer_memory[{n}]",
+                "bytes/armed timer",
+                "B",
+                values,
+                f"core <= {MEMORY_BAR:g} B",
+                None if c is None else c <= MEMORY_BAR,
+                ratios=False,
+            )
+        )
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# Output
+
+
+def _fmt(v, unit="") -> str:
+    if v is None:
+        return "-"
+    if unit == "x":
+        return f"{v:.2f}x"
+    if unit == "B":
+        return f"{v:.0f}"
+    if v >= 1e6:
+        return f"{v / 1e6:.2f}M"
+    if v >= 1e3:
+        return f"{v / 1e3:.1f}k"
+    return f"{v:.1f}"
+
+
+def _fmt_ratio(v) -> str:
+    return "-" if v is None else f"{v:.2f}"
+
+
+def render(report: dict) -> str:
+    meta = report["meta"]
+    lines = [
+        "qloop benchmarks",
+        f"  date: {meta.get('date')}   measured: {meta.get('measured_at', '?')}",
+        f"  machine: {meta.get('platform')}  cpu: {meta.get('cpu')}  nproc: {meta.get('nproc')}",
+        f"  python: {meta.get('python')}  commit: {meta.get('commit')}"
+        + ("  (dirty tree)" if meta.get("dirty") else ""),
+        f"  scale: {meta.get('scale')}  rounds: {meta.get('rounds')}  ops/s from round time: {report['stat']}",
+    ]
+    if meta.get("scale") not in (None, 1, 1.0):
+        lines.append(
+            f"  NOTE: reduced scale {meta.get('scale')}: the bars are defined for full-size workloads"
+        )
+    load = meta.get("loadavg_at_start")
+    busy = meta.get("other_cpu_busy_at_start")
+    if load or busy is not None:
+        text = "  machine load before the run:"
+        if busy is not None:
+            text += f" CPUs {busy * 100:.0f}% busy (1 s sample)"
+        if load:
+            end = (meta.get("loadavg_at_end") or [0])[0]
+            text += f"; load average {load[0]:.2f} at start, {end:.2f} at end"
+        if busy is not None and busy > 0.2:
+            text += "  WARNING: the machine was busy, ratios are unreliable"
+        lines.append(text)
+    lines.append("")
+    headers = [
+        "workload",
+        "metric",
+        "core",
+        "fallback",
+        "asyncio",
+        "uvloop",
+        "core/uvloop",
+        "core/asyncio",
+        "core/fallback",
+        "fb/asyncio",
+        "bar",
+        "result",
+    ]
+    table = []
+    for row in report["rows"]:
+        vals = [_fmt(row["values"].get(i), row["unit"]) for i in IMPLS]
+        rat = row.get("ratios") or {}
+        table.append(
+            [
+                row["workload"],
+                row["metric"],
+                *vals,
+                _fmt_ratio(rat.get("core/uvloop")),
+                _fmt_ratio(rat.get("core/asyncio")),
+                _fmt_ratio(rat.get("core/fallback")),
+                _fmt_ratio(rat.get("fallback/asyncio")),
+                row["bar"],
+                row["status"],
+            ]
+        )
+    widths = [
+        max(len(h), *(len(r[k]) for r in table)) if table else len(h)
+        for k, h in enumerate(headers)
+    ]
+
+    def fmt_row(cells):
+        return "  ".join(
+            c.ljust(w) for c, w in zip(cells, widths, strict=True)
+        ).rstrip()
+
+    lines.append(fmt_row(headers))
+    lines.append(fmt_row(["-" * w for w in widths]))
+    lines.extend(fmt_row(r) for r in table)
+    notes = [
+        f"  {row['workload']}: {row['detail']}"
+        for row in report["rows"]
+        if row.get("detail")
+    ]
+    if notes:
+        lines += ["", "notes:", *notes]
+    missing = [
+        i
+        for i in IMPLS
+        if not any(row["values"].get(i) is not None for row in report["rows"])
+    ]
+    if missing:
+        lines += ["", "not measured (unavailable or skipped): " + ", ".join(missing)]
+    counts = {
+        s: sum(1 for r in report["rows"] if r["status"] == s)
+        for s in ("PASS", "FAIL", "n/a")
+    }
+    lines += [
+        "",
+        f"bars: {counts['PASS']} PASS, {counts['FAIL']} FAIL, {counts['n/a']} n/a",
+    ]
+    return "\n".join(lines)
+
+
+def run_pytest(json_path: Path, pytest_args: list[str]) -> int:
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        str(REPO_ROOT / "bench"),
+        "--benchmark-only",
+        f"--benchmark-json={json_path}",
+        "-p",
+        "no:cacheprovider",
+        *pytest_args,
+    ]
+    print("+ " + " ".join(cmd), file=sys.stderr, flush=True)
+    return subprocess.call(cmd, cwd=str(REPO_ROOT))
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--from",
+        dest="from_file",
+        metavar="FILE",
+        help="use this --benchmark-json file instead of running pytest",
+    )
+    ap.add_argument(
+        "--out",
+        default=str(REPO_ROOT / "bench" / "results.json"),
+        help="where to write the table as JSON",
+    )
+    ap.add_argument(
+        "--save-raw", metavar="FILE", help="also keep pytest-benchmark's raw JSON here"
+    )
+    ap.add_argument("--stat", choices=("min", "median", "mean"), default="min")
+    ap.add_argument("--strict", action="store_true", help="exit 1 when a bar FAILs")
+    ap.add_argument(
+        "pytest_args", nargs="*", help="after --: extra pytest arguments (e.g. -k bh_)"
+    )
+    args = ap.parse_args(argv)
+
+    rc = 0
+    if args.from_file:
+        raw_path = Path(args.from_file)
+    else:
+        tmpdir = tempfile.mkdtemp(prefix="qloop-bench-")
+        raw_path = (
+            Path(args.save_raw) if args.save_raw else Path(tmpdir) / "benchmark.json"
+        )
+        rc = run_pytest(raw_path, args.pytest_args)
+        if not raw_path.exists():
+            print(f"pytest exited {rc} without writing {raw_path}", file=sys.stderr)
+            return rc or 1
+    data = json.loads(raw_path.read_text())
+    results = collect(data, args.stat)
+    meta = machine_meta()
+    meta["measured_at"] = data.get("datetime")
+    commit_info = data.get("commit_info") or {}
+    if args.from_file and all(
+        c in "0123456789abcdef" for c in str(commit_info.get("id") or "x")
+    ):
+        meta["commit"] = commit_info.get("id")
+        meta["dirty"] = commit_info.get("dirty")
+    bench_meta = data.get("qloop_bench") or {}
+    meta["scale"] = bench_meta.get("scale")
+    meta["rounds"] = bench_meta.get("rounds")
+    meta["loadavg_at_start"] = bench_meta.get("loadavg_at_start")
+    meta["other_cpu_busy_at_start"] = bench_meta.get("other_cpu_busy_at_start")
+    meta["loadavg_at_end"] = bench_meta.get("loadavg_at_end")
+    meta["source"] = (
+        str(raw_path) if args.from_file else "pytest bench/ --benchmark-only (this run)"
+    )
+    if args.from_file:
+        mi = data.get("machine_info") or {}
+        meta["measured_on"] = {
+            "node": mi.get("node"),
+            "cpu": (mi.get("cpu") or {}).get("brand_raw"),
+            "python": mi.get("python_version"),
+            "release": mi.get("release"),
+        }
+    report = {
+        "meta": meta,
+        "stat": args.stat,
+        "rows": build_rows(results),
+        "benchmarks": [
+            {"group": g, "variant": v, "impl": impl, **rec}
+            for (g, v), recs in sorted(
+                results.items(), key=lambda kv: (kv[0][0], kv[0][1] or "")
+            )
+            for impl, rec in sorted(recs.items())
+        ],
+        "pytest_exit_code": rc,
+    }
+    text = render(report)
+    print(text)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2, sort_keys=False) + "\n")
+    print(f"\nwritten: {out}", file=sys.stderr)
+    if rc:
+        return rc
+    if args.strict and any(r["status"] == "FAIL" for r in report["rows"]):
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
