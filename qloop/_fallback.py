@@ -94,6 +94,7 @@ _UINT64 = 2**64 - 1
 _NCLOCKS = 4
 
 _monotonic_ns = time.monotonic_ns
+_new_object = object.__new__
 _time_ns = time.time_ns
 
 
@@ -359,6 +360,8 @@ class EventNotifier:
 # compacted when tombstones dominate.  seq keeps equal expiries in arming (FIFO) order.
 
 _timer_seq = itertools.count()
+_heappush = heapq.heappush
+_heappop = heapq.heappop
 
 
 class _TimerList:
@@ -386,12 +389,15 @@ class _TimerList:
     def insert(self, timer: "Timer", ns: int) -> None:
         """``timer_mod_ns``: (re)arm, notifying the context if the timer became the head."""
         with self.lock:
-            self._unlink(timer)
+            if timer._entry is not None:
+                self._unlink(timer)
             entry = [ns, next(_timer_seq), timer]
             timer._entry = entry
             timer._expire = ns if ns > 0 else 0
-            heapq.heappush(self.heap, entry)
-            is_head = self._head() is entry
+            heap = self.heap
+            _heappush(heap, entry)
+            top = heap[0]
+            is_head = top is entry or (top[2] is None and self._head() is entry)
         if is_head:
             self.ctx._timer_notify()
 
@@ -436,13 +442,16 @@ class _TimerList:
         lock = self.lock
         while True:
             with lock:
-                head = self._head()
-                if head is None:
+                heap = self.heap
+                if not heap:
                     break
-                timer = head[2]
+                timer = heap[0][2]
+                if timer is None:
+                    self._head()  # drop stale entries, then look again
+                    continue
                 if timer._expire > now:
                     break
-                heapq.heappop(self.heap)
+                _heappop(heap)
                 timer._entry = None
                 timer._expire = -1
                 cb = timer._cb
@@ -480,7 +489,7 @@ class Timer:
 
     @classmethod
     def _new(cls, tl: _TimerList, scale: int, cb: Callback, attributes: int) -> "Timer":
-        self = object.__new__(cls)
+        self = _new_object(cls)
         self._tl = tl
         self._scale = scale
         self._cb = cb
@@ -499,7 +508,10 @@ class Timer:
         """Arm (or re-arm) at absolute time ``ns`` on the timer's clock."""
         if type(ns) is not int or not _INT64_MIN <= ns <= _INT64_MAX:
             ns = _int64_arg(ns, "ns")
-        self._list().insert(self, ns)
+        tl = self._tl
+        if tl.ctx._closed:
+            raise RuntimeError("the timer's AioContext is closed")
+        tl.insert(self, ns)
 
     def mod(self, expire: int) -> None:
         """Arm at ``expire`` in the timer's scale."""
@@ -719,6 +731,7 @@ class AioContext:
         self._exception_handler: Optional[Callable[["AioContext", BaseException], Any]] = None
         self._timer_notify_cb: Optional[Callback] = None
         self._co_state: Any = None
+        self._last_timer_cb: Any = None  # the last callback timer_new() validated
         self._g_source_obj: Any = None
         self._source_nodes: List[Optional[_Handler]] = []
         self._source_epoll_ready = False
@@ -1252,9 +1265,14 @@ class AioContext:
         if _int_arg(attributes, "attributes") & ~TIMER_ATTR_ALL or attributes < 0:
             raise ValueError(f"unknown timer attributes {attributes:#x}")
         _check_callback(callback, "callback", optional=False)
+        self._last_timer_cb = callback
         return Timer._new(self._timer_lists[c], scale, callback, attributes)
 
     def timer_new_ns(self, clock: int, callback: Callback, *, attributes: int = 0) -> Timer:
+        # the common case inline: an int clock, no attributes, the callback checked last time
+        if (type(clock) is int and 0 <= clock < _NCLOCKS and attributes == 0
+                and callback is self._last_timer_cb and not self._closed):
+            return Timer._new(self._timer_lists[clock], SCALE_NS, callback, 0)
         return self.timer_new(clock, SCALE_NS, callback, attributes=attributes)
 
     def timer_new_us(self, clock: int, callback: Callback, *, attributes: int = 0) -> Timer:
