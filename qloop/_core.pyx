@@ -931,6 +931,8 @@ cdef class AioContext:
         return 0
 
     cdef bint _call_poll(self, _Handler node) except -1:
+        if node.is_notifier:
+            return ql_load(&self.notified) != 0  # _notifier_poll, without a Python call
         try:
             return bool(node.io_poll())
         except BaseException as exc:
@@ -1360,6 +1362,8 @@ cdef class AioContext:
             self._poll_list_add(node)
         if not node.deleted and poll_ready and revents == 0 and node.io_poll_ready is not None:
             # Off the poll list while it runs, so a nested poll() cannot re-poll it (§9.8).
+            if node.is_notifier:
+                return False  # _notifier_poll_ready is a no-op and never progress
             was_listed = node.in_poll_list
             if was_listed:
                 self._poll_list_remove(node)
@@ -1368,8 +1372,10 @@ cdef class AioContext:
                 self._poll_list_add(node)
             return not node.is_notifier
         if not node.deleted and revents & READ_EVENTS and node.io_read is not None:
-            self._call(node.io_read)
-            if not node.is_notifier:
+            if node.is_notifier:
+                self.notifier._test_and_clear()  # _drain_notifier, without a Python call
+            else:
+                self._call(node.io_read)
                 progress = True
         if not node.deleted and revents & WRITE_EVENTS and node.io_write is not None:
             self._call(node.io_write)
