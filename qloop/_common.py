@@ -39,6 +39,27 @@ def _fd_of(fd: Any, what: str = "fd") -> int:
     return int(fd)
 
 
+def _fd_for_removal(fd: Any) -> "int | None":
+    """The fd number for a removal or lookup, which must work on an fd the user already
+    closed (so no fstat).  None when nothing can be registered under it (a closed file
+    object, a number beyond any fd)."""
+    if isinstance(fd, bool) or not isinstance(fd, int):
+        fileno = getattr(fd, "fileno", None)
+        if fileno is None:
+            raise TypeError(f"fd must be an int or have a fileno() method, not {type(fd).__name__}")
+        try:
+            fd = fileno()
+        except (OSError, ValueError):
+            return None  # closed file object: nothing can be registered under it
+        if isinstance(fd, bool) or not isinstance(fd, int):
+            raise TypeError(f"fd.fileno() returned {type(fd).__name__}, not int")
+    if fd < 0:
+        raise ValueError(f"invalid fd {fd}: negative")
+    if fd > 0x7FFFFFFF:
+        return None  # no fd has that number
+    return int(fd)
+
+
 def _check_callback(cb: Any, what: str, optional: bool = True) -> Any:
     if cb is None:
         if optional:

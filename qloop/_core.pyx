@@ -69,6 +69,7 @@ from qloop._common import (
     NotifierList,
     _check_callback,
     _clock_of,
+    _fd_for_removal,
     _fd_of,
     _int64_arg,
     _int_arg,
@@ -692,14 +693,16 @@ cdef class Timer:
 
     def mod_ns(self, ns):
         """Arm (or re-arm) at absolute time ``ns`` on the timer's clock."""
+        cdef int64_t v
         if type(ns) is not int:
             ns = _int64_arg(ns, "ns")
-        self._list().insert(self, _as_int64(ns, "ns"))
+        v = _as_int64(ns, "ns")  # before the closed check, as the fallback does
+        self._list().insert(self, v)
 
     def mod(self, expire):
         """Arm at ``expire`` in the timer's scale."""
-        self._list().insert(self, _as_int64(_int_arg(expire, "expire") * self.scale,
-                                            "expire * scale"))
+        cdef int64_t v = _as_int64(_int_arg(expire, "expire") * self.scale, "expire * scale")
+        self._list().insert(self, v)
 
     def mod_anticipate_ns(self, ns_obj):
         """Arm at ``ns`` only if that is earlier than the current expiry (or not pending)."""
@@ -1467,6 +1470,9 @@ cdef class AioContext:
 
     def timer_new(self, clock, scale, callback, *, attributes=0):
         """``aio_timer_new_with_attrs``: a timer on ``clock`` counting in ``scale`` ns units."""
+        if self.closed:
+            raise RuntimeError("AioContext is closed")
+        _clock_of(clock)  # the same order of checks as the fallback
         if _int64_arg(scale, "scale") <= 0:
             raise ValueError(f"scale must be positive, got {scale}")
         return self._timer_new(clock, scale, callback, attributes)
@@ -1867,25 +1873,6 @@ cdef class AioContext:
         if self.closed:
             return "<qloop._core.AioContext closed>"
         return f"<qloop._core.AioContext fdmon={self.fdmon} handlers={len(self.handlers)}>"
-
-
-cdef object _fd_for_removal(object fd):
-    # Removal must work on an fd the user already closed (then fstat would fail).
-    if isinstance(fd, bool) or not isinstance(fd, int):
-        fileno = getattr(fd, "fileno", None)
-        if fileno is None:
-            raise TypeError(f"fd must be an int or have a fileno() method, not {type(fd).__name__}")
-        try:
-            fd = fileno()
-        except (OSError, ValueError):
-            return None  # closed file object: nothing can be registered under it
-        if isinstance(fd, bool) or not isinstance(fd, int):
-            raise TypeError(f"fd.fileno() returned {type(fd).__name__}, not int")
-    if fd < 0:
-        raise ValueError(f"invalid fd {fd}: negative")
-    if fd > INT32_MAX:
-        raise ValueError(f"invalid fd {fd}: too large")
-    return fd
 
 
 cdef inline int64_t _as_int64(object value, str what) except? -1:

@@ -34,6 +34,7 @@ from ._common import (
     NotifierList,
     _check_callback,
     _clock_of,
+    _fd_for_removal,
     _fd_of,
     _int64_arg,
     _int_arg,
@@ -95,6 +96,10 @@ _NCLOCKS = 4
 
 _monotonic_ns = time.monotonic_ns
 _new_object = object.__new__
+
+
+def _no_callback() -> None:
+    return None
 _time_ns = time.time_ns
 
 
@@ -274,6 +279,8 @@ class EventNotifier:
     __slots__ = ("_rfd", "_wfd", "__weakref__")
 
     def __init__(self, active: bool = False, use_pipe: bool = False) -> None:
+        if getattr(self, "_rfd", -1) >= 0:
+            raise RuntimeError("EventNotifier is already initialised")
         self._rfd = -1
         self._wfd = -1
         if not use_pipe and hasattr(os, "eventfd"):
@@ -515,8 +522,8 @@ class Timer:
 
     def mod(self, expire: int) -> None:
         """Arm at ``expire`` in the timer's scale."""
-        self._list().insert(self, _int64_arg(_int_arg(expire, "expire") * self._scale,
-                                             "expire * scale"))
+        ns = _int64_arg(_int_arg(expire, "expire") * self._scale, "expire * scale")
+        self._list().insert(self, ns)  # the arguments are checked before the context
 
     def mod_anticipate_ns(self, ns: int) -> None:
         """Arm at ``ns`` only if that is earlier than the current expiry (or not pending)."""
@@ -579,12 +586,13 @@ _BH_CANCEL = 32  # an op, not a flag: clear SCHEDULED
 class BH:
     """A bottom half, created by ``AioContext.bh_new``.  ``callback()`` takes no arguments."""
 
-    __slots__ = ("_ctx", "_cb", "_name", "_flags", "_deleted", "__weakref__")
+    __slots__ = ("_ctx", "_cb", "_name", "_flags", "_deleted", "_queued", "__weakref__")
     _ctx: "AioContext"
     _cb: Optional[Callback]
     _name: str
     _flags: int
     _deleted: bool
+    _queued: bool
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         raise TypeError("BH objects are created by AioContext.bh_new()")
@@ -597,6 +605,7 @@ class BH:
         self._name = name if name is not None else getattr(cb, "__qualname__", repr(cb))
         self._flags = 0
         self._deleted = False
+        self._queued = False
         return self
 
     def _enqueue(self, op: Any) -> None:
@@ -605,12 +614,23 @@ class BH:
         ctx = self._ctx
         if ctx._closed:
             raise RuntimeError("the BH's AioContext is closed")
+        self._queued = False  # ops apply in order: a schedule after this one must queue
         ctx._bh_ops.append(op)
         ctx._notify()
 
     def schedule(self) -> None:
         """Run the callback in the next ``poll()``; idempotent; safe from any thread."""
-        self._enqueue(self)
+        if self._deleted:
+            raise RuntimeError(f"BH {self._name!r} was deleted")
+        ctx = self._ctx
+        if ctx._closed:
+            raise RuntimeError("the BH's AioContext is closed")
+        if not self._queued:
+            # set before the append: the owner clears it when it pops the op, and then
+            # applies it, so a schedule() that sees it set is covered by the queued op
+            self._queued = True
+            ctx._bh_ops.append(self)
+        ctx._notify()
 
     def schedule_idle(self) -> None:
         """Schedule without counting as progress; a blocking poll waits at most 10 ms for it."""
@@ -622,6 +642,7 @@ class BH:
             raise RuntimeError(f"BH {self._name!r} was deleted")
         if self._ctx._closed:
             raise RuntimeError("the BH's AioContext is closed")
+        self._queued = False
         self._ctx._bh_ops.append((self, _BH_CANCEL))
 
     def delete(self) -> None:
@@ -699,6 +720,8 @@ class AioContext:
     """
 
     def __init__(self, fdmon: str = "auto") -> None:
+        if getattr(self, "_notifier", None) is not None:
+            raise RuntimeError("AioContext is already initialised")
         if not isinstance(fdmon, str):
             raise TypeError(f"fdmon must be a str, not {type(fdmon).__name__}")
         if fdmon not in FDMON_NAMES:
@@ -731,7 +754,8 @@ class AioContext:
         self._exception_handler: Optional[Callable[["AioContext", BaseException], Any]] = None
         self._timer_notify_cb: Optional[Callback] = None
         self._co_state: Any = None
-        self._last_timer_cb: Any = None  # the last callback timer_new() validated
+        # the last callback timer_new() validated (weakly: it must not keep it alive)
+        self._last_timer_cb: Callable[[], Any] = _no_callback
         self._g_source_obj: Any = None
         self._source_nodes: List[Optional[_Handler]] = []
         self._source_epoll_ready = False
@@ -831,7 +855,7 @@ class AioContext:
         """
         self._check_open()
         if io_read is None and io_write is None and io_poll is None and io_poll_ready is None:
-            num = self._fd_for_removal(fd)
+            num = _fd_for_removal(fd)
             if num is not None:
                 self._set_handler(num, None, None, None, None)
             return
@@ -840,23 +864,6 @@ class AioContext:
                           _check_callback(io_write, "io_write"),
                           _check_callback(io_poll, "io_poll"),
                           _check_callback(io_poll_ready, "io_poll_ready"))
-
-    @staticmethod
-    def _fd_for_removal(fd: FileDescriptorLike) -> Optional[int]:
-        # Removal must work on an fd the user already closed (then fstat would fail).
-        if isinstance(fd, bool) or not isinstance(fd, int):
-            fileno = getattr(fd, "fileno", None)
-            if fileno is None:
-                raise TypeError(f"fd must be an int or have a fileno() method, not {type(fd).__name__}")
-            try:
-                fd = fileno()
-            except (OSError, ValueError):
-                return None  # closed file object: nothing can be registered under it
-            if isinstance(fd, bool) or not isinstance(fd, int):
-                raise TypeError(f"fd.fileno() returned {type(fd).__name__}, not int")
-        if fd < 0:
-            raise ValueError(f"invalid fd {fd}: negative")
-        return fd
 
     def set_event_notifier(
         self,
@@ -893,7 +900,7 @@ class AioContext:
         Replacing the handler later drops them (§1.3).  ValueError if ``fd`` is not registered.
         """
         self._check_open()
-        num = self._fd_for_removal(fd)
+        num = _fd_for_removal(fd)
         begin = _check_callback(io_poll_begin, "io_poll_begin")
         end = _check_callback(io_poll_end, "io_poll_end")
         with self._list_lock:
@@ -1186,13 +1193,15 @@ class AioContext:
         self._notify()
 
     def _bh_absorb(self) -> None:
-        """Apply queued BH operations (owner thread only)."""
+        """Apply queued BH operations (owner thread only).  Only the operations queued when
+        it starts: producers that keep scheduling cannot keep the owner here forever."""
         ops = self._bh_ops
         stack = self._bh_list
-        while ops:
+        for _ in range(len(ops)):
             op = ops.popleft()
             if type(op) is BH:
                 bh = op
+                bh._queued = False  # a later schedule() must queue again
                 new = _BH_SCHEDULED
             else:
                 bh, new = op
@@ -1265,13 +1274,16 @@ class AioContext:
         if _int_arg(attributes, "attributes") & ~TIMER_ATTR_ALL or attributes < 0:
             raise ValueError(f"unknown timer attributes {attributes:#x}")
         _check_callback(callback, "callback", optional=False)
-        self._last_timer_cb = callback
+        try:
+            self._last_timer_cb = weakref.ref(callback)
+        except TypeError:
+            self._last_timer_cb = _no_callback
         return Timer._new(self._timer_lists[c], scale, callback, attributes)
 
     def timer_new_ns(self, clock: int, callback: Callback, *, attributes: int = 0) -> Timer:
         # the common case inline: an int clock, no attributes, the callback checked last time
         if (type(clock) is int and 0 <= clock < _NCLOCKS and attributes == 0
-                and callback is self._last_timer_cb and not self._closed):
+                and callback is self._last_timer_cb() and not self._closed):
             return Timer._new(self._timer_lists[clock], SCALE_NS, callback, 0)
         return self.timer_new(clock, SCALE_NS, callback, attributes=attributes)
 
