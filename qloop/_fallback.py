@@ -96,6 +96,7 @@ _NCLOCKS = 4
 
 _monotonic_ns = time.monotonic_ns
 _new_object = object.__new__
+_get_ident = threading.get_ident
 
 
 def _no_callback() -> None:
@@ -630,7 +631,9 @@ class BH:
             # applies it, so a schedule() that sees it set is covered by the queued op
             self._queued = True
             ctx._bh_ops.append(self)
-        ctx._notify()
+        ctx._notified = True  # ctx._notify(), inline on this hot path
+        if ctx._notify_me:
+            ctx._notify()
 
     def schedule_idle(self) -> None:
         """Schedule without counting as progress; a blocking poll waits at most 10 ms for it."""
@@ -1196,9 +1199,12 @@ class AioContext:
         """Apply queued BH operations (owner thread only).  Only the operations queued when
         it starts: producers that keep scheduling cannot keep the owner here forever."""
         ops = self._bh_ops
-        stack = self._bh_list
-        for _ in range(len(ops)):
-            op = ops.popleft()
+        push = self._bh_list.append
+        popleft = ops.popleft
+        n = len(ops)
+        while n:
+            n -= 1
+            op = popleft()
             if type(op) is BH:
                 bh = op
                 bh._queued = False  # a later schedule() must queue again
@@ -1213,7 +1219,7 @@ class AioContext:
                 continue
             bh._flags = old | _BH_PENDING | new
             if not old & _BH_PENDING:
-                stack.append(bh)
+                push(bh)
 
     def _bh_poll(self) -> bool:
         """``aio_bh_poll``: run the BHs pending now; ones scheduled meanwhile wait a pass."""
@@ -1253,7 +1259,13 @@ class AioContext:
         if self._bh_ops:
             self._bh_absorb()
         timeout = -1
-        for group in itertools.chain((self._bh_list,), self._bh_slices):
+        for bh in self._bh_list:
+            flags = bh._flags
+            if flags & _BH_SCHEDULED and not flags & _BH_DELETED:
+                if not flags & _BH_IDLE:
+                    return 0
+                timeout = IDLE_BH_TIMEOUT_NS
+        for group in self._bh_slices:
             for bh in group:
                 flags = bh._flags
                 if flags & _BH_SCHEDULED and not flags & _BH_DELETED:
@@ -1339,35 +1351,31 @@ class AioContext:
             if not isinstance(blocking, int):
                 raise TypeError(f"blocking must be a bool, not {type(blocking).__name__}")
             blocking = bool(blocking)
-        me = threading.get_ident()
+        me = _get_ident()
         if self._walkers:
             if self._poll_thread != me:
                 raise RuntimeError("AioContext.poll() called from two threads at once")
         else:
             self._poll_thread = me
         saved_errors = self._errors
-        errors = self._errors = []
-        try:
-            progress = self._poll_iteration(blocking)
-        finally:
-            self._errors = saved_errors
-            if not self._walkers:
-                self._poll_thread = None
-        if errors:
-            _raise_errors(errors)
-        return progress
-
-    def _poll_iteration(self, blocking: bool) -> bool:
+        errors: List[BaseException] = []
+        self._errors = errors
         self._walkers += 1
         try:
             use_polling = self._poll_max_ns != 0
             start = _monotonic_ns() if use_polling else 0
-            timeout = self._compute_timeout() if blocking else 0
+            timeout = 0
+            if blocking:  # _compute_timeout(), inline
+                timeout = self._bh_timeout()
+                if timeout != 0:
+                    deadline = self._timers_deadline()
+                    timeout = 0 if deadline == 0 else _soonest(timeout, deadline)
             self._ready_gen += 1
             gen = self._ready_gen
-            ready: List[_Handler] = []
+            ready: Optional[List[_Handler]] = None  # built only when something can be ready
             progress = False
             if self._poll_list:
+                ready = []
                 progress, timeout = self._try_poll_mode(timeout, ready, gen)
             counted = False
             if timeout != 0:
@@ -1377,32 +1385,47 @@ class AioContext:
                     timeout = 0
             try:
                 if timeout != 0 or self._poll_disable_cnt > 0:
+                    if ready is None:
+                        ready = []
                     if timeout != 0 and self._poll_set_started(False, ready, gen):
                         progress = True
                         timeout = 0
                     try:
                         self._wait(ready, timeout, gen)
                     except BaseException as exc:  # e.g. KeyboardInterrupt from a signal handler
-                        self._errors.append(exc)
+                        errors.append(exc)
             finally:
                 if counted:
                     self._notify_me -= 2
             self._notified = False  # aio_notify_accept
             block_ns = _monotonic_ns() - start if use_polling else 0
             if self._bh_ops or self._bh_list or self._bh_slices:
-                progress |= self._bh_poll()
-            for node in ready:
-                if node.ready_gen != gen:
-                    continue  # moved to a nested poll's ready list, already dispatched
-                node.ready_gen = 0
-                if self._dispatch_node(node):
+                if self._bh_poll():
                     progress = True
-                if use_polling and node.in_poll_list and self._poll_max_ns:
-                    self._adjust_polling_time(node, block_ns)
+            if ready:
+                for node in ready:
+                    if node.ready_gen != gen:
+                        continue  # moved to a nested poll's ready list, already dispatched
+                    node.ready_gen = 0
+                    if self._dispatch_node(node):
+                        progress = True
+                    if use_polling and node.in_poll_list and self._poll_max_ns:
+                        self._adjust_polling_time(node, block_ns)
         finally:
             self._walkers -= 1
-        if self._run_timers():
-            progress = True
+            self._errors = saved_errors
+            if not self._walkers:
+                self._poll_thread = None
+        tls = self._timer_lists  # timers run last, outside the walker section
+        if tls[0].heap or tls[1].heap or tls[2].heap or tls[3].heap:
+            self._errors = errors
+            try:
+                if self._run_timers():
+                    progress = True
+            finally:
+                self._errors = saved_errors
+        if errors:
+            _raise_errors(errors)
         return progress
 
     # ---- coroutines (§1.14)
