@@ -99,8 +99,11 @@ _new_object = object.__new__
 _get_ident = threading.get_ident
 
 
-def _no_callback() -> None:
-    return None
+_NO_CALLBACK = object()
+
+
+def _no_callback() -> Any:
+    return _NO_CALLBACK  # matches no callback (not even None)
 _time_ns = time.time_ns
 
 
@@ -363,66 +366,73 @@ class EventNotifier:
 
 
 # --------------------------------------------------------------------------------------------
-# Timers (§3).  One _TimerList per clock per context: a binary heap of [key, seq, timer]
-# entries; a removed entry is tombstoned (timer slot None) and skipped, and the heap is
-# compacted when tombstones dominate.  seq keeps equal expiries in arming (FIFO) order.
+# Timers (§3).  One _TimerList per clock per context: a binary heap of plain ints, each
+# (key + 2**63) << 64 | seq, so heap order is (expiry, arming order) with one int comparison
+# (seq keeps equal expiries FIFO), and ``live`` maps an entry to its timer.  Re-arming or
+# deleting drops the old entry from ``live``; it stays in the heap, stale, until it surfaces
+# or the heap is compacted (when stale entries dominate).
 
-_timer_seq = itertools.count()
+_timer_seq = itertools.count(1)
 _heappush = heapq.heappush
 _heappop = heapq.heappop
+_KEY_BIAS = 1 << 63
 
 
 class _TimerList:
-    __slots__ = ("ctx", "clock", "heap", "dead", "lock")
+    __slots__ = ("ctx", "clock", "heap", "live", "lock")
 
     def __init__(self, ctx: "AioContext", clock: int) -> None:
         self.ctx = ctx
         self.clock = clock
-        self.heap: List[List[Any]] = []
-        self.dead = 0
+        self.heap: List[int] = []
+        self.live: Dict[int, "Timer"] = {}
         self.lock = threading.Lock()
 
-    def _head(self) -> Optional[List[Any]]:
+    def _head(self) -> Optional[int]:
         heap = self.heap
-        while heap and heap[0][2] is None:
-            heapq.heappop(heap)
-            self.dead -= 1
+        live = self.live
+        while heap and heap[0] not in live:
+            _heappop(heap)
         return heap[0] if heap else None
 
     def head_expire(self) -> int:
         with self.lock:
             head = self._head()
-            return -1 if head is None else head[2]._expire
+            return -1 if head is None else self.live[head]._expire
 
     def insert(self, timer: "Timer", ns: int) -> None:
         """``timer_mod_ns``: (re)arm, notifying the context if the timer became the head."""
         with self.lock:
-            if timer._entry is not None:
-                self._unlink(timer)
-            entry = [ns, next(_timer_seq), timer]
+            live = self.live
+            old = timer._entry
+            if old is not None:
+                del live[old]
+                self._maybe_compact()
+            entry = ((ns + _KEY_BIAS) << 64) | next(_timer_seq)
+            live[entry] = timer
             timer._entry = entry
             timer._expire = ns if ns > 0 else 0
             heap = self.heap
             _heappush(heap, entry)
             top = heap[0]
-            is_head = top is entry or (top[2] is None and self._head() is entry)
+            is_head = top == entry or (top not in live and self._head() == entry)
         if is_head:
             self.ctx._timer_notify()
 
-    def _unlink(self, timer: "Timer") -> None:
-        entry = timer._entry
-        if entry is not None:
-            entry[2] = None
-            timer._entry = None
-            self.dead += 1
-            if self.dead > 64 and self.dead * 2 > len(self.heap):
-                self.heap = [e for e in self.heap if e[2] is not None]
-                heapq.heapify(self.heap)
-                self.dead = 0
+    def _maybe_compact(self) -> None:
+        heap = self.heap
+        if len(heap) > 128 and len(heap) > 2 * len(self.live):
+            live = self.live
+            self.heap = [e for e in heap if e in live]
+            heapq.heapify(self.heap)
 
     def remove(self, timer: "Timer") -> None:
         with self.lock:
-            self._unlink(timer)
+            old = timer._entry
+            if old is not None:
+                del self.live[old]
+                timer._entry = None
+                self._maybe_compact()
             timer._expire = -1
 
     def deadline(self) -> int:
@@ -448,18 +458,21 @@ class _TimerList:
         now = _clock_now(self.clock)
         progress = False
         lock = self.lock
+        live = self.live
         while True:
             with lock:
                 heap = self.heap
                 if not heap:
                     break
-                timer = heap[0][2]
+                entry = heap[0]
+                timer = live.get(entry)
                 if timer is None:
-                    self._head()  # drop stale entries, then look again
+                    _heappop(heap)  # stale
                     continue
                 if timer._expire > now:
                     break
                 _heappop(heap)
+                del live[entry]
                 timer._entry = None
                 timer._expire = -1
                 cb = timer._cb
@@ -472,13 +485,11 @@ class _TimerList:
 
     def clear(self) -> None:
         with self.lock:
-            for entry in self.heap:
-                timer = entry[2]
-                if timer is not None:
-                    timer._entry = None
-                    timer._expire = -1
+            for timer in self.live.values():
+                timer._entry = None
+                timer._expire = -1
             self.heap = []
-            self.dead = 0
+            self.live = {}
 
 
 class Timer:
@@ -490,7 +501,7 @@ class Timer:
     _cb: Callback
     _attributes: int
     _expire: int
-    _entry: Optional[List[Any]]
+    _entry: Optional[int]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         raise TypeError("Timer objects are created by AioContext.timer_new*()")
@@ -1294,8 +1305,9 @@ class AioContext:
 
     def timer_new_ns(self, clock: int, callback: Callback, *, attributes: int = 0) -> Timer:
         # the common case inline: an int clock, no attributes, the callback checked last time
-        if (type(clock) is int and 0 <= clock < _NCLOCKS and attributes == 0
-                and callback is self._last_timer_cb() and not self._closed):
+        if ((type(clock) is ClockType or type(clock) is int) and 0 <= clock < _NCLOCKS
+                and attributes == 0 and callback is self._last_timer_cb() and callback is not None
+                and not self._closed):
             return Timer._new(self._timer_lists[clock], SCALE_NS, callback, 0)
         return self.timer_new(clock, SCALE_NS, callback, attributes=attributes)
 
