@@ -110,6 +110,7 @@ __all__ = [
 
 cdef extern from "Python.h":
     unsigned long PyThread_get_thread_ident()
+    long long PyLong_AsLongLongAndOverflow(object obj, int *overflow) except? -1
 
     ctypedef struct PyCodeObject:
         int co_flags
@@ -451,6 +452,28 @@ cdef inline bint _entry_less(TimerEntry *a, TimerEntry *b) noexcept nogil:
     return a.key < b.key or (a.key == b.key and a.seq < b.seq)
 
 
+cdef inline void _sift_down(TimerEntry *heap, Py_ssize_t n, Py_ssize_t i,
+                            TimerEntry e) noexcept nogil:
+    """Place ``e`` at ``i`` or below in a 4-ary min-heap of ``n`` entries."""
+    cdef Py_ssize_t child, best, last
+    while True:
+        child = 4 * i + 1
+        if child >= n:
+            break
+        best = child
+        last = child + 4 if child + 4 < n else n
+        child += 1
+        while child < last:
+            if _entry_less(&heap[child], &heap[best]):
+                best = child
+            child += 1
+        if not _entry_less(&heap[best], &e):
+            break
+        heap[i] = heap[best]
+        i = best
+    heap[i] = e
+
+
 cdef inline bint _entry_live(TimerEntry *e) noexcept:
     return (<Timer>e.timer).seq == e.seq
 
@@ -490,7 +513,7 @@ cdef class _TimerList:
         i = self.n
         self.n += 1
         while i > 0:
-            parent = (i - 1) >> 1
+            parent = (i - 1) >> 2  # 4-ary heap: half the depth, children share cache lines
             if not _entry_less(&entry, &self.heap[parent]):
                 break
             self.heap[i] = self.heap[parent]
@@ -506,18 +529,7 @@ cdef class _TimerList:
         self.n -= 1
         n = self.n
         if n > 0:
-            last = self.heap[n]
-            while True:
-                child = 2 * i + 1
-                if child >= n:
-                    break
-                if child + 1 < n and _entry_less(&self.heap[child + 1], &self.heap[child]):
-                    child += 1
-                if not _entry_less(&self.heap[child], &last):
-                    break
-                self.heap[i] = self.heap[child]
-                i = child
-            self.heap[i] = last
+            _sift_down(self.heap, n, 0, self.heap[n])
         Py_DECREF(<object>timer)
 
     cdef void _drop_stale_top(self) noexcept:
@@ -539,21 +551,9 @@ cdef class _TimerList:
         nstale = self.n - j
         self.n = j
         self.dead = 0
-        i = self.n // 2 - 1
-        while i >= 0:  # heapify
-            e = self.heap[i]
-            k = i
-            while True:
-                child = 2 * k + 1
-                if child >= self.n:
-                    break
-                if child + 1 < self.n and _entry_less(&self.heap[child + 1], &self.heap[child]):
-                    child += 1
-                if not _entry_less(&self.heap[child], &e):
-                    break
-                self.heap[k] = self.heap[child]
-                k = child
-            self.heap[k] = e
+        i = (self.n - 2) // 4  # heapify: sift down every parent, last first
+        while i >= 0:
+            _sift_down(self.heap, self.n, i, self.heap[i])
             i -= 1
         # drop the stale references last: a freed callback may run Python code
         _decref_entries(self.heap + self.n, nstale, False)
@@ -1487,20 +1487,20 @@ cdef class AioContext:
         return self._timer_new(clock, SCALE_MS, callback, attributes)
 
     cdef Timer _timer_new(self, object clock, int64_t scale, object callback, object attributes):
-        cdef int c
+        cdef long long c = -1
+        cdef int overflow = 0
         if self.closed:
             raise RuntimeError("AioContext is closed")
-        if type(clock) is int or isinstance(clock, int) and not isinstance(clock, bool):
-            c = clock if 0 <= clock < 4 else -1
-            if c < 0:
-                _clock_of(clock)  # raises the standard error
-        else:
-            c = _clock_of(clock)
+        if isinstance(clock, int) and not isinstance(clock, bool):
+            c = PyLong_AsLongLongAndOverflow(clock, &overflow)
+        if overflow or not 0 <= c < 4:
+            c = _clock_of(clock)  # raises the standard error for anything else
         if attributes is not 0 and (_int_arg(attributes, "attributes") & ~TIMER_ATTR_ALL
                                     or attributes < 0):
             raise ValueError(f"unknown timer attributes {attributes:#x}")
         _check_cb(callback, "callback")
-        return Timer._new(<_TimerList>self.timer_lists[c], scale, callback, attributes)
+        return Timer._new(self.tl0 if c == 0 else self.tl1 if c == 1 else
+                          self.tl2 if c == 2 else self.tl3, scale, callback, attributes)
 
     cdef int64_t _timers_deadline(self) noexcept:
         cdef int64_t deadline = -1
@@ -1877,9 +1877,11 @@ cdef class AioContext:
 
 cdef inline int64_t _as_int64(object value, str what) except? -1:
     # value is an int; OverflowError (with the name) when it does not fit int64_t
-    if -9223372036854775807 - 1 <= value <= 9223372036854775807:
-        return value
-    raise OverflowError(f"{what}={value} does not fit in a signed 64-bit integer")
+    cdef int overflow = 0
+    cdef long long v = PyLong_AsLongLongAndOverflow(value, &overflow)
+    if overflow:
+        raise OverflowError(f"{what}={value} does not fit in a signed 64-bit integer")
+    return v
 
 
 cdef inline int _check_cb(object cb, str what) except -1:
