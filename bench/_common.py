@@ -358,6 +358,46 @@ def machine_busy_fraction(seconds: float = 1.0) -> float | None:
     return None if total <= 0 else 1.0 - (idle1 - idle0) / total
 
 
+def cpu_snapshot() -> dict | None:
+    """Machine-wide busy CPU seconds (``/proc/stat``), this process tree's CPU seconds, and time.
+
+    Two snapshots give the CPU that *other* processes used in between (see :func:`other_load`).
+    """
+    try:
+        with open("/proc/stat") as f:
+            values = [int(v) for v in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    # user + nice + system only: irq/softirq time (the loopback TCP work of the echo benchmark
+    # lands there) is charged to no process, and steal is the hypervisor's
+    busy_ticks = values[0] + values[1] + values[2]
+    t = os.times()
+    return {
+        "machine_busy_s": busy_ticks / _CLK_TCK,
+        "own_s": t.user + t.system + t.children_user + t.children_system,
+        "wall": time.monotonic(),
+    }
+
+
+def other_load(start: dict | None, end: dict | None) -> dict | None:
+    """CPU used by other processes between two :func:`cpu_snapshot` calls.
+
+    Children are counted once reaped (every bench subprocess is waited for), so the figure is
+    an estimate; ``cpus`` is the average number of CPUs that other load kept busy.
+    """
+    if not start or not end:
+        return None
+    wall = end["wall"] - start["wall"]
+    other = (end["machine_busy_s"] - start["machine_busy_s"]) - (
+        end["own_s"] - start["own_s"]
+    )
+    return {
+        "wall_s": wall,
+        "other_cpu_s": max(0.0, other),
+        "cpus": max(0.0, other) / wall if wall > 0 else None,
+    }
+
+
 def rss_bytes() -> int:
     """Current resident set size of this process."""
     with open("/proc/self/statm") as f:

@@ -29,14 +29,23 @@ def impl(request) -> _common.Impl:
         pytest.skip(message)
 
 
+_OTHER_LOAD_BY_TEST: dict = {}
+
+
 @pytest.fixture(autouse=True)
-def _watchdog():
-    """Abort (with every thread's traceback) a benchmark that hangs, e.g. a lost wake-up."""
+def _watchdog(request):
+    """Abort (with every thread's traceback) a benchmark that hangs, e.g. a lost wake-up.
+
+    Also notes how much CPU other processes used during each benchmark.
+    """
     faulthandler.dump_traceback_later(_common.TIMEOUT, exit=True)
+    start = _common.cpu_snapshot()
     try:
         yield
     finally:
         faulthandler.cancel_dump_traceback_later()
+        end = _common.cpu_snapshot()
+        _OTHER_LOAD_BY_TEST[request.node.name] = _common.other_load(start, end)
 
 
 def pytest_report_header(config):
@@ -56,6 +65,26 @@ def pytest_sessionstart(session):
         _BUSY_AT_START.append(_common.machine_busy_fraction(1.0))
 
 
+def _summarise_other_load(by_test: dict) -> dict | None:
+    """Other processes' CPU over all benchmarks but echo.
+
+    echo's loopback TCP work partly runs in kernel threads (ksoftirqd), which would count as
+    "other" load.
+    """
+    loads = [v for k, v in by_test.items() if v and not k.startswith("test_echo")]
+    if not loads:
+        return None
+    wall = sum(v["wall_s"] for v in loads)
+    other = sum(v["other_cpu_s"] for v in loads)
+    return {
+        "wall_s": wall,
+        "other_cpu_s": other,
+        "cpus": other / wall if wall > 0 else None,
+        "worst_test_cpus": max((v["cpus"] or 0.0) for v in loads),
+        "excludes": "test_echo",
+    }
+
+
 def pytest_benchmark_update_json(config, benchmarks, output_json):
     output_json["qloop_bench"] = {
         "scale": _common.SCALE,
@@ -66,4 +95,6 @@ def pytest_benchmark_update_json(config, benchmarks, output_json):
         "loadavg_at_start": _LOADAVG_AT_START,
         "other_cpu_busy_at_start": _BUSY_AT_START[0] if _BUSY_AT_START else None,
         "loadavg_at_end": os.getloadavg() if hasattr(os, "getloadavg") else None,
+        "other_load_by_test": dict(_OTHER_LOAD_BY_TEST),
+        "other_load_during_run": _summarise_other_load(_OTHER_LOAD_BY_TEST),
     }

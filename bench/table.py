@@ -479,9 +479,26 @@ def render(report: dict) -> str:
         if load:
             end = (meta.get("loadavg_at_end") or [0])[0]
             text += f"; load average {load[0]:.2f} at start, {end:.2f} at end"
-        if busy is not None and busy > 0.2:
-            text += "  WARNING: the machine was busy, ratios are unreliable"
         lines.append(text)
+    other = meta.get("other_load_during_run") or {}
+    if other.get("cpus") is not None:
+        text = (
+            f"  other processes during the run: {other['other_cpu_s']:.0f} CPU-s in {other['wall_s']:.0f} s"
+            f" (on average {other['cpus']:.2f} of {meta.get('nproc')} CPUs busy"
+        )
+        if other.get("worst_test_cpus") is not None:
+            text += f", {other['worst_test_cpus']:.2f} during the worst benchmark"
+        text += "; echo not counted)" if other.get("excludes") else ")"
+        lines.append(text)
+    noisy = (
+        (busy is not None and busy > 0.2)
+        or (other.get("cpus") or 0) > 0.15
+        or (other.get("worst_test_cpus") or 0) > 0.3
+    )
+    if noisy:
+        lines.append(
+            "  WARNING: the machine was busy with other work: ratios are unreliable, run again"
+        )
     lines.append("")
     headers = [
         "workload",
@@ -620,6 +637,7 @@ def main(argv=None) -> int:
     meta["rounds"] = bench_meta.get("rounds")
     meta["loadavg_at_start"] = bench_meta.get("loadavg_at_start")
     meta["other_cpu_busy_at_start"] = bench_meta.get("other_cpu_busy_at_start")
+    meta["other_load_during_run"] = bench_meta.get("other_load_during_run")
     meta["loadavg_at_end"] = bench_meta.get("loadavg_at_end")
     meta["source"] = (
         str(raw_path) if args.from_file else "pytest bench/ --benchmark-only (this run)"
