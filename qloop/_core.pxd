@@ -154,6 +154,7 @@ cdef class AioContext:
     cdef int _wait_ppoll(self, list ready, int64_t timeout, uint64_t gen) except -1
     cdef int _wait_epoll(self, list ready, int64_t timeout, uint64_t gen) except -1
     cdef int _add_ready(self, list ready, _Handler node, int rev, uint64_t gen) except -1
+    cdef int _wait_failed(self, int err, str what) except -1
     cdef int _poll_list_add(self, _Handler node) except -1
     cdef int _poll_list_remove(self, _Handler node) except -1
     cdef int _mark_poll_ready(self, _Handler node, list ready, uint64_t gen) except -1

@@ -1141,6 +1141,17 @@ cdef class AioContext:
         self.fds_dirty = False
         return 0
 
+    cdef int _wait_failed(self, int err, str what) except -1:
+        """A wait returned -1: EINTR is not retried (§1.8 step 6); the Python signal handlers
+        run now and what they raise goes where callback exceptions go.  Else OSError."""
+        if err != EINTR:
+            raise OSError(err, what)
+        try:
+            PyErr_CheckSignals()
+        except BaseException as exc:
+            self._report(exc)
+        return 0
+
     cdef int _add_ready(self, list ready, _Handler node, int rev, uint64_t gen) except -1:
         node.revents = rev
         if node.ready_gen != gen:
@@ -1160,7 +1171,7 @@ cdef class AioContext:
     cdef int _wait_ppoll(self, list ready, int64_t timeout, uint64_t gen) except -1:
         cdef timespec ts
         cdef timespec *tsp = NULL
-        cdef int r, err, rev
+        cdef int r, rev
         cdef Py_ssize_t i, n
         cdef _Handler node
         if self.fds_dirty:
@@ -1178,14 +1189,7 @@ cdef class AioContext:
             with nogil:
                 r = ppoll(self.pfds, n, tsp, NULL)
         if r < 0:
-            err = errno
-            if err == EINTR:
-                try:
-                    PyErr_CheckSignals()
-                except BaseException as exc:
-                    self._report(exc)
-                return 0
-            raise OSError(err, "ppoll() failed")
+            return self._wait_failed(errno, "ppoll() failed")
         i = 0
         while r > 0 and i < n:
             rev = self.pfds[i].revents
@@ -1206,7 +1210,7 @@ cdef class AioContext:
     cdef int _wait_epoll(self, list ready, int64_t timeout, uint64_t gen) except -1:
         cdef timespec ts
         cdef pollfd pfd
-        cdef int r, err, i, rev
+        cdef int r, i, rev
         cdef _Handler node
         if timeout > 0:
             # ns precision: ppoll the epoll fd itself first (§1.12)
@@ -1221,13 +1225,7 @@ cdef class AioContext:
                 r = ppoll(&pfd, 1, &ts, NULL)
             if r <= 0:
                 if r < 0:
-                    err = errno
-                    if err != EINTR:
-                        raise OSError(err, "ppoll() on the epoll fd failed")
-                    try:
-                        PyErr_CheckSignals()
-                    except BaseException as exc:
-                        self._report(exc)
+                    return self._wait_failed(errno, "ppoll() on the epoll fd failed")
                 return 0
             r = epoll_wait(self.epfd, self.ep_events, EPOLL_MAX_EVENTS, 0)
         elif timeout == 0:
@@ -1236,14 +1234,7 @@ cdef class AioContext:
             with nogil:
                 r = epoll_wait(self.epfd, self.ep_events, EPOLL_MAX_EVENTS, -1)
         if r < 0:
-            err = errno
-            if err == EINTR:
-                try:
-                    PyErr_CheckSignals()
-                except BaseException as exc:
-                    self._report(exc)
-                return 0
-            raise OSError(err, "epoll_wait() failed")
+            return self._wait_failed(errno, "epoll_wait() failed")
         handlers = self.handlers
         i = r - 1
         while i >= 0:  # reverse of kernel report order (§1.9)
