@@ -113,6 +113,7 @@ cdef class AioContext:
     cdef unsigned long poll_thread
     cdef int notify_me             # atomic: +2 per aio_poll in its wait phase
     cdef int notified              # atomic
+    cdef int wake_writers          # atomic: notify() calls writing the eventfd right now
     cdef int poll_disable_cnt
     cdef int64_t poll_max_ns
     cdef int64_t poll_grow

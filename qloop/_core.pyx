@@ -49,6 +49,8 @@ from qloop.includes.posix cimport (
     pipe2,
     pollfd,
     ppoll,
+    sched_yield,
+    ql_fetch_add,
     ql_fetch_and,
     ql_fetch_or,
     ql_load,
@@ -947,9 +949,18 @@ cdef class AioContext:
     cdef void _notify(self) noexcept:
         # set notified with a full barrier (publishing the caller's changes), then read
         # notify_me: the producer half of the Dekker pattern in §1.6
+        cdef int wfd
         ql_xchg(&self.notified, 1)
-        if ql_load(&self.notify_me) and self.notifier_wfd >= 0:
-            write(self.notifier_wfd, &_eventfd_one, 8)  # EAGAIN: already readable
+        if ql_load(&self.notify_me):
+            # someone sleeps in a wait: wake it with the GIL released, so the woken owner
+            # can take the GIL and run at once (EAGAIN: already readable).  close() waits
+            # for wake_writers to drop to 0 before it closes the fd (no write to a reused fd).
+            ql_fetch_add(&self.wake_writers, 1)
+            wfd = self.notifier_wfd
+            if wfd >= 0:
+                with nogil:
+                    write(wfd, &_eventfd_one, 8)
+            ql_fetch_add(&self.wake_writers, -1)
 
     def notify(self):
         """``aio_notify``: wake a blocking ``poll()``; safe from any thread; never progress."""
@@ -1851,6 +1862,9 @@ cdef class AioContext:
             self.epfd = -1
         self.epoll_active = False
         self.notifier_wfd = -1
+        while ql_load(&self.wake_writers):  # a notify() in another thread is mid-write
+            with nogil:
+                sched_yield()
         self.notifier.close()
 
     def __enter__(self):

@@ -754,6 +754,7 @@ class AioContext:
         self._poll_thread: Optional[int] = None
         self._notify_me = 0
         self._notified = False
+        self._wake_lock = threading.RLock()
         self._poll_disable_cnt = 0
         self._poll_max_ns = 0
         self._poll_grow = 0
@@ -845,12 +846,16 @@ class AioContext:
     def _notify(self) -> None:
         self._notified = True
         if self._notify_me:
-            notifier = self._notifier
-            if notifier._wfd >= 0:
-                try:
-                    os.write(notifier._wfd, b"\x01\x00\x00\x00\x00\x00\x00\x00")
-                except BlockingIOError:
-                    pass
+            # os.write releases the GIL: hold _wake_lock so close() cannot close the fd (and
+            # the number be reused) mid-write.  Re-entrant: a Python signal handler may
+            # notify while this thread is inside the block.
+            with self._wake_lock:
+                wfd = self._notifier._wfd
+                if wfd >= 0:
+                    try:
+                        os.write(wfd, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+                    except BlockingIOError:
+                        pass
 
     # ---- fd handlers (§1.3, §1.4)
 
@@ -1630,7 +1635,8 @@ class AioContext:
             self._epoll.close()
             self._epoll = None
         self._fdmon_active_epoll = False
-        self._notifier.close()
+        with self._wake_lock:  # no notify() is mid-write on the fd
+            self._notifier.close()
         self._pollobj = select.poll()
 
     def __enter__(self) -> "AioContext":

@@ -66,6 +66,10 @@ cdef extern from "<unistd.h>" nogil:
     int pipe2(int *pipefd, int flags)
 
 
+cdef extern from "<sched.h>" nogil:
+    int sched_yield()
+
+
 cdef extern from "qloop_atomic.h" nogil:
     int ql_fetch_or(int *p, int v)
     int ql_fetch_and(int *p, int v)
@@ -74,5 +78,6 @@ cdef extern from "qloop_atomic.h" nogil:
     void ql_store(int *p, int v)
     void ql_store_relaxed(int *p, int v)
     int ql_xchg(int *p, int v)
+    int ql_fetch_add(int *p, int v)
     void ql_smp_mb()
     void ql_smp_wmb()

@@ -10,6 +10,7 @@ static inline int ql_load(const int *p) { return __atomic_load_n(p, __ATOMIC_ACQ
 static inline int ql_load_relaxed(const int *p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
 static inline void ql_store(int *p, int v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
 static inline void ql_store_relaxed(int *p, int v) { __atomic_store_n(p, v, __ATOMIC_RELAXED); }
+static inline int ql_fetch_add(int *p, int v) { return __atomic_fetch_add(p, v, __ATOMIC_SEQ_CST); }
 static inline int ql_xchg(int *p, int v) { return __atomic_exchange_n(p, v, __ATOMIC_SEQ_CST); }
 static inline void ql_smp_mb(void) { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
 static inline void ql_smp_wmb(void) { __atomic_thread_fence(__ATOMIC_RELEASE); }
