@@ -110,6 +110,10 @@ __all__ = [
 ]
 
 
+cdef extern from *:
+    void __builtin_prefetch(const void *addr) nogil
+
+
 cdef extern from "Python.h":
     unsigned long PyThread_get_thread_ident()
     long long PyLong_AsLongLongAndOverflow(object obj, int *overflow) except? -1
@@ -457,11 +461,16 @@ cdef inline bint _entry_less(TimerEntry *a, TimerEntry *b) noexcept nogil:
 cdef inline void _sift_down(TimerEntry *heap, Py_ssize_t n, Py_ssize_t i,
                             TimerEntry e) noexcept nogil:
     """Place ``e`` at ``i`` or below in a 4-ary min-heap of ``n`` entries."""
-    cdef Py_ssize_t child, best, last
+    cdef Py_ssize_t child, best, last, grand
     while True:
         child = 4 * i + 1
         if child >= n:
             break
+        grand = 4 * child + 1  # the next level's 16 entries: fetch them while comparing these
+        if grand < n:
+            __builtin_prefetch(&heap[grand])
+            __builtin_prefetch(<char *>&heap[grand] + 128)
+            __builtin_prefetch(<char *>&heap[grand] + 256)
         best = child
         last = child + 4 if child + 4 < n else n
         child += 1
