@@ -20,7 +20,7 @@ cdef class EventNotifier:
 
 
 ctypedef struct TimerEntry:
-    int64_t key          # expiry used for ordering (may be negative; the stored expiry is max(key, 0))
+    int64_t key          # ordering expiry (may be negative; the stored expiry is max(key, 0))
     uint64_t seq         # arming order; also identifies the entry as the timer's current one
     void *timer          # owned reference to the Timer (visited by the GC, see _tl_traverse)
 

@@ -24,8 +24,7 @@ from cpython.object cimport PyObject
 from cpython.ref cimport Py_DECREF, Py_INCREF
 from libc.errno cimport EAGAIN, EBADF, EINTR, ENOSYS, errno
 from libc.stdint cimport INT64_MAX, int64_t, uint64_t
-from libc.string cimport memset
-from posix.fcntl cimport F_GETFD, O_CLOEXEC, O_NONBLOCK, fcntl
+from posix.fcntl cimport O_CLOEXEC, O_NONBLOCK
 from posix.time cimport CLOCK_MONOTONIC, CLOCK_REALTIME, clock_gettime, timespec
 from posix.unistd cimport close, read, write
 
@@ -55,12 +54,10 @@ from qloop.includes.posix cimport (
     ql_fetch_or,
     ql_load,
     ql_smp_mb,
-    ql_smp_wmb,
     ql_store,
     ql_xchg,
 )
 
-import errno as _errno
 import threading
 import types
 import weakref
@@ -535,8 +532,7 @@ cdef class _TimerList:
     cdef void _pop_top(self) noexcept:
         """Remove heap[0] and drop its reference (the caller keeps the timer alive if needed)."""
         cdef void *timer = self.heap[0].timer
-        cdef Py_ssize_t i = 0, child, n
-        cdef TimerEntry last
+        cdef Py_ssize_t n
         self.n -= 1
         n = self.n
         if n > 0:
@@ -549,7 +545,7 @@ cdef class _TimerList:
             self.dead -= 1
 
     cdef void _compact(self) noexcept:
-        cdef Py_ssize_t i, j = 0, k, child, nstale
+        cdef Py_ssize_t i, j = 0, nstale
         cdef TimerEntry e
         # live entries to the front by swapping, stale ones to the back
         for i in range(self.n):
@@ -887,7 +883,6 @@ cdef class AioContext:
         _contexts.add(self)
 
     def __dealloc__(self):
-        cdef Py_ssize_t i
         PyMem_Free(self.pfds)
         PyMem_Free(self.pfd_nodes)
         PyMem_Free(self.ep_events)
@@ -1220,8 +1215,8 @@ cdef class AioContext:
                     if rev & POLLNVAL:
                         fd = node.fd
                         self._set_handler(fd, None, None, None, None, False)
-                        self._report(OSError(EBADF,
-                                             f"fd {fd} was closed while its handler was registered"))
+                        self._report(OSError(
+                            EBADF, f"fd {fd} was closed while its handler was registered"))
                     elif rev & node.events:
                         self._add_ready(ready, node, rev & node.events, gen)
             i += 1
@@ -1689,7 +1684,6 @@ cdef class AioContext:
 
     def source_query(self):
         """The (fd, events) pairs the outer loop must poll for this context."""
-        cdef _Handler node
         self._check_open()
         if self.epoll_active:
             self.source_nodes = [None]
@@ -1713,7 +1707,8 @@ cdef class AioContext:
         self.source_epoll_ready = False
         if revents is not None:
             if len(revents) != len(nodes):
-                raise ValueError(f"revents has {len(revents)} entries; source_query() gave {len(nodes)}")
+                raise ValueError(f"revents has {len(revents)} entries; "
+                                 f"source_query() gave {len(nodes)}")
             for obj, r in zip(nodes, revents):
                 rev = _int_arg(r, "revents[i]")
                 if obj is None:

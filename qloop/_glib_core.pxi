@@ -43,7 +43,8 @@ cdef class _CGLibPoller:
         if not _glib_loaded:
             _glib.load_glib()  # the same checks and error message as the fallback
             if ql_glib_load(&_glib_api) != 0:
-                raise _glib.GLibUnavailable(f"qloop: cannot load libglib-2.0.so.0: {_glib.INSTALL_HINT}")
+                raise _glib.GLibUnavailable(
+                    f"qloop: cannot load libglib-2.0.so.0: {_glib.INSTALL_HINT}")
             _glib_loaded = True
         self.ctx = _glib_api.context_default()
         self.cap = 16
