@@ -3,6 +3,7 @@ and NotifierList (none of it is on a hot path)."""
 
 from __future__ import annotations
 
+import errno
 import inspect
 import logging
 import os
@@ -58,6 +59,18 @@ def _fd_for_removal(fd: Any) -> "int | None":
     if fd > 0x7FFFFFFF:
         return None  # no fd has that number
     return int(fd)
+
+
+def _bind(cb: Any, arg: Any) -> Any:
+    """``cb`` called with ``arg`` (an EventNotifier handler gets its notifier), or None."""
+    if cb is None:
+        return None
+    return lambda: cb(arg)
+
+
+def _closed_fd_error(fd: int) -> OSError:
+    """What poll() raises for an fd closed while its handler was registered (POLLNVAL)."""
+    return OSError(errno.EBADF, f"fd {fd} was closed while its handler was registered")
 
 
 def _check_callback(cb: Any, what: str, optional: bool = True) -> Any:

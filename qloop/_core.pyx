@@ -22,7 +22,7 @@ from cpython.exc cimport PyErr_CheckSignals
 from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from cpython.object cimport PyObject
 from cpython.ref cimport Py_DECREF, Py_INCREF
-from libc.errno cimport EAGAIN, EBADF, EINTR, ENOSYS, errno
+from libc.errno cimport EAGAIN, EINTR, ENOSYS, errno
 from libc.stdint cimport INT64_MAX, int64_t, uint64_t
 from posix.fcntl cimport O_CLOEXEC, O_NONBLOCK
 from posix.time cimport CLOCK_MONOTONIC, CLOCK_REALTIME, clock_gettime, timespec
@@ -66,6 +66,8 @@ from qloop import _coroutine, _glib, _mainloop
 
 from qloop._common import (
     NotifierList,
+    _bind,
+    _closed_fd_error,
     _check_callback,
     _clock_of,
     _fd_for_removal,
@@ -1215,8 +1217,7 @@ cdef class AioContext:
                     if rev & POLLNVAL:
                         fd = node.fd
                         self._set_handler(fd, None, None, None, None, False)
-                        self._report(OSError(
-                            EBADF, f"fd {fd} was closed while its handler was registered"))
+                        self._report(_closed_fd_error(fd))
                     elif rev & node.events:
                         self._add_ready(ready, node, rev & node.events, gen)
             i += 1
@@ -1722,8 +1723,7 @@ cdef class AioContext:
                     self._set_handler(node.fd, None, None, None, None, False)
                     if self.source_errors is None:
                         self.source_errors = []
-                    self.source_errors.append(OSError(
-                        EBADF, f"fd {node.fd} was closed while its handler was registered"))
+                    self.source_errors.append(_closed_fd_error(node.fd))
                     pending = True
                     continue
                 node.revents = rev & node.events
@@ -1906,12 +1906,6 @@ cdef inline int _check_cb(object cb, str what) except -1:
     if (<PyCodeObject *>code).co_flags & CO_COROUTINE:
         _check_callback(cb, what, False)  # raises the standard error
     return 0
-
-
-cdef object _bind(object cb, EventNotifier notifier):
-    if cb is None:
-        return None
-    return lambda: cb(notifier)
 
 
 # --------------------------------------------------------------------------------------------

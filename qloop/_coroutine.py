@@ -25,6 +25,8 @@ import threading
 from collections import deque
 from typing import Any, Coroutine as _PyCoroutine, Deque, Generator, List, Optional
 
+from ._common import _clock_of, _int_arg, _raise_errors
+
 __all__ = [
     "Coroutine",
     "co_sleep_ns",
@@ -236,8 +238,6 @@ def _co_schedule_bh(ctx: Any, queue: Deque[Coroutine]) -> None:
         except BaseException as exc:
             errors.append(exc)
     if errors:
-        from ._common import _raise_errors
-
         _raise_errors(errors)
 
 
@@ -270,8 +270,6 @@ class _Sleep:
 
 def co_sleep_ns(clock: Any, ns: int) -> _Sleep:
     """``await qloop.co_sleep_ns(clock, ns)``: sleep ``ns`` nanoseconds on ``clock``."""
-    from ._common import _clock_of, _int_arg
-
     _clock_of(clock)
     if _int_arg(ns, "ns") < 0:
         raise ValueError(f"ns must be >= 0, got {ns}")

@@ -32,6 +32,8 @@ from typing import Any, Callable, Deque, Dict, List, Optional, Tuple, Union
 from . import _coroutine, _glib, _mainloop, _runstate
 from ._common import (
     NotifierList,
+    _bind,
+    _closed_fd_error,
     _check_callback,
     _clock_of,
     _fd_for_removal,
@@ -1048,8 +1050,7 @@ class AioContext:
                     continue
                 if rev & _POLLNVAL:
                     self._set_handler(fd, None, None, None, None)
-                    self._errors.append(OSError(errno.EBADF,
-                                                f"fd {fd} was closed while its handler was registered"))
+                    self._errors.append(_closed_fd_error(fd))
                     continue
                 if rev & node.events:
                     found.append((node, rev & node.events))
@@ -1513,8 +1514,7 @@ class AioContext:
                     continue
                 if rev & _POLLNVAL:
                     self._set_handler(node.fd, None, None, None, None)
-                    self._source_errors.append(OSError(
-                        errno.EBADF, f"fd {node.fd} was closed while its handler was registered"))
+                    self._source_errors.append(_closed_fd_error(node.fd))
                     pending = True
                     continue
                 node.revents = rev & node.events
@@ -1649,12 +1649,6 @@ class AioContext:
     def __repr__(self) -> str:
         state = "closed" if self._closed else f"fdmon={self.fdmon} handlers={len(self._handlers)}"
         return f"<qloop._fallback.AioContext {state}>"
-
-
-def _bind(cb: Any, notifier: EventNotifier) -> Any:
-    if cb is None:
-        return None
-    return lambda: cb(notifier)
 
 
 # --------------------------------------------------------------------------------------------

@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import logging
 import os
 from typing import Any, Dict, List, Optional, Tuple
@@ -55,13 +54,16 @@ def load_glib() -> ctypes.CDLL:
         raise GLibUnavailable(_glib_error)
     name = "libglib-2.0.so.0"
     lib: Optional[ctypes.CDLL] = None
-    for candidate in (name, ctypes.util.find_library("glib-2.0")):
-        if candidate:
-            try:
-                lib = ctypes.CDLL(candidate)
-                break
-            except OSError:
-                pass
+    try:
+        lib = ctypes.CDLL(name)
+    except OSError:
+        from ctypes import util  # slow to import (subprocess): only when the soname is missing
+
+        found = util.find_library("glib-2.0")
+        try:
+            lib = ctypes.CDLL(found) if found else None
+        except OSError:
+            lib = None
     if lib is None:
         _glib_error = f"qloop: cannot load {name}: {INSTALL_HINT}"
         raise GLibUnavailable(_glib_error)

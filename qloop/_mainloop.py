@@ -26,7 +26,7 @@ from collections import deque
 from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
 from . import _coroutine, _glib
-from ._common import NotifierList, _check_callback, _fd_of, _int_arg
+from ._common import NotifierList, _check_callback, _fd_of, _int_arg, _raise_errors
 from ._constants import ClockType, SCALE_MS, SCALE_NS, SCALE_US
 from ._runstate import TRANSITIONS, MainLoopPollState, RunState, ShutdownCause, WakeupReason
 
@@ -341,8 +341,6 @@ class MainLoop:
             if took:
                 self.bql.unlock()
         if errors:
-            from ._common import _raise_errors
-
             _raise_errors(errors)
         return ret
 
@@ -497,8 +495,6 @@ class MainLoop:
                 except BaseException as exc:
                     errors.append(exc)
         if errors:
-            from ._common import _raise_errors
-
             _raise_errors(errors)
 
     def _install_wakeup_fd(self) -> None:
