@@ -146,3 +146,20 @@ def join(t: threading.Thread, timeout: float = 5.0) -> None:
 def package_root(mod: ModuleType) -> str:
     """The directory to put on PYTHONPATH so a subprocess imports the same qloop."""
     return os.path.dirname(os.path.dirname(os.path.abspath(mod.__file__)))
+
+
+def subprocess_env(mod: ModuleType, **extra: str) -> dict:
+    """The environment for a child Python that must import the same qloop, on the same
+    implementation, as ``mod`` (and GLib enabled unless ``extra`` says otherwise)."""
+    env = dict(os.environ)
+    root = package_root(mod)
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    if mod.__name__ == "qloop._fallback":
+        env["QLOOP_NO_EXTENSIONS"] = "1"
+        env.pop("QLOOP_REQUIRE_EXTENSIONS", None)
+    else:
+        env.pop("QLOOP_NO_EXTENSIONS", None)
+        env["QLOOP_REQUIRE_EXTENSIONS"] = "1"
+    env.pop("QLOOP_NO_GLIB", None)
+    env.update(extra)
+    return env

@@ -43,6 +43,7 @@ from _mainloop_support import (  # noqa: F401 - fixtures
     main_loop,
     package_root,
     start_thread,
+    subprocess_env,
     wait_until,
 )
 
@@ -176,27 +177,12 @@ def wait_until_thread_sleeps_in_poll(native_id: int, timeout: float = PROMPT_S) 
     pytest.fail(f"thread {native_id} never blocked in poll within {timeout} s")
 
 
-def _subprocess_env(mod, **extra):
-    env = dict(os.environ)
-    root = package_root(mod)
-    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    if mod.__name__ == "qloop._fallback":
-        env["QLOOP_NO_EXTENSIONS"] = "1"
-        env.pop("QLOOP_REQUIRE_EXTENSIONS", None)
-    else:
-        env.pop("QLOOP_NO_EXTENSIONS", None)
-        env["QLOOP_REQUIRE_EXTENSIONS"] = "1"
-    env.pop("QLOOP_NO_GLIB", None)
-    env.update(extra)
-    return env
-
-
 def _run_python(mod, code: str, **extra_env) -> dict:
     """Run ``code`` in a fresh interpreter importing the qloop under test; its last stdout
     line is a JSON object, returned."""
     proc = subprocess.run(
         [sys.executable, "-c", code],
-        env=_subprocess_env(mod, **extra_env),
+        env=subprocess_env(mod, **extra_env),
         cwd=tempfile.gettempdir(),
         capture_output=True,
         text=True,

@@ -22,6 +22,7 @@ from _mainloop_support import (  # noqa: F401 - fixtures
     main_loop,
     package_root,
     start_thread,
+    subprocess_env,
     wait_until,
 )
 
@@ -30,19 +31,6 @@ PROG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "progs", "sigter
 
 # --------------------------------------------------------------------------------------------
 # a real signal to a real main_loop()
-
-
-def _subprocess_env(mod):
-    env = dict(os.environ)
-    root = package_root(mod)
-    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    if mod.__name__ == "qloop._fallback":
-        env["QLOOP_NO_EXTENSIONS"] = "1"
-        env.pop("QLOOP_REQUIRE_EXTENSIONS", None)
-    else:
-        env.pop("QLOOP_NO_EXTENSIONS", None)
-        env["QLOOP_REQUIRE_EXTENSIONS"] = "1"
-    return env
 
 
 def _read_line(proc, deadline):
@@ -68,7 +56,7 @@ def test_real_signal_ends_main_loop_in_subprocess(qloop_module, signame):
     mod = qloop_module
     sig = getattr(signal, signame)
     proc = subprocess.Popen([sys.executable, PROG], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, env=_subprocess_env(mod),
+                            stderr=subprocess.PIPE, env=subprocess_env(mod),
                             cwd=os.path.dirname(PROG))
     try:
         deadline = time.monotonic() + 10.0
@@ -97,7 +85,7 @@ def test_subprocess_impl_flag(qloop_module):
     """The helper's --impl flag imports the requested implementation module directly."""
     mod = qloop_module
     impl = "fallback" if mod.__name__ == "qloop._fallback" else "core"
-    env = _subprocess_env(mod)
+    env = subprocess_env(mod)
     env.pop("QLOOP_NO_EXTENSIONS", None)
     proc = subprocess.Popen([sys.executable, PROG, "--impl", impl], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, env=env)
