@@ -20,7 +20,6 @@ from _mainloop_support import (  # noqa: F401 - fixtures
     guard,
     join,
     main_loop,
-    package_root,
     start_thread,
     subprocess_env,
     wait_until,
