@@ -380,6 +380,7 @@ def test_deleted_bh_raises(ctx):
 def test_fd_closed_while_registered(make_ctx, fdmon):
     """decisions.md: POLLNVAL -> the handler is removed and poll() raises OSError(EBADF)."""
     ctx = make_ctx(fdmon=fdmon)
+    ctx.set_exception_handler(None)  # the case without a handler: poll() raises it
     r, w = os.pipe()
     calls = []
     ctx.set_fd_handler(r, io_read=lambda: calls.append(1))

@@ -244,6 +244,7 @@ def test_nonblocking_poll_is_bounded_while_threads_schedule(ctx, qloop_module, t
         stop.set()
         threads.join_all(60)
     assert worst < 0.5, f"one poll(False) took {worst:.2f} s while 4 threads scheduled"
+    bh.delete()
 
 
 def test_rescheduling_a_pending_bh_is_constant_space(ctx, qloop_module, request):
