@@ -33,9 +33,9 @@ from . import _coroutine, _glib, _mainloop, _runstate
 from ._common import (
     NotifierList,
     _bind,
-    _closed_fd_error,
     _check_callback,
     _clock_of,
+    _closed_fd_error,
     _fd_for_removal,
     _fd_of,
     _int64_arg,

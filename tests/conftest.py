@@ -17,9 +17,9 @@ import os
 import threading
 import time
 import traceback
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Callable, Iterator
 
 import pytest
 

@@ -81,9 +81,8 @@ def test_first_exception_propagates_rest_are_logged(ctx, qloop_module, caplog, c
     t.mod_ns(0)
     ctx.bh_new(lambda: (_ for _ in ()).throw(KeyError("second bh"))).schedule()
     ctx.bh_new(lambda: boom("first bh")).schedule()  # LIFO: runs first
-    with caplog.at_level("ERROR", logger="qloop"):
-        with pytest.raises(Boom, match="first bh"):
-            ctx.poll(False)
+    with caplog.at_level("ERROR", logger="qloop"), pytest.raises(Boom, match="first bh"):
+        ctx.poll(False)
     got = [r.exc_info[1] for r in caplog.records if r.name == "qloop" and r.exc_info]
     assert len(got) == 2
     assert isinstance(got[0], KeyError)

@@ -8,8 +8,6 @@ from __future__ import annotations
 import importlib.util
 import os
 
-import pytest
-
 pytest_plugins = ("pytester",)
 
 CONFTEST = os.path.join(os.path.dirname(os.path.abspath(__file__)), "conftest.py")

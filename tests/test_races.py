@@ -110,7 +110,7 @@ def test_delete_races_schedule(ctx, threads, watchdog, fast_switching):
     """The owner deletes a BH while 8 threads schedule it: no crash, RuntimeError after the
     delete (and never before), no run after the delete, runs <= successful schedules."""
     stats = []
-    for rnd in range(10):
+    for _round in range(10):
         runs = [0]
         ok = [0] * N_THREADS
         refused = [0] * N_THREADS

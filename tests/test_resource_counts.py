@@ -129,7 +129,7 @@ def test_many_timers_rearmed_and_deleted(qloop_module, bare):
 
 
 def test_fd_handlers_count_while_registered(qloop_module, bare, sockpair):
-    a, b = sockpair()
+    a, _ = sockpair()
     bare.set_fd_handler(a, io_read=lambda: None)
     bare.set_fd_handler(a, io_read=lambda: None, io_write=lambda: None)  # replaced: still one
     assert bare.resource_counts() == (0, 0, 1)
