@@ -4,7 +4,7 @@ user_program.py) and on every ```python block of README.md; ``mypy.stubtest`` fi
 stub's signatures consistent with the live implementation (both arms).
 
 The mypy tests skip where mypy is not installed; CI installs it (requirements/test.txt)
-and runs this file in its type-check step.
+and runs this file in its type-check step with ``QLOOP_REQUIRE_MYPY=1`` (no skipping).
 """
 
 from __future__ import annotations
@@ -82,6 +82,8 @@ def test_user_program_touches_every_public_name():
 
 def need_mypy() -> None:
     if importlib.util.find_spec("mypy") is None:
+        if os.environ.get("QLOOP_REQUIRE_MYPY"):  # CI's type-check step: never skip
+            pytest.fail("QLOOP_REQUIRE_MYPY is set but mypy is not installed")
         pytest.skip("mypy is not installed (pip install -r requirements/test.txt)")
 
 
@@ -90,17 +92,33 @@ def mypy_cache(tmp_path_factory) -> str:
     return str(tmp_path_factory.mktemp("mypy_cache"))
 
 
-def run_mypy(cache: str, *args: str) -> subprocess.CompletedProcess:
+def qloop_under_test_env() -> dict[str, str]:
+    """An environment in which a child process (and mypy) sees the qloop these tests
+    import: the installed package as is, or this source tree through PYTHONPATH/MYPYPATH."""
+    spec = importlib.util.find_spec("qloop")
+    assert spec is not None and spec.origin is not None
+    root = os.path.dirname(os.path.dirname(spec.origin))
+    env = dict(os.environ)
+    if os.path.basename(root) not in ("site-packages", "dist-packages"):
+        env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+        env["MYPYPATH"] = root
+    return env
+
+
+def run_mypy(cache: str, cwd: str, *args: str) -> subprocess.CompletedProcess:
+    """mypy with the project's configuration, from ``cwd`` (outside the source tree, so an
+    installed qloop is checked through the type information it ships)."""
     return subprocess.run(
         [sys.executable, "-m", "mypy", "--config-file", os.path.join(ROOT, "pyproject.toml"),
          "--cache-dir", cache, *args],
-        cwd=ROOT, capture_output=True, text=True, timeout=600, check=False,
+        cwd=cwd, env=qloop_under_test_env(), capture_output=True, text=True, timeout=600,
+        check=False,
     )
 
 
-def test_mypy_strict_on_the_user_program(mypy_cache):
+def test_mypy_strict_on_the_user_program(mypy_cache, tmp_path):
     need_mypy()
-    proc = run_mypy(mypy_cache, "--strict", USER_PROGRAM)
+    proc = run_mypy(mypy_cache, str(tmp_path), "--strict", USER_PROGRAM)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
@@ -113,14 +131,14 @@ def test_mypy_strict_on_every_readme_python_block(tmp_path, mypy_cache):
         path = tmp_path / f"{block.name}.py"
         path.write_text(block.code, encoding="utf-8")
         paths.append(str(path))
-    proc = run_mypy(mypy_cache, "--strict", *paths)
+    proc = run_mypy(mypy_cache, str(tmp_path), "--strict", *paths)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
 @pytest.mark.parametrize("impl", ["core", "fallback"])
-def test_stubtest_finds_the_stub_consistent_with_the_runtime(impl, request):
+def test_stubtest_finds_the_stub_consistent_with_the_runtime(impl, request, tmp_path):
     need_mypy()
-    env = dict(os.environ)
+    env = qloop_under_test_env()
     allowlists = ["--allowlist", ALLOWLIST]
     if impl == "fallback":
         env["QLOOP_NO_EXTENSIONS"] = "1"
@@ -131,6 +149,6 @@ def test_stubtest_finds_the_stub_consistent_with_the_runtime(impl, request):
         env["QLOOP_REQUIRE_EXTENSIONS"] = "1"
     proc = subprocess.run(
         [sys.executable, "-m", "mypy.stubtest", "qloop", *allowlists],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False,
+        cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=600, check=False,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
