@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from _readme_blocks import ROOT
+from _readme_blocks import ROOT, blocks
 from _stub import stub_all
 
 DOCS = os.path.join(ROOT, "docs")
@@ -96,6 +96,15 @@ def test_api_reference_lists_every_public_name():
         mentioned |= {stem + s for s in suffixes}
     missing = set(stub_all()) - mentioned
     assert not missing, f"docs/api.md does not list {sorted(missing)}"
+
+
+@pytest.mark.parametrize("path", USER_FILES, ids=lambda p: os.path.relpath(p, ROOT))
+def test_python_examples_are_valid_python(path):
+    """Every ```python block compiles (README's blocks are also run and type-checked:
+    test_readme.py, test_typing.py; the docs' blocks are often fragments, so they are only
+    compiled)."""
+    for block in blocks(path):
+        compile(block.code, f"{os.path.relpath(path, ROOT)}:{block.line}", "exec")
 
 
 def test_run_state_transition_table_matches_the_code(qloop_module):
