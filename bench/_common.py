@@ -72,7 +72,7 @@ PIN = os.environ.get("QLOOP_BENCH_PIN", "1").strip() not in ("0", "", "no", "fal
 
 def scaled(n: int, minimum: int = 1) -> int:
     """``n`` times QLOOP_BENCH_SCALE, at least ``minimum``."""
-    return max(minimum, int(round(n * SCALE)))
+    return max(minimum, round(n * SCALE))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -129,7 +129,7 @@ def load_impl(name: str) -> Impl:
     if name == "asyncio":
         return Impl(name, loop_factory=_default_asyncio_loop)
     if name == "uvloop":
-        import uvloop  # noqa: PLC0415
+        import uvloop
 
         return Impl(name, loop_factory=uvloop.new_event_loop)
     raise ValueError(f"unknown implementation {name!r}; expected one of {IMPLS}")
@@ -407,7 +407,7 @@ def rss_bytes() -> int:
 def raise_nofile_limit(wanted: int) -> int:
     """Raise RLIMIT_NOFILE's soft limit towards ``wanted``; return the soft limit now."""
     try:
-        import resource  # noqa: PLC0415
+        import resource
     except ImportError:  # pragma: no cover
         return wanted
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)

@@ -91,7 +91,7 @@ def main(argv=None) -> int:
     )
     args = ap.parse_args(argv)
     try:
-        import uvloop  # noqa: PLC0415
+        import uvloop
 
         loop = uvloop.new_event_loop()
         kind = "uvloop"

@@ -35,7 +35,7 @@ def serve_qloop(impl, lsock: socket.socket) -> None:
     set_fd_handler = ctx.set_fd_handler
 
     class Conn:
-        __slots__ = ("sock", "fd", "buf")
+        __slots__ = ("buf", "fd", "sock")
 
         def __init__(self, sock: socket.socket) -> None:
             self.sock = sock
@@ -95,7 +95,7 @@ def serve_qloop(impl, lsock: socket.socket) -> None:
             set_fd_handler(c.fd, io_read=c.on_read)
 
     def on_stdin() -> None:
-        import os  # noqa: PLC0415
+        import os
 
         if not os.read(0, 4096):
             raise _Stop
@@ -127,7 +127,7 @@ def serve_asyncio(impl, lsock: socket.socket) -> None:
     )
 
     def on_stdin() -> None:
-        import os  # noqa: PLC0415
+        import os
 
         if not os.read(0, 4096):
             loop.stop()

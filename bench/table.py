@@ -68,6 +68,7 @@ def _git(*args: str) -> str | None:
             capture_output=True,
             text=True,
             timeout=10,
+            check=False,
         )
     except (OSError, subprocess.SubprocessError):
         return None
@@ -98,6 +99,7 @@ def _versions() -> dict:
             capture_output=True,
             text=True,
             timeout=60,
+            check=False,
         )
         out = json.loads(proc.stdout.strip().splitlines()[-1])
     except Exception as exc:  # noqa: BLE001 - metadata is best effort

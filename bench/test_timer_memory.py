@@ -39,6 +39,7 @@ def test_timer_memory(benchmark, impl):
             capture_output=True,
             text=True,
             timeout=300,
+            check=False,
         )
         if proc.returncode != 0:
             raise RuntimeError(

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import platform
-from typing import TYPE_CHECKING
 
 from ._version import __version__
 
@@ -19,14 +18,15 @@ NO_EXTENSIONS: bool = bool(os.environ.get("QLOOP_NO_EXTENSIONS")) or (
 )
 REQUIRE_EXTENSIONS: bool = bool(os.environ.get("QLOOP_REQUIRE_EXTENSIONS"))
 
-if TYPE_CHECKING or NO_EXTENSIONS:
-    from ._fallback import *  # noqa: F401,F403
+# Type checkers read qloop/__init__.pyi (the whole public API, precisely typed), not this.
+if NO_EXTENSIONS:
+    from ._fallback import *
     from ._fallback import __all__ as _names
 
     USE_EXTENSIONS = False
 else:
     try:
-        from ._core import *  # noqa: F401,F403
+        from ._core import *
         from ._core import __all__ as _names
 
         USE_EXTENSIONS = True
@@ -40,11 +40,12 @@ else:
             RuntimeWarning,
             stacklevel=2,
         )
-        from ._fallback import *  # noqa: F401,F403
+        from ._fallback import *
         from ._fallback import __all__ as _names
 
         USE_EXTENSIONS = False
 
 IMPLEMENTATION: str = "core" if USE_EXTENSIONS else "fallback"
 
-__all__ = ["IMPLEMENTATION", "USE_EXTENSIONS", "__version__", *_names]
+__all__ = ["IMPLEMENTATION", "USE_EXTENSIONS", "__version__"]
+__all__.extend(_names)

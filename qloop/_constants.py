@@ -5,13 +5,13 @@ from __future__ import annotations
 from enum import IntEnum
 
 __all__ = [
-    "ClockType",
+    "FDMON_NAMES",
+    "SCALE_MS",
     "SCALE_NS",
     "SCALE_US",
-    "SCALE_MS",
-    "TIMER_ATTR_EXTERNAL",
     "TIMER_ATTR_ALL",
-    "FDMON_NAMES",
+    "TIMER_ATTR_EXTERNAL",
+    "ClockType",
 ]
 
 

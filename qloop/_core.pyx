@@ -1883,6 +1883,30 @@ cdef class AioContext:
             return "<qloop._core.AioContext closed>"
         return f"<qloop._core.AioContext fdmon={self.fdmon} handlers={len(self.handlers)}>"
 
+    def resource_counts(self):
+        """``(bhs, timers, fd_handlers)``: the BHs whose callback is still to run (scheduled,
+        not cancelled or deleted; one-shot BHs included), the armed timers and the registered
+        fd handlers (not counting the context's own notifier).  For leak checks in tests;
+        reads only.  ``(0, 0, 0)`` once the context is closed."""
+        cdef BH bh
+        cdef int flags
+        cdef Py_ssize_t bhs = 0, timers = 0, fd_handlers = 0
+        if self.closed:
+            return (0, 0, 0)
+        for bh in (self.bh_head, self.bh_cur):
+            while bh is not None:
+                flags = ql_load(&bh.flags)
+                if flags & BH_SCHEDULED and not flags & BH_DELETED:
+                    bhs += 1
+                bh = bh.next
+        for tl in self.timer_lists:
+            timers += (<_TimerList>tl).n - (<_TimerList>tl).dead
+        with self.list_lock:
+            for node in self.handlers.values():
+                if not (<_Handler>node).is_notifier:
+                    fd_handlers += 1
+        return (bhs, timers, fd_handlers)
+
 
 cdef inline int64_t _as_int64(object value, str what) except? -1:
     # value is an int; OverflowError (with the name) when it does not fit int64_t

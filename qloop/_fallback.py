@@ -33,9 +33,9 @@ from . import _coroutine, _glib, _mainloop, _runstate
 from ._common import (
     NotifierList,
     _bind,
-    _closed_fd_error,
     _check_callback,
     _clock_of,
+    _closed_fd_error,
     _fd_for_removal,
     _fd_of,
     _int64_arg,
@@ -1649,6 +1649,30 @@ class AioContext:
     def __repr__(self) -> str:
         state = "closed" if self._closed else f"fdmon={self.fdmon} handlers={len(self._handlers)}"
         return f"<qloop._fallback.AioContext {state}>"
+
+    def resource_counts(self) -> Tuple[int, int, int]:
+        """``(bhs, timers, fd_handlers)``: the BHs whose callback is still to run (scheduled,
+        not cancelled or deleted; one-shot BHs included), the armed timers and the registered
+        fd handlers (not counting the context's own notifier).  For leak checks in tests;
+        reads only.  ``(0, 0, 0)`` once the context is closed."""
+        if self._closed:
+            return (0, 0, 0)
+        flags: Dict[BH, int] = {}
+        for group in itertools.chain((self._bh_list,), self._bh_slices):
+            for bh in group:
+                flags[bh] = bh._flags
+        for op in list(self._bh_ops):  # queued operations, applied as _bh_absorb would
+            bh, new = (op, _BH_SCHEDULED) if type(op) is BH else op
+            if bh._cb is None:
+                continue
+            old = flags.get(bh, bh._flags)
+            flags[bh] = old & ~_BH_SCHEDULED if new == _BH_CANCEL else old | _BH_PENDING | new
+        bhs = sum(1 for bh, f in flags.items()
+                  if f & _BH_SCHEDULED and not f & _BH_DELETED and bh._cb is not None)
+        timers = sum(len(tl.live) for tl in self._timer_lists)
+        with self._list_lock:
+            fd_handlers = sum(1 for node in self._handlers.values() if not node.is_notifier)
+        return (bhs, timers, fd_handlers)
 
 
 # --------------------------------------------------------------------------------------------

@@ -26,7 +26,10 @@ _logger = logging.getLogger("qloop")
 
 INSTALL_HINT = (
     "install GLib (Debian: apt-get install libglib2.0-0) and, for g_source() and GLib "
-    "callbacks from Python, PyGObject (pip install 'qloop[glib]')"
+    "callbacks from Python, PyGObject: pip install 'qloop[glib]' where GLib is 2.80 or newer "
+    "(Debian 13, Ubuntu 24.04; building it needs libgirepository-2.0-dev libcairo2-dev), or "
+    "pip install 'qloop[glib-legacy]' (PyGObject < 3.51) on older GLib (Debian 12, Ubuntu "
+    "22.04; needs libgirepository1.0-dev libcairo2-dev)"
 )
 
 

@@ -27,7 +27,7 @@ from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
 from . import _coroutine, _glib
 from ._common import NotifierList, _check_callback, _fd_of, _int_arg, _raise_errors
-from ._constants import ClockType, SCALE_MS, SCALE_NS, SCALE_US
+from ._constants import SCALE_MS, SCALE_NS, SCALE_US, ClockType
 from ._runstate import TRANSITIONS, MainLoopPollState, RunState, ShutdownCause, WakeupReason
 
 __all__ = ["MainLoop", "EXPORTS", "PollFD", "MainLoopPoll"]

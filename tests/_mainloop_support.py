@@ -10,8 +10,9 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Callable, Iterator
 from types import ModuleType
-from typing import Any, Callable, Iterator, List
+from typing import Any
 
 import pytest
 
@@ -64,17 +65,17 @@ class PollRecorder:
     ``log``: a shared list the notifier appends "FILL"/"OK"/"ERR" to.
     """
 
-    def __init__(self, mod: ModuleType, log: List[Any] | None = None,
+    def __init__(self, mod: ModuleType, log: list[Any] | None = None,
                  bound_ms: int | None = GUARD_MS) -> None:
         self.mod = mod
         self.log = log if log is not None else []
         self.bound_ms = bound_ms
-        self.states: List[Any] = []
-        self.fill_timeouts: List[int] = []
-        self.done_timeouts: List[int] = []
-        self.on_fill: List[Callable[[Any], Any]] = []
-        self.on_done: List[Callable[[Any], Any]] = []
-        self.bql_held: List[bool] = []
+        self.states: list[Any] = []
+        self.fill_timeouts: list[int] = []
+        self.done_timeouts: list[int] = []
+        self.on_fill: list[Callable[[Any], Any]] = []
+        self.on_done: list[Callable[[Any], Any]] = []
+        self.bql_held: list[bool] = []
 
     def __call__(self, mlpoll: Any) -> None:
         S = self.mod.MainLoopPollState

@@ -16,9 +16,10 @@ import importlib
 import os
 import threading
 import time
+import traceback
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Callable, Iterator
 
 import pytest
 
@@ -55,6 +56,10 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
         "c_extension: tests that run against the compiled core (qloop._core)",
+    )
+    config.addinivalue_line(
+        "markers",
+        "leftovers: the ctx/make_ctx contexts may keep BHs, timers or fd handlers at teardown",
     )
 
 
@@ -100,18 +105,119 @@ def _drain(ctx) -> None:
     raise AssertionError("context did not drain in 1000 non-blocking polls")
 
 
+class ContextChecks:
+    """The teeth of the ``ctx`` and ``make_ctx`` fixtures (uvloop's test base does the same).
+
+    * Every context those fixtures make gets a recording exception handler.  It re-raises
+      what it records, so ``poll()`` behaves as with no handler (the iteration completes,
+      then the first exception is raised, later ones are logged); but every callback
+      exception is remembered, and the test fails at teardown unless it declared exactly
+      those exceptions: ``ctx_checks.expect_errors(ZeroDivisionError, ...)`` (one type per
+      expected call, any order).  A test that installs its own handler (or None) replaces
+      the recorder on that context.
+    * At teardown every context the test did not close must have no scheduled BH, no armed
+      timer (other than a ``watchdog``) and no fd handler left: clean up, or declare it with
+      ``@pytest.mark.leftovers`` / ``ctx_checks.allow_leftovers(ctx)``.
+    """
+
+    def __init__(self, node: pytest.Item) -> None:
+        self.recorded: list[BaseException] = []
+        self.expected: list[type] = []
+        self.leftovers_ok: set[int] = set()
+        self.all_leftovers_ok = node.get_closest_marker("leftovers") is not None
+        self.watchdogs: list[Watchdog] = []
+
+    # ---- what a test declares
+
+    def expect_errors(self, *types: type) -> None:
+        """The recording handler will be called once with an instance of each type."""
+        self.expected.extend(types)
+
+    def allow_leftovers(self, c: object | None = None) -> None:
+        """``c`` (or, without an argument, every context) may keep BHs/timers/handlers."""
+        if c is None:
+            self.all_leftovers_ok = True
+        else:
+            self.leftovers_ok.add(id(c))
+
+    # ---- what the fixtures do
+
+    def record(self, c: object, exc: BaseException) -> None:
+        self.recorded.append(exc)
+        raise exc
+
+    def adopt(self, c) -> None:
+        c.set_exception_handler(self.record)
+
+    def check_leftovers(self, c) -> None:
+        if c.closed or self.all_leftovers_ok or id(c) in self.leftovers_ok:
+            return
+        bhs, timers, handlers = c.resource_counts()
+        timers -= sum(1 for d in self.watchdogs if d.ctx is c and d.timer.pending)
+        if bhs or timers or handlers:
+            pytest.fail(
+                f"the test left {bhs} scheduled BH(s), {timers} armed timer(s) and "
+                f"{handlers} fd handler(s) in {c!r}: clean up (bh.delete(), timer.delete(), "
+                "ctx.set_fd_handler(fd)) or declare it (@pytest.mark.leftovers or "
+                "ctx_checks.allow_leftovers(ctx))",
+                pytrace=False,
+            )
+
+    def check_errors(self) -> None:
+        unmatched = list(self.expected)
+        unexpected: list[BaseException] = []
+        for exc in self.recorded:
+            for i, t in enumerate(unmatched):
+                if isinstance(exc, t):
+                    del unmatched[i]
+                    break
+            else:
+                unexpected.append(exc)
+        self.recorded.clear()
+        if unexpected:
+            detail = "".join(
+                "".join(traceback.format_exception(type(e), e, e.__traceback__))
+                for e in unexpected
+            )
+            pytest.fail(
+                f"{len(unexpected)} callback exception(s) the test did not declare "
+                "(declare them with ctx_checks.expect_errors(...)):\n"
+                + detail,
+                pytrace=False,
+            )
+        if unmatched:
+            names = ", ".join(t.__name__ for t in unmatched)
+            pytest.fail(f"declared callback exception(s) never raised: {names}", pytrace=False)
+
+
 @pytest.fixture
-def ctx(qloop_module: ModuleType) -> Iterator[object]:
-    """A fresh, drained AioContext (default fd monitor), closed at teardown."""
+def ctx_checks(request: pytest.FixtureRequest) -> Iterator[ContextChecks]:
+    """The checks behind ``ctx`` / ``make_ctx``; request it to declare expectations."""
+    checks = ContextChecks(request.node)
+    yield checks
+    checks.check_errors()
+
+
+@pytest.fixture
+def ctx(qloop_module: ModuleType, ctx_checks: ContextChecks) -> Iterator[object]:
+    """A fresh, drained AioContext (default fd monitor), closed at teardown (see
+    ``ContextChecks`` for what the teardown checks)."""
     c = qloop_module.AioContext()
     _drain(c)
+    ctx_checks.adopt(c)
     yield c
-    c.close()
+    try:
+        ctx_checks.check_leftovers(c)
+    finally:
+        c.close()
 
 
 @pytest.fixture
-def make_ctx(qloop_module: ModuleType) -> Iterator[Callable[..., object]]:
-    """Factory: ``make_ctx(fdmon="auto", drain=True)``; contexts are closed at teardown.
+def make_ctx(
+    qloop_module: ModuleType, ctx_checks: ContextChecks
+) -> Iterator[Callable[..., object]]:
+    """Factory: ``make_ctx(fdmon="auto", drain=True)``; contexts are closed at teardown
+    (after the checks of ``ContextChecks``).
 
     A test that closes a context itself passes ``owned=False`` to take it out of
     the teardown list.
@@ -124,11 +230,16 @@ def make_ctx(qloop_module: ModuleType) -> Iterator[Callable[..., object]]:
             created.append(c)
         if drain:
             _drain(c)
+        ctx_checks.adopt(c)
         return c
 
     yield factory
-    for c in created:
-        c.close()
+    try:
+        for c in created:
+            ctx_checks.check_leftovers(c)
+    finally:
+        for c in created:
+            c.close()
 
 
 @pytest.fixture(autouse=True)
@@ -149,6 +260,7 @@ class Watchdog:
 
     def __init__(self, qloop_module: ModuleType, ctx, seconds: float) -> None:
         self.fired = False
+        self.ctx = ctx
         rt = qloop_module.ClockType.REALTIME
         self.timer = ctx.timer_new_ns(rt, self._fire)
         self.timer.mod_ns(qloop_module.clock_get_ns(rt) + int(seconds * 1e9))
@@ -161,7 +273,9 @@ class Watchdog:
 
 
 @pytest.fixture
-def watchdog(qloop_module: ModuleType) -> Iterator[Callable[..., Watchdog]]:
+def watchdog(
+    qloop_module: ModuleType, ctx_checks: ContextChecks
+) -> Iterator[Callable[..., Watchdog]]:
     """``watchdog(ctx, seconds)``: arm a REALTIME timer so a blocking poll cannot hang.
 
     Arming a timer that becomes the head of the list notifies the context, so arm
@@ -172,6 +286,7 @@ def watchdog(qloop_module: ModuleType) -> Iterator[Callable[..., Watchdog]]:
     def factory(c, seconds: float = 5.0) -> Watchdog:
         d = Watchdog(qloop_module, c, seconds)
         dogs.append(d)
+        ctx_checks.watchdogs.append(d)  # not a leftover of the test
         return d
 
     yield factory

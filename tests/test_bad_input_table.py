@@ -72,7 +72,7 @@ def _timer_of_closed(m):
     return t
 
 
-CB = lambda: None  # noqa: E731
+CB = lambda: None
 BAD_FD = _never_open_fd()
 
 # (API, bad input, callable(mod, ctx, sock) -> anything)

@@ -287,6 +287,8 @@ def test_normal_bh_beats_idle_bh_in_timeout(ctx):
     idle.schedule_idle()
     normal.schedule()
     assert ctx.compute_timeout() == 0
+    idle.delete()
+    normal.delete()
 
 
 def test_idle_bh_runs_but_is_not_progress(ctx):
@@ -340,6 +342,7 @@ def test_idle_bh_caps_timeout_below_far_timer(ctx, qloop_module):
     bh.schedule_idle()
     assert ctx.compute_timeout() == IDLE_TIMEOUT_NS
     t.delete()
+    bh.delete()
 
 
 def test_idle_bh_timeout_lowered_by_near_timer(ctx, qloop_module):
@@ -350,6 +353,7 @@ def test_idle_bh_timeout_lowered_by_near_timer(ctx, qloop_module):
     bh.schedule_idle()
     assert 0 <= ctx.compute_timeout() <= 2_000_000
     t.delete()
+    bh.delete()
 
 
 # -- delete / oneshot / lifetime -----------------------------------------------------

@@ -1,6 +1,9 @@
 """Raising callbacks (decisions.md "Errors"): the iteration finishes, the first exception
-propagates from poll(), later ones go to sys.unraisablehook, the context stays usable;
-or, with set_exception_handler, handler(ctx, exc) receives every exception."""
+propagates from poll(), later ones are logged on the "qloop" logger, the context stays
+usable; or, with set_exception_handler, handler(ctx, exc) receives every exception.
+
+The ``ctx`` fixture records every callback exception (conftest.py ``ContextChecks``):
+``ctx_checks.expect_errors`` declares the ones each test provokes."""
 
 from __future__ import annotations
 
@@ -24,7 +27,8 @@ def unraisable(monkeypatch):
     return seen
 
 
-def test_raising_bh_other_bhs_still_run(ctx):
+def test_raising_bh_other_bhs_still_run(ctx, ctx_checks):
+    ctx_checks.expect_errors(Boom)
     ran = []
     ctx.bh_new(lambda: ran.append("a")).schedule()
     ctx.bh_new(boom).schedule()
@@ -35,7 +39,8 @@ def test_raising_bh_other_bhs_still_run(ctx):
     assert ctx.poll(False) is False
 
 
-def test_raising_callback_does_not_lose_fd_and_timer_events(ctx, qloop_module, sockpair):
+def test_raising_callback_does_not_lose_fd_and_timer_events(ctx, qloop_module, sockpair, ctx_checks):
+    ctx_checks.expect_errors(Boom)
     a, b = sockpair()
     ran = []
     ctx.set_fd_handler(a, io_read=lambda: ran.append(("fd", a.recv(10))))
@@ -51,7 +56,8 @@ def test_raising_callback_does_not_lose_fd_and_timer_events(ctx, qloop_module, s
 
 
 @pytest.mark.parametrize("where", ["fd", "timer"])
-def test_raising_fd_or_timer_callback(ctx, qloop_module, sockpair, where):
+def test_raising_fd_or_timer_callback(ctx, qloop_module, sockpair, where, ctx_checks):
+    ctx_checks.expect_errors(Boom)
     a, b = sockpair()
     ran = []
     if where == "fd":
@@ -68,22 +74,23 @@ def test_raising_fd_or_timer_callback(ctx, qloop_module, sockpair, where):
     ctx.set_fd_handler(a)
 
 
-def test_first_exception_propagates_rest_are_logged(ctx, qloop_module, caplog):
+def test_first_exception_propagates_rest_are_logged(ctx, qloop_module, caplog, ctx_checks):
     """decisions.md: the first exception is raised, later ones go to the "qloop" logger."""
+    ctx_checks.expect_errors(Boom, KeyError, Boom)
     t = ctx.timer_new_ns(qloop_module.ClockType.REALTIME, lambda: boom("timer"))
     t.mod_ns(0)
     ctx.bh_new(lambda: (_ for _ in ()).throw(KeyError("second bh"))).schedule()
     ctx.bh_new(lambda: boom("first bh")).schedule()  # LIFO: runs first
-    with caplog.at_level("ERROR", logger="qloop"):
-        with pytest.raises(Boom, match="first bh"):
-            ctx.poll(False)
+    with caplog.at_level("ERROR", logger="qloop"), pytest.raises(Boom, match="first bh"):
+        ctx.poll(False)
     got = [r.exc_info[1] for r in caplog.records if r.name == "qloop" and r.exc_info]
     assert len(got) == 2
     assert isinstance(got[0], KeyError)
     assert isinstance(got[1], Boom) and str(got[1]) == "timer"
 
 
-def test_context_usable_after_exception(ctx, qloop_module):
+def test_context_usable_after_exception(ctx, qloop_module, ctx_checks):
+    ctx_checks.expect_errors(Boom)
     n = []
     bh = ctx.bh_new(lambda: n.append(1) if len(n) else (n.append(0), boom()))
     bh.schedule()
@@ -99,7 +106,8 @@ def test_context_usable_after_exception(ctx, qloop_module):
     assert ctx.poll(False) is False
 
 
-def test_raising_timer_is_no_longer_pending(ctx, qloop_module):
+def test_raising_timer_is_no_longer_pending(ctx, qloop_module, ctx_checks):
+    ctx_checks.expect_errors(Boom)
     t = ctx.timer_new_ns(qloop_module.ClockType.REALTIME, boom)
     t.mod_ns(0)
     with pytest.raises(Boom):
@@ -108,7 +116,8 @@ def test_raising_timer_is_no_longer_pending(ctx, qloop_module):
     assert ctx.poll(False) is False
 
 
-def test_raising_oneshot_runs_once(ctx):
+def test_raising_oneshot_runs_once(ctx, ctx_checks):
+    ctx_checks.expect_errors(Boom)
     n = []
 
     def cb():
@@ -137,7 +146,8 @@ def test_base_exceptions_also_finish_the_iteration(ctx, exc_type):
     assert ctx.poll(False) is False
 
 
-def test_exception_in_blocking_poll(ctx, watchdog):
+def test_exception_in_blocking_poll(ctx, watchdog, ctx_checks):
+    ctx_checks.expect_errors(Boom)
     watchdog(ctx, 5.0)
     ctx.poll(False)
     ctx.bh_schedule_oneshot(boom)
@@ -145,7 +155,8 @@ def test_exception_in_blocking_poll(ctx, watchdog):
         ctx.poll(True)
 
 
-def test_exception_from_nested_poll_reaches_outer_callback(ctx):
+def test_exception_from_nested_poll_reaches_outer_callback(ctx, ctx_checks):
+    ctx_checks.expect_errors(Boom)
     caught = []
 
     def outer():
@@ -214,7 +225,8 @@ def test_exception_handler_must_be_callable(ctx):
         ctx.set_exception_handler(42)
 
 
-def test_raising_io_poll_during_busy_polling(make_ctx, qloop_module, watchdog):
+def test_raising_io_poll_during_busy_polling(make_ctx, qloop_module, watchdog, ctx_checks):
+    ctx_checks.expect_errors(Boom)
     ctx = make_ctx(fdmon="poll")
     ctx.set_poll_params(50_000_000, 2, 2)
     dog = watchdog(ctx, 5.0)
@@ -254,7 +266,8 @@ def test_raising_io_poll_during_busy_polling(make_ctx, qloop_module, watchdog):
         e.close()
 
 
-def test_raising_timer_during_advance_virtual_time(ctx, qloop_module):
+def test_raising_timer_during_advance_virtual_time(ctx, qloop_module, ctx_checks):
+    ctx_checks.expect_errors(Boom)
     V = qloop_module.ClockType.VIRTUAL
     qloop_module.clock_set_manual(True)
     qloop_module.clock_enable(V, True)

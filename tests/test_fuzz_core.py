@@ -33,12 +33,12 @@ import os
 import resource
 import socket
 import time
+from collections.abc import Callable
 from enum import IntEnum
-from typing import Any, Callable, List, Tuple
+from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 N_EXAMPLES = int(os.environ.get("QLOOP_FUZZ_EXAMPLES", "6000"))
 RANDOM = bool(os.environ.get("QLOOP_FUZZ_RANDOM"))
@@ -102,7 +102,7 @@ async def _async_cb(*args):
 class World:
     def __init__(self, mod) -> None:
         self.mod = mod
-        self.log: List[str] = []
+        self.log: list[str] = []
         self.owned: list = []
         self.ctx = mod.AioContext(fdmon="poll")
         self.ctx_epoll = mod.AioContext(fdmon="epoll")
@@ -166,7 +166,7 @@ class World:
         for o in self.owned:
             try:
                 o.close()
-            except Exception:
+            except Exception:  # noqa: BLE001, S110 - best-effort cleanup of fuzz objects
                 pass
         self.a.close()
         self.b.close()
@@ -263,7 +263,7 @@ TOKENS = _tokens()
 TOKEN_NAMES = sorted(TOKENS)
 
 # (target, method, min args, max args, keyword names)
-ENTRIES: List[Tuple[str, str, int, int, Tuple[str, ...]]] = [
+ENTRIES: list[tuple[str, str, int, int, tuple[str, ...]]] = [
     ("ctx", "set_fd_handler", 1, 5, ()),
     ("ctx", "set_fd_handler", 1, 2, ()),
     ("ctx_epoll", "set_fd_handler", 1, 3, ()),
@@ -367,7 +367,7 @@ class Outcome:
 STATS = {"examples": 0, "calls": 0, "errors": 0, "seconds": 0.0}
 
 
-def sync_clocks(worlds: List[World]) -> None:
+def sync_clocks(worlds: list[World]) -> None:
     """Both implementations on the manual clock, at the same VIRTUAL time, all clocks on."""
     mods = [w.mod for w in worlds]
     for m in mods:
@@ -379,7 +379,7 @@ def sync_clocks(worlds: List[World]) -> None:
     for m in mods:
         try:
             m.clock_advance_virtual_time(t)
-        except BaseException:  # noqa: BLE001 - a fuzz timer raised; compared elsewhere
+        except BaseException:  # noqa: BLE001, S110 - a fuzz timer raised; compared elsewhere
             pass
 
 
@@ -508,7 +508,7 @@ def test_every_entry_point_and_token_is_valid(both):
             for target, method, *_ in ENTRIES:
                 obj = mod if target == "mod" else getattr(w, target)
                 assert callable(getattr(obj, method)), (target, method)
-            for name, make in TOKENS.items():
+            for make in TOKENS.values():
                 make(w)
         finally:
             w.close()

@@ -32,11 +32,9 @@ import os
 import random
 import socket
 from pathlib import Path
-from typing import Any, List
 
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 GOLDEN_DIR = Path(__file__).parent / "golden"
 N_EXAMPLES = int(os.environ.get("QLOOP_DIFF_EXAMPLES", "1500"))
@@ -72,7 +70,7 @@ def _exc(e: BaseException) -> list:
 # The interpreter
 
 
-def run_program(mod, ops: List[list]) -> List[list]:
+def run_program(mod, ops: list[list]) -> list[list]:
     """Run ``ops`` on implementation ``mod``; return the trace (a JSON-able list of lists)."""
     V = mod.ClockType.VIRTUAL
     mod.clock_set_manual(True)
@@ -80,7 +78,7 @@ def run_program(mod, ops: List[list]) -> List[list]:
     # start on a whole millisecond so scaled (``mod(expire)``) times are program-determined
     v0 = -(-mod.clock_get_ns(V) // 1_000_000) * 1_000_000 + 1_000_000
     mod.clock_advance_virtual_time(v0)
-    trace: List[list] = []
+    trace: list[list] = []
     ctx = mod.AioContext(fdmon="poll")
     bhs: dict = {}  # slot -> (uid, BH)
     timers: dict = {}  # slot -> (uid, Timer)
@@ -380,9 +378,9 @@ op_st = st.one_of(
 program_st = st.lists(op_st, min_size=1, max_size=80)
 
 
-def random_program(rng: random.Random, n_ops: int) -> List[list]:
+def random_program(rng: random.Random, n_ops: int) -> list[list]:
     """A seeded program with the same grammar as ``program_st`` (used by make_golden.py)."""
-    ops: List[list] = []
+    ops: list[list] = []
     for _ in range(n_ops):
         k = rng.choices(["bh_new", "bh", "oneshot", "timer_new", "timer", "fd_new", "fd_send",
                          "fd_remove", "poll", "timeout", "notify", "advance"],
@@ -423,7 +421,7 @@ def _both(pytestconfig):
 
 
 def _assert_same(expected: list, got: list, ops: list) -> None:
-    for k, (a, b) in enumerate(zip(expected, got)):
+    for k, (a, b) in enumerate(zip(expected, got, strict=False)):
         assert a == b, (f"first difference at trace entry {k}: fallback {a!r}, core {b!r}\n"
                         f"program: {ops!r}")
     assert len(expected) == len(got), f"trace lengths differ; program: {ops!r}"

@@ -68,7 +68,7 @@ def run_python(code: str, **env_overrides: str) -> str:
     # checkout without an in-place build would shadow the installed package
     proc = subprocess.run(
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60,
-        cwd=tempfile.gettempdir(),
+        cwd=tempfile.gettempdir(), check=False,
     )
     assert proc.returncode == 0, proc.stderr
     return proc.stdout.strip()

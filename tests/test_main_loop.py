@@ -144,7 +144,7 @@ def test_main_ctx_timer_deadline_bounds_blocking_wait(main_loop, guard):
 def test_poll_notifier_pollfd_readiness(main_loop, sockpair):
     mod = main_loop
     a, b = sockpair()
-    c, d = sockpair()
+    c, _d = sockpair()
     b.send(b"x")
     fds = []
     seen = []

@@ -50,7 +50,7 @@ def test_remove(nl):
 def test_remove_unknown_raises_value_error(nl):
     with pytest.raises(ValueError):
         nl.remove(lambda data: None)
-    cb = lambda data: None  # noqa: E731
+    cb = lambda data: None
     nl.add(cb)
     nl.remove(cb)
     with pytest.raises(ValueError):

@@ -340,6 +340,7 @@ def test_signal_handler_exception_interrupts_blocking_poll(ctx, watchdog):
     def handler(signum, frame):
         raise Interrupted()
 
+    ctx.set_exception_handler(None)  # the case without a handler: poll() raises it
     dog = watchdog(ctx, WATCHDOG_S)
     assert ctx.poll(False) is False
     old = signal.signal(signal.SIGALRM, handler)

@@ -110,7 +110,7 @@ def test_delete_races_schedule(ctx, threads, watchdog, fast_switching):
     """The owner deletes a BH while 8 threads schedule it: no crash, RuntimeError after the
     delete (and never before), no run after the delete, runs <= successful schedules."""
     stats = []
-    for rnd in range(10):
+    for _round in range(10):
         runs = [0]
         ok = [0] * N_THREADS
         refused = [0] * N_THREADS
@@ -244,6 +244,7 @@ def test_nonblocking_poll_is_bounded_while_threads_schedule(ctx, qloop_module, t
         stop.set()
         threads.join_all(60)
     assert worst < 0.5, f"one poll(False) took {worst:.2f} s while 4 threads scheduled"
+    bh.delete()
 
 
 def test_rescheduling_a_pending_bh_is_constant_space(ctx, qloop_module, request):

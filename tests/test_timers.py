@@ -308,6 +308,7 @@ def test_delete_non_pending_is_noop(ctx, clocks):
     assert t.pending is False
     t.mod_ns(0)
     assert t.pending is True
+    t.delete()
 
 
 def test_timer_attributes(ctx, qloop_module, clocks):
@@ -718,6 +719,7 @@ def test_manual_virtual_ms_timer(ctx, qloop_module, clocks, manual_virtual):
 # -- scale -----------------------------------------------------------------------------
 
 
+@pytest.mark.leftovers  # the far timers stay armed: close() drops them
 def test_million_timers(ctx, qloop_module, clocks):
     """1,000,000 armed timers: arming, re-arming the head and running stay fast."""
     rt = clocks.REALTIME

@@ -19,7 +19,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from test_hypothesis_differential import random_program, run_program  # noqa: E402
+from test_hypothesis_differential import random_program, run_program
 
 # name -> (seed, number of ops).  Hand-written programs below pin specific semantics.
 SEEDED = {"seed_11": (11, 60), "seed_23": (23, 80), "seed_42": (42, 80), "seed_77": (77, 100)}
