@@ -1,7 +1,7 @@
 # cython: language_level=3
 # Layouts of the compiled core's classes and their C-level methods (see _core.pyx).
 
-from libc.stdint cimport int64_t, uint64_t
+from libc.stdint cimport int64_t, uint32_t, uint64_t
 
 from qloop.includes.posix cimport epoll_event, pollfd
 
@@ -40,7 +40,7 @@ cdef class _TimerList:
     cdef int insert(self, Timer timer, int64_t key) except -1
     cdef void remove(self, Timer timer) noexcept
     cdef int64_t head_expire(self) noexcept
-    cdef int64_t deadline(self) noexcept
+    cdef int64_t deadline(self, bint for_wait) noexcept
     cdef bint run(self) except -1
     cdef void clear(self) noexcept
 
@@ -51,18 +51,18 @@ cdef class Timer:
     cdef int64_t key     # valid while seq != 0
     cdef uint64_t seq    # 0 = not pending
     cdef readonly int64_t scale
-    cdef readonly int attributes
+    cdef readonly uint32_t attributes
     cdef object __weakref__
 
     @staticmethod
-    cdef Timer _new(_TimerList tl, int64_t scale, object cb, int attributes)
+    cdef Timer _new(_TimerList tl, int64_t scale, object cb, uint32_t attributes)
     cdef _TimerList _list(self)
 
 
 cdef class BH:
     cdef AioContext ctx
     cdef object cb
-    cdef object name_
+    cdef object _name
     cdef int flags
     cdef readonly bint deleted
     cdef BH next
@@ -168,8 +168,14 @@ cdef class AioContext:
     cdef Timer _timer_new(self, object clock, int64_t scale, object callback, object attributes)
     cdef bint _bh_poll(self) except -1
     cdef int64_t _bh_timeout(self) noexcept
-    cdef int64_t _timers_deadline(self) noexcept
+    cdef int64_t _timers_deadline(self, bint for_wait=*) noexcept
     cdef bint _run_timers(self) except -1
     cdef int64_t _compute_timeout(self) noexcept
     cdef bint _poll_iteration(self, bint blocking) except -1
     cdef int _free_deleted_handlers(self) except -1
+    cdef int64_t _ml_prepare(self, unsigned long me) except? -2
+    cdef Py_ssize_t _ml_nfds(self) noexcept
+    cdef bint _ml_idle(self) noexcept
+    cdef Py_ssize_t _ml_fill(self, pollfd *dst) except -1
+    cdef list _ml_check(self, pollfd *seg, Py_ssize_t n, uint64_t *gen_out)
+    cdef int _ml_dispatch(self, list ready, uint64_t gen, unsigned long me) except -1

@@ -23,7 +23,8 @@ from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from cpython.object cimport PyObject
 from cpython.ref cimport Py_DECREF, Py_INCREF
 from libc.errno cimport EAGAIN, EINTR, ENOSYS, errno
-from libc.stdint cimport INT64_MAX, int64_t, uint64_t
+from libc.string cimport memcpy
+from libc.stdint cimport INT64_MAX, int64_t, uint32_t, uint64_t
 from posix.fcntl cimport O_CLOEXEC, O_NONBLOCK
 from posix.time cimport CLOCK_MONOTONIC, CLOCK_REALTIME, clock_gettime, timespec
 from posix.unistd cimport close, read, write
@@ -62,8 +63,9 @@ import threading
 import types
 import weakref
 
-from qloop import _coroutine, _glib, _mainloop
+from qloop import _coroutine, _glib, _mainloop, _runstate
 
+from qloop._mainloop import MainLoopPoll
 from qloop._common import (
     NotifierList,
     _bind,
@@ -103,6 +105,7 @@ __all__ = [
     "clock_get_ns",
     "clock_get_us",
     "clock_is_enabled",
+    "clock_is_manual",
     "clock_set_manual",
     "soonest_timeout",
     "timeout_ns_to_ms",
@@ -292,6 +295,25 @@ def clock_set_manual(manual):
             _manual = False
     for ctx in list(_contexts):
         (<AioContext>ctx)._notify()
+
+
+def clock_is_manual():
+    """Whether VIRTUAL moves only by ``clock_advance_virtual_time`` (``clock_set_manual``)."""
+    return _manual
+
+
+def _virtual_deadline():
+    """ns until the next VIRTUAL timer of any open context (-1 none, 0 due)."""
+    cdef int64_t soonest = -1, e, delta
+    for c in list(_contexts):
+        if not (<AioContext>c).closed:
+            e = (<AioContext>c).tl1.head_expire()
+            if e >= 0 and (soonest < 0 or e < soonest):
+                soonest = e
+    if soonest < 0:
+        return -1
+    delta = soonest - _virtual_now()
+    return delta if delta > 0 else 0
 
 
 def clock_advance_virtual_time(dest_ns):
@@ -593,8 +615,9 @@ cdef class _TimerList:
             return -1
         return self.heap[0].key if self.heap[0].key > 0 else 0
 
-    cdef int64_t deadline(self) noexcept:
-        """``timerlist_deadline_ns``; in manual mode a virtual timer counts only once due."""
+    cdef int64_t deadline(self, bint for_wait) noexcept:
+        """``timerlist_deadline_ns``.  ``for_wait``: in manual mode a virtual timer bounds a
+        wait only once due (a wait must not sleep on real time for virtual time)."""
         cdef int64_t expire, delta
         if self.n == 0 or not _clock_enabled[self.clock]:
             return -1
@@ -604,7 +627,7 @@ cdef class _TimerList:
         delta = expire - _clock_now(self.clock)
         if delta <= 0:
             return 0
-        if _manual and (self.clock == 1 or self.clock == 3):
+        if for_wait and _manual and (self.clock == 1 or self.clock == 3):
             return -1
         return delta
 
@@ -686,7 +709,7 @@ cdef class Timer:
         raise TypeError("Timer objects are created by AioContext.timer_new*()")
 
     @staticmethod
-    cdef Timer _new(_TimerList tl, int64_t scale, object cb, int attributes):
+    cdef Timer _new(_TimerList tl, int64_t scale, object cb, uint32_t attributes):
         cdef Timer self = Timer.__new__(Timer)
         self.tl = tl
         self.scale = scale
@@ -763,6 +786,10 @@ cdef class Timer:
 # --------------------------------------------------------------------------------------------
 # Bottom halves (§2)
 
+cdef object _callback_name(object cb):
+    return getattr(cb, "__qualname__", repr(cb))
+
+
 @cython.final
 @cython.freelist(256)
 cdef class BH:
@@ -776,7 +803,7 @@ cdef class BH:
         cdef BH self = BH.__new__(BH)
         self.ctx = ctx
         self.cb = cb
-        self.name_ = name
+        self._name = name
         return self
 
     cdef int _check(self) except -1:
@@ -804,15 +831,17 @@ cdef class BH:
     def delete(self):
         """Unschedule and free; later use raises RuntimeError.  Allowed from its own callback."""
         self._check()
+        if self._name is None:
+            self._name = self.name  # keep it once the callback is dropped
         self.ctx._bh_enqueue(self, BH_DELETED)
         self.deleted = True
 
     @property
     def name(self):
-        if self.name_ is None:
-            cb = self.cb
-            return getattr(cb, "__qualname__", repr(cb)) if cb is not None else "<freed>"
-        return self.name_
+        """The name given to ``bh_new``, else the callback's qualified name."""
+        if self._name is None:
+            return _callback_name(self.cb)
+        return self._name
 
     def __repr__(self):
         return f"<BH {self.name!r}{' deleted' if self.deleted else ''}>"
@@ -1087,8 +1116,7 @@ cdef class AioContext:
             self.npollfds -= 1
         if self.epoll_active:
             ev.events = new_ev
-            ev.data.u64 = 0
-            ev.data.fd = fd
+            ev.data.ptr = <void *>new  # the handler itself: no lookup per event
             if new_ev and old_ev:
                 r = epoll_ctl(self.epfd, EPOLL_CTL_MOD, fd, &ev)
             elif new_ev:
@@ -1123,8 +1151,7 @@ cdef class AioContext:
                 node = <_Handler>obj
                 if node.events:
                     ev.events = node.events
-                    ev.data.u64 = 0
-                    ev.data.fd = node.fd
+                    ev.data.ptr = <void *>node
                     if epoll_ctl(self.epfd, EPOLL_CTL_ADD, node.fd, &ev) < 0:
                         self._epoll_disable()
                         return False
@@ -1251,12 +1278,11 @@ cdef class AioContext:
                 r = epoll_wait(self.epfd, self.ep_events, EPOLL_MAX_EVENTS, -1)
         if r < 0:
             return self._wait_failed(errno, "epoll_wait() failed")
-        handlers = self.handlers
         i = r - 1
         while i >= 0:  # reverse of kernel report order (§1.9)
-            obj = handlers.get(self.ep_events[i].data.fd)
-            if obj is not None:
-                node = <_Handler>obj
+            # borrowed: a handler removed while walkers are active stays in deleted_handlers
+            node = <_Handler>self.ep_events[i].data.ptr
+            if not node.deleted:
                 rev = self.ep_events[i].events & node.events
                 if rev:
                     self._add_ready(ready, node, rev, gen)
@@ -1509,16 +1535,16 @@ cdef class AioContext:
         return Timer._new(self.tl0 if c == 0 else self.tl1 if c == 1 else
                           self.tl2 if c == 2 else self.tl3, scale, callback, attributes)
 
-    cdef int64_t _timers_deadline(self) noexcept:
+    cdef int64_t _timers_deadline(self, bint for_wait=True) noexcept:
         cdef int64_t deadline = -1
         if self.tl0.n:
-            deadline = _soonest(deadline, self.tl0.deadline())
+            deadline = _soonest(deadline, self.tl0.deadline(for_wait))
         if self.tl1.n:
-            deadline = _soonest(deadline, self.tl1.deadline())
+            deadline = _soonest(deadline, self.tl1.deadline(for_wait))
         if self.tl2.n:
-            deadline = _soonest(deadline, self.tl2.deadline())
+            deadline = _soonest(deadline, self.tl2.deadline(for_wait))
         if self.tl3.n:
-            deadline = _soonest(deadline, self.tl3.deadline())
+            deadline = _soonest(deadline, self.tl3.deadline(for_wait))
         return deadline
 
     cdef bint _run_timers(self) except -1:
@@ -1629,15 +1655,16 @@ cdef class AioContext:
                 block_ns = _now_monotonic() - start
             if self.bh_head is not None or self.bh_cur is not None:
                 progress |= self._bh_poll()
-            for obj in (ready if ready is not None else ()):
-                node = <_Handler>obj
-                if node.ready_gen != gen:
-                    continue  # moved to a nested poll's ready list, already dispatched
-                node.ready_gen = 0
-                if self._dispatch_node(node):
-                    progress = True
-                if use_polling and node.in_poll_list and self.poll_max_ns:
-                    self._adjust_polling_time(node, block_ns)
+            if ready is not None:
+                for obj in ready:
+                    node = <_Handler>obj
+                    if node.ready_gen != gen:
+                        continue  # moved to a nested poll's ready list, already dispatched
+                    node.ready_gen = 0
+                    if self._dispatch_node(node):
+                        progress = True
+                    if use_polling and node.in_poll_list and self.poll_max_ns:
+                        self._adjust_polling_time(node, block_ns)
         finally:
             self.walkers -= 1
             if self.walkers == 0 and len(self.deleted_handlers):
@@ -1721,9 +1748,11 @@ cdef class AioContext:
                     continue
                 if rev & POLLNVAL:
                     self._set_handler(node.fd, None, None, None, None, False)
-                    if self.source_errors is None:
-                        self.source_errors = []
-                    self.source_errors.append(_closed_fd_error(node.fd))
+                    saved, self.errors = self.errors, self.source_errors
+                    try:
+                        self._report(_closed_fd_error(node.fd))
+                    finally:
+                        self.source_errors, self.errors = self.errors, saved
                     pending = True
                     continue
                 node.revents = rev & node.events
@@ -1789,6 +1818,115 @@ cdef class AioContext:
             _raise_errors(errors)
         return progress
 
+    # ---- one wait for the main loop's contexts (§4.5): the GSource steps above without
+    # their argument checks and per-call lists
+
+    cdef int64_t _ml_prepare(self, unsigned long me) except? -2:
+        """Enter as a walker for the main loop's wait and open the notify window (as
+        ``source_prepare``); the timeout in ns."""
+        cdef int64_t timeout
+        if self.walkers and self.poll_thread != me:
+            raise RuntimeError("AioContext dispatched from two threads at once")
+        self.walkers += 1
+        self.poll_thread = me
+        ql_fetch_or(&self.notify_me, 1)
+        ql_smp_mb()
+        timeout = self._compute_timeout()
+        if self.poll_started:
+            self._poll_set_started(False, [], 0)  # poll mode is never used under an outer loop
+        return timeout
+
+    cdef Py_ssize_t _ml_nfds(self) noexcept:
+        """How many pollfds ``_ml_fill`` writes."""
+        return 1 if self.epoll_active else self.npollfds
+
+    cdef bint _ml_idle(self) noexcept:
+        """Only the context's own notifier is registered (its state is known without a wait)."""
+        return self.npollfds <= 1 and not self.epoll_active
+
+    cdef Py_ssize_t _ml_fill(self, pollfd *dst) except -1:
+        """Write the fds the main loop waits on for this context (room: ``_ml_nfds()``)."""
+        if self.epoll_active:
+            dst[0].fd = self.epfd
+            dst[0].events = POLLIN
+            dst[0].revents = 0
+            return 1
+        if self.fds_dirty:
+            self._rebuild_pollfds()
+        memcpy(dst, self.pfds, self.pfds_len * sizeof(pollfd))
+        return self.pfds_len
+
+    cdef list _ml_check(self, pollfd *seg, Py_ssize_t n, uint64_t *gen_out):
+        """Close the notify window, accept the notify, collect the handlers the wait found
+        ready in ``seg`` (what ``_ml_fill`` wrote, with revents) and leave the walker
+        section.  Returns the ready handlers (None: none), their generation in gen_out."""
+        cdef Py_ssize_t i
+        cdef int rev
+        cdef uint64_t gen
+        cdef list ready = None
+        cdef _Handler node
+        ql_fetch_and(&self.notify_me, ~1)
+        ql_xchg(&self.notified, 0)  # aio_notify_accept
+        self.ready_gen += 1
+        gen = self.ready_gen
+        gen_out[0] = gen
+        try:
+            if self.epoll_active:
+                if n and seg[0].revents:
+                    ready = []
+                    self._wait_epoll(ready, 0, gen)
+            else:
+                for i in range(n):
+                    rev = seg[i].revents
+                    if not rev:
+                        continue
+                    node = <_Handler>self.pfd_nodes[i]  # alive: walkers > 0 since the fill
+                    if node.deleted:
+                        continue
+                    if rev & POLLNVAL:
+                        self._set_handler(node.fd, None, None, None, None, False)
+                        self._report(_closed_fd_error(node.fd))
+                    elif rev & node.events:
+                        if ready is None:
+                            ready = []
+                        self._add_ready(ready, node, rev & node.events, gen)
+        finally:
+            self.walkers -= 1
+            if self.walkers == 0:
+                self.poll_thread = 0
+                if len(self.deleted_handlers):
+                    self._free_deleted_handlers()
+        return ready
+
+    cdef int _ml_dispatch(self, list ready, uint64_t gen, unsigned long me) except -1:
+        """``aio_dispatch`` for the main loop: BHs, the ready handlers, then timers."""
+        cdef _Handler node
+        if self.closed:
+            return 0
+        if self.walkers and self.poll_thread != me:
+            raise RuntimeError("AioContext dispatched from two threads at once")
+        self.poll_thread = me
+        self.walkers += 1
+        try:
+            if self.bh_head is not None or self.bh_cur is not None:
+                self._bh_poll()
+            if ready is not None:
+                for obj in ready:
+                    node = <_Handler>obj
+                    if node.ready_gen != gen:
+                        continue
+                    node.ready_gen = 0
+                    self._dispatch_node(node)
+        finally:
+            self.walkers -= 1
+            if self.walkers == 0 and len(self.deleted_handlers):
+                self._free_deleted_handlers()
+        if self.tl0.n or self.tl1.n or self.tl2.n or self.tl3.n:
+            self._run_timers()
+        if not self.walkers:
+            self.poll_thread = 0
+        return 0
+
     def run_timers(self):
         """``timerlistgroup_run_timers``: run this context's due timers only (clock order)."""
         self._check_open()
@@ -1804,9 +1942,11 @@ cdef class AioContext:
         return progress
 
     def timers_deadline(self):
-        """``timerlistgroup_deadline_ns``: ns until the next timer of this context (-1 none)."""
+        """``timerlistgroup_deadline_ns``: ns until the next timer of this context (-1 none,
+        0 due).  On the manual clock a VIRTUAL timer counts with its virtual distance (what
+        ``clock_step`` would advance), although it never bounds a blocking wait."""
         self._check_open()
-        return self._timers_deadline()
+        return self._timers_deadline(False)
 
     def _set_timer_notify(self, callback):
         """Call ``callback()`` instead of notify() when a timer becomes the head of a list
@@ -1850,6 +1990,8 @@ cdef class AioContext:
         while bh is not None:
             nxt = bh.next
             bh.next = None
+            if bh._name is None and not bh.flags & BH_ONESHOT:
+                bh._name = _callback_name(bh.cb)
             bh.cb = None
             bh.deleted = True
             bh = nxt
@@ -1858,6 +2000,8 @@ cdef class AioContext:
         while bh is not None:
             nxt = bh.next
             bh.next = None
+            if bh._name is None and not bh.flags & BH_ONESHOT:
+                bh._name = _callback_name(bh.cb)
             bh.cb = None
             bh.deleted = True
             bh = nxt
@@ -1913,13 +2057,18 @@ cdef inline int _check_cb(object cb, str what) except -1:
 # instantiated over this implementation.
 
 include "_glib_core.pxi"
+include "_core_mainloop.pxi"
 
 _main_loop = _mainloop.MainLoop(types.SimpleNamespace(
     AioContext=AioContext,
+    BigLock=BigLock,
+    MainLoopWait=MainLoopWait,
     glib_poller=_CGLibPoller,
     clock_enable=clock_enable,
-    soonest_timeout=soonest_timeout,
-    timeout_ns_to_ms=timeout_ns_to_ms,
+    clock_get_ns=clock_get_ns,
+    clock_is_manual=clock_is_manual,
+    clock_advance_virtual_time=clock_advance_virtual_time,
+    virtual_deadline=_virtual_deadline,
 ))
 globals().update(_main_loop.exports())
 GLibUnavailable = _glib.GLibUnavailable

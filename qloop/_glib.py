@@ -98,12 +98,14 @@ class CtypesGLibPoller:
         self._n = 0
         self._max_priority = ctypes.c_int(0)
         self._acquired = False
+        self.only_wakeup = True  # the last fill() gave only GLib's own wake-up fd (or none)
 
     def fill(self) -> Tuple[int, List[Tuple[int, int]]]:
         """Acquire the default context, prepare and query it: (timeout in ns, [(fd, events)])."""
         lib = self._lib
         if not lib.g_main_context_acquire(self._ctx):
             self._acquired = False
+            self.only_wakeup = True
             return -1, []  # another thread owns it: no GLib guest this iteration
         self._acquired = True
         lib.g_main_context_prepare(self._ctx, ctypes.byref(self._max_priority))
@@ -115,6 +117,9 @@ class CtypesGLibPoller:
                 break
             self._fds = (GPollFD * (2 * n))()
         self._n = n
+        # GLib always polls its wake-up fd (priority 0) unless a source of higher priority is
+        # ready: then one fd alone is that one, whose readiness carries no event
+        self.only_wakeup = n == 0 or (n == 1 and self._max_priority.value >= 0)
         fds = [(self._fds[i].fd, self._fds[i].events) for i in range(n)]
         ms = timeout.value
         return (-1 if ms < 0 else ms * 1_000_000), fds
