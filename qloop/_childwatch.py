@@ -95,9 +95,10 @@ class ChildWatch:
             on_done(self)
         callbacks, self._callbacks = self._callbacks, []
         errors: List[BaseException] = []
+        rc = self.returncode if self.returncode is not None else UNKNOWN_RETURNCODE
         for cb in callbacks:
             try:
-                cb(self.pid, self.returncode)
+                cb(self.pid, rc)
             except BaseException as exc:
                 errors.append(exc)
         if errors:
@@ -148,9 +149,8 @@ class ChildWatches:
         if watch is not None:
             watch.add_callback(callback)
             return 1
-        watch = watch_child(ctx, pid, callback, on_done=self._forget)
-        if not watch.done:
-            self._watches[pid] = watch
+        # kept until its callbacks ran (a child that had exited already: from a BH)
+        self._watches[pid] = watch_child(ctx, pid, callback, on_done=self._forget)
         return 0
 
     def _forget(self, watch: ChildWatch) -> None:

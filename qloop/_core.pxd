@@ -50,8 +50,8 @@ cdef class Timer:
     cdef object cb
     cdef int64_t key     # valid while seq != 0
     cdef uint64_t seq    # 0 = not pending
-    cdef readonly int64_t scale
-    cdef readonly uint32_t attributes
+    cdef int64_t _scale
+    cdef uint32_t _attributes
     cdef object __weakref__
 
     @staticmethod
@@ -64,7 +64,7 @@ cdef class BH:
     cdef object cb
     cdef object _name
     cdef int flags
-    cdef readonly bint deleted
+    cdef bint _deleted
     cdef BH next
     cdef object __weakref__
 
@@ -93,7 +93,7 @@ cdef class _Handler:
 
 
 cdef class AioContext:
-    cdef readonly bint closed
+    cdef bint _closed
     cdef int fdmon_mode            # 0 auto, 1 poll, 2 epoll
     cdef dict handlers             # fd -> live _Handler, in registration order
     cdef list deleted_handlers     # removed while walkers were active; freed by the outermost

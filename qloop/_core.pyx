@@ -136,6 +136,8 @@ cdef extern from "Python.h":
     ctypedef struct PyTypeObject_gc "PyTypeObject":
         traverseproc tp_traverse
         inquiry tp_clear
+        PyObject *tp_dict
+    void PyType_Modified(PyTypeObject_gc *tp)
 
 
 cdef enum:
@@ -306,7 +308,7 @@ def _virtual_deadline():
     """ns until the next VIRTUAL timer of any open context (-1 none, 0 due)."""
     cdef int64_t soonest = -1, e, delta
     for c in list(_contexts):
-        if not (<AioContext>c).closed:
+        if not (<AioContext>c)._closed:
             e = (<AioContext>c).tl1.head_expire()
             if e >= 0 and (soonest < 0 or e < soonest):
                 soonest = e
@@ -336,7 +338,7 @@ def clock_advance_virtual_time(dest_ns):
     errors = []
     while True:
         soonest = -1
-        ctxs = [c for c in list(_contexts) if not (<AioContext>c).closed]
+        ctxs = [c for c in list(_contexts) if not (<AioContext>c)._closed]
         for c in ctxs:
             e = (<AioContext>c).tl1.head_expire()
             if e >= 0 and (soonest < 0 or e < soonest):
@@ -369,7 +371,10 @@ def clock_advance_virtual_time(dest_ns):
 
 @cython.final
 cdef class EventNotifier:
-    """A level-triggered set/clear flag backed by an eventfd (or a pipe)."""
+    """EventNotifier(active=False, use_pipe=False)
+--
+
+A level-triggered set/clear flag backed by an eventfd (or a pipe)."""
 
     def __cinit__(self):
         self.rfd = -1
@@ -454,12 +459,15 @@ cdef class EventNotifier:
 
     @property
     def closed(self):
+        """Whether ``close()`` was called."""
         return self.rfd < 0
 
     def __enter__(self):
+        """Context manager: returns itself."""
         return self
 
     def __exit__(self, *exc):
+        """Context manager: ``close()``."""
         self.close()
 
     def __dealloc__(self):
@@ -703,7 +711,10 @@ cdef int _tl_clear(PyObject *o) noexcept:
 @cython.final
 @cython.freelist(256)
 cdef class Timer:
-    """A QEMUTimer, created by ``AioContext.timer_new*``.  Times are in the timer's scale."""
+    """Timer(*args, **kwargs)
+--
+
+A QEMUTimer, created by ``AioContext.timer_new*``.  Times are in the timer's scale."""
 
     def __init__(self, *args, **kwargs):
         raise TypeError("Timer objects are created by AioContext.timer_new*()")
@@ -712,14 +723,14 @@ cdef class Timer:
     cdef Timer _new(_TimerList tl, int64_t scale, object cb, uint32_t attributes):
         cdef Timer self = Timer.__new__(Timer)
         self.tl = tl
-        self.scale = scale
+        self._scale = scale
         self.cb = cb
-        self.attributes = attributes
+        self._attributes = attributes
         self.seq = 0
         return self
 
     cdef _TimerList _list(self):
-        if self.tl.ctx.closed:
+        if self.tl.ctx._closed:
             raise RuntimeError("the timer's AioContext is closed")
         return self.tl
 
@@ -733,23 +744,24 @@ cdef class Timer:
 
     def mod(self, expire):
         """Arm at ``expire`` in the timer's scale."""
-        cdef int64_t v = _as_int64(_int_arg(expire, "expire") * self.scale, "expire * scale")
+        cdef int64_t v = _as_int64(_int_arg(expire, "expire") * self._scale, "expire * scale")
         self._list().insert(self, v)
 
-    def mod_anticipate_ns(self, ns_obj):
+    def mod_anticipate_ns(self, ns):
         """Arm at ``ns`` only if that is earlier than the current expiry (or not pending)."""
-        cdef int64_t ns = _as_int64(_int_arg(ns_obj, "ns"), "ns")
+        cdef int64_t v = _as_int64(_int_arg(ns, "ns"), "ns")
         cdef _TimerList tl = self._list()
         cdef int64_t cur
         if self.seq == 0:
-            tl.insert(self, ns)
+            tl.insert(self, v)
             return
         cur = self.key if self.key > 0 else 0
-        if cur > ns:
-            tl.insert(self, ns)
+        if cur > v:
+            tl.insert(self, v)
 
     def mod_anticipate(self, expire):
-        self.mod_anticipate_ns(_as_int64(_int_arg(expire, "expire") * self.scale,
+        """Arm at ``expire`` (in the timer's scale) only if that is earlier than now set."""
+        self.mod_anticipate_ns(_as_int64(_int_arg(expire, "expire") * self._scale,
                                          "expire * scale"))
 
     def delete(self):
@@ -758,6 +770,7 @@ cdef class Timer:
 
     @property
     def pending(self):
+        """Whether the timer is armed."""
         return self.seq != 0
 
     def expired(self, current_time):
@@ -766,20 +779,32 @@ cdef class Timer:
         Note (§9.22): a timer that is not pending reports True.
         """
         cdef int64_t expire = (self.key if self.key > 0 else 0) if self.seq else -1
-        return expire <= _int_arg(current_time, "current_time") * self.scale
+        return expire <= _int_arg(current_time, "current_time") * self._scale
 
     @property
     def expire_time_ns(self):
+        """The expiry in ns on the timer's clock; -1 when not pending."""
         if self.seq == 0:
             return -1
         return self.key if self.key > 0 else 0
 
     @property
     def clock(self):
+        """The timer's ``ClockType``."""
         return ClockType(self.tl.clock)
 
+    @property
+    def scale(self):
+        """ns per unit of ``mod``/``mod_anticipate`` times (SCALE_NS, SCALE_US, SCALE_MS...)."""
+        return self._scale
+
+    @property
+    def attributes(self):
+        """The attribute bits given at creation (``TIMER_ATTR_EXTERNAL``...)."""
+        return self._attributes
+
     def __repr__(self):
-        return (f"<Timer clock={self.clock.name} scale={self.scale} "
+        return (f"<Timer clock={self.clock.name} scale={self._scale} "
                 f"expire_time_ns={self.expire_time_ns}>")
 
 
@@ -793,7 +818,10 @@ cdef object _callback_name(object cb):
 @cython.final
 @cython.freelist(256)
 cdef class BH:
-    """A bottom half, created by ``AioContext.bh_new``.  ``callback()`` takes no arguments."""
+    """BH(*args, **kwargs)
+--
+
+A bottom half, created by ``AioContext.bh_new``.  ``callback()`` takes no arguments."""
 
     def __init__(self, *args, **kwargs):
         raise TypeError("BH objects are created by AioContext.bh_new()")
@@ -807,9 +835,9 @@ cdef class BH:
         return self
 
     cdef int _check(self) except -1:
-        if self.deleted:
+        if self._deleted:
             raise RuntimeError(f"BH {self.name!r} was deleted")
-        if self.ctx.closed:
+        if self.ctx._closed:
             raise RuntimeError("the BH's AioContext is closed")
         return 0
 
@@ -834,7 +862,12 @@ cdef class BH:
         if self._name is None:
             self._name = self.name  # keep it once the callback is dropped
         self.ctx._bh_enqueue(self, BH_DELETED)
-        self.deleted = True
+        self._deleted = True
+
+    @property
+    def deleted(self):
+        """Whether ``delete()`` was called (or the one-shot ran, or its context closed)."""
+        return self._deleted
 
     @property
     def name(self):
@@ -844,7 +877,7 @@ cdef class BH:
         return self._name
 
     def __repr__(self):
-        return f"<BH {self.name!r}{' deleted' if self.deleted else ''}>"
+        return f"<BH {self.name!r}{' deleted' if self._deleted else ''}>"
 
 
 # --------------------------------------------------------------------------------------------
@@ -870,19 +903,22 @@ cdef object _FDMON_NAMES = {"auto": FDMON_AUTO, "poll": FDMON_POLL, "epoll": FDM
 
 
 cdef class AioContext:
-    """QEMU's AioContext: fd handlers, bottom halves and timers driven by ``poll()``.
+    """AioContext(fdmon='auto')
+--
+
+QEMU's AioContext: fd handlers, bottom halves and timers driven by ``poll()``.
 
     ``fdmon`` is ``"auto"`` (ppoll, moving to epoll once 64 or more fds are polled), ``"poll"``
     or ``"epoll"``.  Exceptions raised by callbacks: see ``set_exception_handler``.
     """
 
     def __cinit__(self):
-        self.closed = True
+        self._closed = True
         self.epfd = -1
         self.notifier_wfd = -1
 
     def __init__(self, fdmon="auto"):
-        if not self.closed or self.notifier is not None:
+        if not self._closed or self.notifier is not None:
             raise RuntimeError("AioContext is already initialised")
         if not isinstance(fdmon, str):
             raise TypeError(f"fdmon must be a str, not {type(fdmon).__name__}")
@@ -908,7 +944,7 @@ cdef class AioContext:
             if self.epfd < 0:
                 raise OSError(errno, "epoll_create1() failed")
             self.epoll_active = True
-        self.closed = False
+        self._closed = False
         self._set_handler(self.notifier.rfd, self._drain_notifier, None,
                           self._notifier_poll, self._notifier_poll_ready, True)
         _contexts.add(self)
@@ -934,6 +970,11 @@ cdef class AioContext:
     # ---- helpers
 
     @property
+    def closed(self):
+        """Whether ``close()`` was called."""
+        return self._closed
+
+    @property
     def fdmon(self):
         """The fd monitor in use now: ``"poll"`` or ``"epoll"``."""
         return "epoll" if self.epoll_active else "poll"
@@ -947,6 +988,7 @@ cdef class AioContext:
         self.exception_handler = _check_callback(handler, "handler")
 
     def get_exception_handler(self):
+        """The handler given to ``set_exception_handler`` (None: the default)."""
         return self.exception_handler
 
     cdef int _report(self, object exc) except -1:
@@ -999,14 +1041,14 @@ cdef class AioContext:
 
     def notify(self):
         """``aio_notify``: wake a blocking ``poll()``; safe from any thread; never progress."""
-        if self.closed:
+        if self._closed:
             raise RuntimeError("AioContext is closed")
         self._notify()
 
     # ---- fd handlers (§1.3, §1.4)
 
     def _check_open(self):
-        if self.closed:
+        if self._closed:
             raise RuntimeError("AioContext is closed")
 
     def set_fd_handler(self, fd, io_read=None, io_write=None, io_poll=None, io_poll_ready=None):
@@ -1422,7 +1464,7 @@ cdef class AioContext:
 
     def bh_new(self, callback, *, name=None):
         """``aio_bh_new``: a BH bound to this context (not scheduled)."""
-        if self.closed:
+        if self._closed:
             raise RuntimeError("AioContext is closed")
         _check_cb(callback, "callback")
         if name is not None and not isinstance(name, str):
@@ -1477,7 +1519,7 @@ cdef class AioContext:
                     self._report(exc)
             if old & (BH_DELETED | BH_ONESHOT):
                 bh.cb = None
-                bh.deleted = True
+                bh._deleted = True
         return progress
 
     cdef int64_t _bh_timeout(self) noexcept:
@@ -1503,7 +1545,7 @@ cdef class AioContext:
 
     def timer_new(self, clock, scale, callback, *, attributes=0):
         """``aio_timer_new_with_attrs``: a timer on ``clock`` counting in ``scale`` ns units."""
-        if self.closed:
+        if self._closed:
             raise RuntimeError("AioContext is closed")
         _clock_of(clock)  # the same order of checks as the fallback
         if _int64_arg(scale, "scale") <= 0:
@@ -1511,18 +1553,21 @@ cdef class AioContext:
         return self._timer_new(clock, scale, callback, attributes)
 
     def timer_new_ns(self, clock, callback, *, attributes=0):
+        """``aio_timer_new``: a timer on ``clock`` counting in nanoseconds."""
         return self._timer_new(clock, SCALE_NS, callback, attributes)
 
     def timer_new_us(self, clock, callback, *, attributes=0):
+        """``aio_timer_new``: a timer on ``clock`` counting in microseconds."""
         return self._timer_new(clock, SCALE_US, callback, attributes)
 
     def timer_new_ms(self, clock, callback, *, attributes=0):
+        """``aio_timer_new``: a timer on ``clock`` counting in milliseconds."""
         return self._timer_new(clock, SCALE_MS, callback, attributes)
 
     cdef Timer _timer_new(self, object clock, int64_t scale, object callback, object attributes):
         cdef long long c = -1
         cdef int overflow = 0
-        if self.closed:
+        if self._closed:
             raise RuntimeError("AioContext is closed")
         if isinstance(clock, int) and not isinstance(clock, bool):
             c = PyLong_AsLongLongAndOverflow(clock, &overflow)
@@ -1583,7 +1628,7 @@ cdef class AioContext:
         """
         cdef bint b, progress
         cdef unsigned long me
-        if self.closed:
+        if self._closed:
             raise RuntimeError("AioContext is closed")
         if blocking is True:
             b = True
@@ -1901,7 +1946,7 @@ cdef class AioContext:
     cdef int _ml_dispatch(self, list ready, uint64_t gen, unsigned long me) except -1:
         """``aio_dispatch`` for the main loop: BHs, the ready handlers, then timers."""
         cdef _Handler node
-        if self.closed:
+        if self._closed:
             return 0
         if self.walkers and self.poll_thread != me:
             raise RuntimeError("AioContext dispatched from two threads at once")
@@ -1966,11 +2011,11 @@ cdef class AioContext:
         """Release the context's fds; drop pending BHs, timers and handlers without running
         them (user fds are not closed).  Later calls raise RuntimeError.  Idempotent."""
         cdef BH bh, nxt
-        if self.closed:
+        if self._closed:
             return
         if self.walkers:
             raise RuntimeError("cannot close an AioContext from inside its own poll()")
-        self.closed = True
+        self._closed = True
         _contexts.discard(self)
         src, self._g_source_obj = self._g_source_obj, None
         if src is not None and not src.is_destroyed():
@@ -1993,7 +2038,7 @@ cdef class AioContext:
             if bh._name is None and not bh.flags & BH_ONESHOT:
                 bh._name = _callback_name(bh.cb)
             bh.cb = None
-            bh.deleted = True
+            bh._deleted = True
             bh = nxt
         bh = self.bh_cur
         self.bh_cur = None
@@ -2003,7 +2048,7 @@ cdef class AioContext:
             if bh._name is None and not bh.flags & BH_ONESHOT:
                 bh._name = _callback_name(bh.cb)
             bh.cb = None
-            bh.deleted = True
+            bh._deleted = True
             bh = nxt
         if self.epfd >= 0:
             close(self.epfd)
@@ -2016,14 +2061,16 @@ cdef class AioContext:
         self.notifier.close()
 
     def __enter__(self):
+        """Context manager: returns itself."""
         self._check_open()
         return self
 
     def __exit__(self, *exc):
+        """Context manager: ``close()``."""
         self.close()
 
     def __repr__(self):
-        if self.closed:
+        if self._closed:
             return "<qloop._core.AioContext closed>"
         return f"<qloop._core.AioContext fdmon={self.fdmon} handlers={len(self.handlers)}>"
 
@@ -2073,3 +2120,18 @@ _main_loop = _mainloop.MainLoop(types.SimpleNamespace(
 globals().update(_main_loop.exports())
 GLibUnavailable = _glib.GLibUnavailable
 __all__ += [*_mainloop.EXPORTS, *_mainloop.SHARED_EXPORTS, "GLibUnavailable"]
+
+
+cdef _hide_cython_internals(type t):
+    # __pyx_vtable__ is how another module would cimport the type; nothing does, and help()
+    # should show the API only
+    cdef PyTypeObject_gc *tp = <PyTypeObject_gc *>t
+    if tp.tp_dict != NULL:
+        (<dict>tp.tp_dict).pop("__pyx_vtable__", None)
+        PyType_Modified(tp)
+
+
+for _t in (AioContext, BH, Timer, EventNotifier, BigLock, MainLoopWait, _TimerList, _Handler,
+           _CGLibPoller):
+    _hide_cython_internals(_t)
+del _t

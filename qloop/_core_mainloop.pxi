@@ -26,7 +26,10 @@ cdef int64_t ML_UINT32_MAX = 0xFFFFFFFF
 
 @cython.final
 cdef class BigLock:
-    """The BQL: a non-recursive lock that knows its owner.  ``with qloop.bql:`` takes it."""
+    """BigLock()
+--
+
+The BQL: a non-recursive lock that knows its owner.  ``with qloop.bql:`` takes it."""
 
     cdef PyThread_type_lock lk
     cdef unsigned long owner  # 0: free
@@ -71,10 +74,12 @@ cdef class BigLock:
         return self.owner == PyThread_get_thread_ident()
 
     def __enter__(self):
+        """Take the lock."""
         self._lock(PyThread_get_thread_ident())
         return self
 
     def __exit__(self, *exc):
+        """Release the lock."""
         self._unlock(PyThread_get_thread_ident())
 
     def __repr__(self):
@@ -95,7 +100,10 @@ cdef inline int64_t _ms_ceil_ns(int64_t ns) noexcept nogil:
 
 @cython.final
 cdef class MainLoopWait:
-    """``main_loop_wait`` over the main loop's contexts (attached by ``init_main_loop``)."""
+    """MainLoopWait(init, bql, notifiers)
+--
+
+``main_loop_wait`` over the main loop's contexts (attached by ``init_main_loop``)."""
 
     cdef object init
     cdef BigLock bql
@@ -124,6 +132,7 @@ cdef class MainLoopWait:
         self.glib = glib
 
     def detach(self):
+        """Forget the contexts (the main loop was shut down)."""
         self.ctx = self.io = self.tlg = None
         self.glib = None
 
@@ -230,6 +239,8 @@ cdef class MainLoopWait:
         cdef uint64_t gen_ctx = 0, gen_io = 0
         cdef list ready_ctx = None, ready_io = None
         pollfds = None
+        if glib is not None and glib.acquired:
+            glib = None  # a nested iteration: GLib is the outer one's, in the middle of its turn
         timeout = _soonest(timeout, _ms_ceil_ns(ctx._ml_prepare(me)))
         try:
             timeout = _soonest(timeout, _ms_ceil_ns(io._ml_prepare(me)))
@@ -275,18 +286,22 @@ cdef class MainLoopWait:
             if not checked:
                 ctx._ml_check(NULL, 0, &gen_ctx)
                 io._ml_check(NULL, 0, &gen_io)
+                if glib is not None and glib.acquired:
+                    glib._release()
         for i in range(nml):
             pfd = pollfds[i]
             pfd.revents = self.pfds[i].revents & (pfd.events | POLL_ERRORS)
         if n_glib:  # copy now: a callback may run a nested main_loop_wait on this array
             memcpy(glib.fds, self.pfds + off_glib, n_glib * sizeof(pollfd))
-        self._dispatch(ctx, ready_ctx, gen_ctx, me)
-        self._dispatch(io, ready_io, gen_io, me)
-        if glib is not None:
-            try:
-                glib._dispatch()
-            except BaseException as exc:
-                self._error(exc)
+        try:
+            self._dispatch(ctx, ready_ctx, gen_ctx, me)
+            self._dispatch(io, ready_io, gen_io, me)
+        finally:
+            if glib is not None:  # GLib's turn, and its context released, whatever happened
+                try:
+                    glib._dispatch()
+                except BaseException as exc:
+                    self._error(exc)
         return ret
 
     cdef int _dispatch(self, AioContext ctx, list ready, uint64_t gen,

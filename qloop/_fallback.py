@@ -377,12 +377,15 @@ class EventNotifier:
 
     @property
     def closed(self) -> bool:
+        """Whether ``close()`` was called."""
         return self._rfd < 0
 
     def __enter__(self) -> "EventNotifier":
+        """Context manager: returns itself."""
         return self
 
     def __exit__(self, *exc: Any) -> None:
+        """Context manager: ``close()``."""
         self.close()
 
     def __del__(self) -> None:
@@ -573,6 +576,7 @@ class Timer:
             tl.insert(self, ns)
 
     def mod_anticipate(self, expire: int) -> None:
+        """Arm at ``expire`` (in the timer's scale) only if that is earlier than now set."""
         self.mod_anticipate_ns(_int64_arg(_int_arg(expire, "expire") * self._scale,
                                           "expire * scale"))
 
@@ -583,6 +587,7 @@ class Timer:
 
     @property
     def pending(self) -> bool:
+        """Whether the timer is armed."""
         return self._expire >= 0
 
     def expired(self, current_time: int) -> bool:
@@ -594,18 +599,22 @@ class Timer:
 
     @property
     def expire_time_ns(self) -> int:
+        """The expiry in ns on the timer's clock; -1 when not pending."""
         return self._expire
 
     @property
     def clock(self) -> ClockType:
+        """The timer's ``ClockType``."""
         return ClockType(self._tl.clock)
 
     @property
     def scale(self) -> int:
+        """ns per unit of ``mod``/``mod_anticipate`` times (SCALE_NS, SCALE_US, SCALE_MS...)."""
         return self._scale
 
     @property
     def attributes(self) -> int:
+        """The attribute bits given at creation (``TIMER_ATTR_EXTERNAL``...)."""
         return self._attributes
 
     def __repr__(self) -> str:
@@ -693,12 +702,14 @@ class BH:
         self._deleted = True
 
     @property
-    def name(self) -> str:
-        return self._name
+    def deleted(self) -> bool:
+        """Whether ``delete()`` was called (or the one-shot ran, or its context closed)."""
+        return self._deleted
 
     @property
-    def deleted(self) -> bool:
-        return self._deleted
+    def name(self) -> str:
+        """The name given to ``bh_new``, else the callback's qualified name."""
+        return self._name
 
     def __repr__(self) -> str:
         return f"<BH {self._name!r}{' deleted' if self._deleted else ''}>"
@@ -833,6 +844,7 @@ class AioContext:
 
     @property
     def closed(self) -> bool:
+        """Whether ``close()`` was called."""
         return self._closed
 
     @property
@@ -851,6 +863,7 @@ class AioContext:
         self._exception_handler = _check_callback(handler, "handler")
 
     def get_exception_handler(self) -> Optional[Callable[["AioContext", BaseException], Any]]:
+        """The handler given to ``set_exception_handler`` (None: the default)."""
         return self._exception_handler
 
     def _report(self, exc: BaseException) -> None:
@@ -1336,6 +1349,7 @@ class AioContext:
         return Timer._new(self._timer_lists[c], scale, callback, attributes)
 
     def timer_new_ns(self, clock: int, callback: Callback, *, attributes: int = 0) -> Timer:
+        """``aio_timer_new``: a timer on ``clock`` counting in nanoseconds."""
         # the common case inline: an int clock, no attributes, the callback checked last time
         if ((type(clock) is ClockType or type(clock) is int) and 0 <= clock < _NCLOCKS
                 and attributes == 0 and callback is self._last_timer_cb() and callback is not None
@@ -1344,9 +1358,11 @@ class AioContext:
         return self.timer_new(clock, SCALE_NS, callback, attributes=attributes)
 
     def timer_new_us(self, clock: int, callback: Callback, *, attributes: int = 0) -> Timer:
+        """``aio_timer_new``: a timer on ``clock`` counting in microseconds."""
         return self.timer_new(clock, SCALE_US, callback, attributes=attributes)
 
     def timer_new_ms(self, clock: int, callback: Callback, *, attributes: int = 0) -> Timer:
+        """``aio_timer_new``: a timer on ``clock`` counting in milliseconds."""
         return self.timer_new(clock, SCALE_MS, callback, attributes=attributes)
 
     def _timers_deadline(self, for_wait: bool = True) -> int:
@@ -1777,10 +1793,12 @@ class AioContext:
         self._pollobj = select.poll()
 
     def __enter__(self) -> "AioContext":
+        """Context manager: returns itself."""
         self._check_open()
         return self
 
     def __exit__(self, *exc: Any) -> None:
+        """Context manager: ``close()``."""
         self.close()
 
     def __repr__(self) -> str:

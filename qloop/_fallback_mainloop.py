@@ -83,10 +83,12 @@ class BigLock:
         return self._owner == _get_ident()
 
     def __enter__(self) -> "BigLock":
+        """Take the lock."""
         self.lock()
         return self
 
     def __exit__(self, *exc: Any) -> None:
+        """Release the lock."""
         self.unlock()
 
     def __repr__(self) -> str:
@@ -108,9 +110,11 @@ class MainLoopWait:
         self._registered: Dict[int, int] = {}
 
     def attach(self, ctx: Any, io: Any, tlg: Any, glib: Any) -> None:
+        """Drive these contexts (and GLib's default context when ``glib`` is a poller)."""
         self._ctx, self._io, self._tlg, self._glib = ctx, io, tlg, glib
 
     def detach(self) -> None:
+        """Forget the contexts (the main loop was shut down)."""
         self._ctx = self._io = self._tlg = self._glib = None
         self._poller = select.poll()
         self._registered = {}
@@ -176,6 +180,8 @@ class MainLoopWait:
         lock released, then check and dispatch."""
         ready_fds: List[Tuple[int, int]] = []
         ret = 0
+        if glib is not None and glib.acquired:
+            glib = None  # a nested iteration: GLib is the outer one's, in the middle of its turn
         timeout = _soonest(timeout, _ms_ceil_ns(ctx._ml_prepare()))
         try:
             timeout = _soonest(timeout, _ms_ceil_ns(io._ml_prepare()))
@@ -184,36 +190,40 @@ class MainLoopWait:
             raise
         glib_fds: List[Tuple[int, int]] = []
         glib_idle = True
+        filled = False
         try:
-            if glib is not None:
-                g_ns, glib_fds = glib.fill()  # GLib's own sources (timeouts, watches...)
-                timeout = _soonest(timeout, g_ns)
-                glib_idle = glib.only_wakeup
-            if (timeout == 0 and glib_idle and ctx._ml_idle() and io._ml_idle()
-                    and (mlpoll is None or not mlpoll.pollfds)):
-                pass  # nothing a wait could report: skip the system call
-            else:
-                ret = self._wait(ctx, io, mlpoll, glib_fds, timeout, ready_fds, errors)
-        finally:
-            ready_ctx, gen_ctx = ctx._ml_check(ready_fds, errors)
-            ready_io, gen_io = io._ml_check(ready_fds, errors)
-        if mlpoll is not None and mlpoll.pollfds:
-            revents = dict(ready_fds)
-            for pfd in mlpoll.pollfds:
-                pfd.revents = revents.get(pfd.fd, 0) & (pfd.events | _POLL_ERRORS)
-        try:
-            ctx._ml_dispatch(ready_ctx, gen_ctx, errors)
-        except BaseException as exc:
-            errors.append(exc)
-        try:
-            io._ml_dispatch(ready_io, gen_io, errors)
-        except BaseException as exc:
-            errors.append(exc)
-        if glib is not None:
             try:
-                glib.poll(dict(ready_fds) if ready_fds else {})
+                if glib is not None:
+                    g_ns, glib_fds = glib.fill()  # GLib's own sources (timeouts, watches...)
+                    filled = True
+                    timeout = _soonest(timeout, g_ns)
+                    glib_idle = glib.only_wakeup
+                if (timeout == 0 and glib_idle and ctx._ml_idle() and io._ml_idle()
+                        and (mlpoll is None or not mlpoll.pollfds)):
+                    pass  # nothing a wait could report: skip the system call
+                else:
+                    ret = self._wait(ctx, io, mlpoll, glib_fds, timeout, ready_fds, errors)
+            finally:
+                ready_ctx, gen_ctx = ctx._ml_check(ready_fds, errors)
+                ready_io, gen_io = io._ml_check(ready_fds, errors)
+            if mlpoll is not None and mlpoll.pollfds:
+                revents = dict(ready_fds)
+                for pfd in mlpoll.pollfds:
+                    pfd.revents = revents.get(pfd.fd, 0) & (pfd.events | _POLL_ERRORS)
+            try:
+                ctx._ml_dispatch(ready_ctx, gen_ctx, errors)
             except BaseException as exc:
                 errors.append(exc)
+            try:
+                io._ml_dispatch(ready_io, gen_io, errors)
+            except BaseException as exc:
+                errors.append(exc)
+        finally:
+            if filled:  # GLib's turn, and its context released, whatever happened
+                try:
+                    glib.poll(dict(ready_fds) if ready_fds else {})
+                except BaseException as exc:
+                    errors.append(exc)
         return ret
 
     def _wait(self, ctx: Any, io: Any, mlpoll: Optional[MainLoopPoll],

@@ -97,17 +97,17 @@ class CtypesGLibPoller:
         self._fds = (GPollFD * 16)()
         self._n = 0
         self._max_priority = ctypes.c_int(0)
-        self._acquired = False
+        self.acquired = False  # between fill() and poll(): a nested main_loop_wait skips GLib
         self.only_wakeup = True  # the last fill() gave only GLib's own wake-up fd (or none)
 
     def fill(self) -> Tuple[int, List[Tuple[int, int]]]:
         """Acquire the default context, prepare and query it: (timeout in ns, [(fd, events)])."""
         lib = self._lib
         if not lib.g_main_context_acquire(self._ctx):
-            self._acquired = False
+            self.acquired = False
             self.only_wakeup = True
             return -1, []  # another thread owns it: no GLib guest this iteration
-        self._acquired = True
+        self.acquired = True
         lib.g_main_context_prepare(self._ctx, ctypes.byref(self._max_priority))
         timeout = ctypes.c_int(-1)
         while True:
@@ -126,7 +126,7 @@ class CtypesGLibPoller:
 
     def poll(self, revents: Dict[int, int]) -> None:
         """Hand GLib the revents of its fds, check and dispatch, release the context."""
-        if not self._acquired:
+        if not self.acquired:
             return
         lib = self._lib
         try:
@@ -136,7 +136,7 @@ class CtypesGLibPoller:
             if lib.g_main_context_check(self._ctx, self._max_priority.value, self._fds, self._n):
                 lib.g_main_context_dispatch(self._ctx)
         finally:
-            self._acquired = False
+            self.acquired = False
             lib.g_main_context_release(self._ctx)
 
 

@@ -36,7 +36,7 @@ cdef class _CGLibPoller:
     cdef int cap
     cdef int n
     cdef int max_priority
-    cdef bint acquired
+    cdef readonly bint acquired  # between fill and dispatch: a nested main_loop_wait skips GLib
     cdef readonly bint only_wakeup  # the last fill gave only GLib's own wake-up fd (or none)
 
     def __cinit__(self):

@@ -253,7 +253,7 @@ class MainLoop:
 
     def bql_locked(self) -> bool:
         """Whether this thread holds the big lock."""
-        return self.bql.locked()
+        return bool(self.bql.locked())
 
     # ---- signals and child processes (their own modules)
 
@@ -362,7 +362,7 @@ class MainLoop:
                 errors.append(exc)
         if errors:
             _raise_errors(errors)
-        return dest
+        return int(dest)
 
 
 def _dummy() -> None:

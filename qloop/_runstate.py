@@ -212,12 +212,15 @@ class RunStateMachine:
 
 
     def runstate_get(self) -> RunState:
+        """The current run state."""
         return self._runstate
 
     def runstate_check(self, state: RunState) -> bool:
+        """Whether the run state is ``state``."""
         return self._runstate == RunState(state)
 
     def runstate_is_running(self) -> bool:
+        """Whether the run state is RUNNING."""
         return self._runstate == RunState.RUNNING
 
     def runstate_set(self, state: RunState) -> None:
@@ -244,6 +247,7 @@ class RunStateMachine:
         return entry
 
     def remove_vm_change_state_handler(self, handle: Any) -> None:
+        """Remove a handler by the handle ``add_vm_change_state_handler`` returned."""
         try:
             self._vm_handlers.remove(handle)
         except ValueError:
@@ -279,6 +283,7 @@ class RunStateMachine:
         self._reset_handlers.append(_check_callback(callback, "callback", optional=False))
 
     def unregister_reset(self, callback: Callable[[], Any]) -> None:
+        """Remove a ``register_reset`` callback; ValueError if it is not registered."""
         try:
             self._reset_handlers.remove(callback)
         except ValueError:
@@ -300,6 +305,8 @@ class RunStateMachine:
 
     def system_shutdown_request(self, cause: ShutdownCause, *,
                                 exit_code: Optional[int] = None) -> None:
+        """Request a shutdown; ``main_loop()`` then returns ``exit_code`` (default 0).
+        Thread- and signal-safe, as every request."""
         c = _cause_of(cause)
         if exit_code is not None:
             self._exit_code = _int_arg(exit_code, "exit_code")
@@ -314,6 +321,7 @@ class RunStateMachine:
         self._notify_event()
 
     def system_reset_request(self, cause: ShutdownCause) -> None:
+        """Request a system reset (a shutdown with ``set_reboot_action("shutdown")``)."""
         c = _cause_of(cause)
         if self._reboot_action == "shutdown" and c != ShutdownCause.SUBSYSTEM_RESET:
             self._shutdown_requested = c
@@ -322,12 +330,14 @@ class RunStateMachine:
         self._notify_event()
 
     def system_suspend_request(self) -> None:
+        """Request a suspend (ignored while SUSPENDED)."""
         if self._runstate == RunState.SUSPENDED:
             return
         self._suspend_requested = True
         self._notify_event()
 
     def system_wakeup_enable(self, reason: WakeupReason, enabled: bool) -> None:
+        """Allow or ignore ``system_wakeup_request(reason)``."""
         r = WakeupReason(_int_arg(reason, "reason"))
         if enabled:
             self._wakeup_mask.add(r)
@@ -347,14 +357,17 @@ class RunStateMachine:
         self._notify_event()
 
     def system_powerdown_request(self) -> None:
+        """Request a powerdown (the ``powerdown_notifiers`` are notified)."""
         self._powerdown_requested = True
         self._notify_event()
 
     def debug_request(self) -> None:
+        """Request a stop in the DEBUG state."""
         self._debug_requested = True
         self._notify_event()
 
     def vm_stop_request(self, state: RunState) -> None:
+        """Request a ``vm_stop(state)`` from the main loop (the last request wins)."""
         s = _runstate_of(state)
         self._vmstop_requests.append(s)
         self._notify_event()

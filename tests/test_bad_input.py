@@ -77,8 +77,10 @@ def test_closed_fd_is_ebadf_naming_fd(ctx, closed_fd):
 def test_closed_socket_object(ctx):
     s = socket.socket()
     s.close()  # fileno() now returns -1
-    with pytest.raises((ValueError, OSError)):
+    with pytest.raises(ValueError, match="closed socket") as info:
         ctx.set_fd_handler(s, io_read=lambda: None)
+    assert "negative" not in str(info.value)
+    assert ctx.poll(False) is False  # nothing was registered
 
 
 def test_fileno_exception_propagates(ctx):

@@ -611,8 +611,9 @@ def test_main_ctx_timer_armed_from_thread_wakes_wait(main_loop, guard):
     mod = main_loop
     fired = []
     rt = mod.ClockType.REALTIME
-    t = mod.get_aio_context().timer_new_ns(rt, lambda: fired.append(True))
+    t = mod.get_aio_context().timer_new_ns(rt, lambda: fired.append(threading.get_ident()))
     _wake_from_thread(mod, guard, lambda: t.mod_ns(_now(mod) + 10 * 10**6), lambda: bool(fired))
+    assert fired == [threading.get_ident()]
 
 
 def test_event_notifier_set_from_thread_wakes_wait(main_loop, guard):
