@@ -56,6 +56,9 @@ from qloop.includes.posix cimport (
     ql_load,
     ql_smp_mb,
     ql_store,
+    ql_cmpxchg,
+    ql_futex_wait,
+    ql_futex_wake_one,
     ql_xchg,
 )
 
@@ -1866,20 +1869,33 @@ QEMU's AioContext: fd handlers, bottom halves and timers driven by ``poll()``.
     # ---- one wait for the main loop's contexts (§4.5): the GSource steps above without
     # their argument checks and per-call lists
 
-    cdef int64_t _ml_prepare(self, unsigned long me) except? -2:
-        """Enter as a walker for the main loop's wait and open the notify window (as
-        ``source_prepare``); the timeout in ns."""
-        cdef int64_t timeout
+    cdef void _ml_open_window(self) noexcept:
+        """The main loop's wait may block: from now on a notify must wake it (as
+        ``source_prepare``, bit 0 of notify_me)."""
+        ql_fetch_or(&self.notify_me, 1)
+        ql_smp_mb()
+
+    cdef int64_t _ml_timeout(self) except? -2:
+        """The timeout in ns this context allows (poll mode is left: an outer loop never
+        busy-polls)."""
+        if self.poll_started:
+            self._poll_set_started(False, [], 0)
+        return self._compute_timeout()
+
+    cdef int _ml_enter(self, unsigned long me) except -1:
+        """Enter as a walker for the main loop's wait: the handlers in the pollfd array
+        outlive it."""
         if self.walkers and self.poll_thread != me:
             raise RuntimeError("AioContext dispatched from two threads at once")
         self.walkers += 1
         self.poll_thread = me
-        ql_fetch_or(&self.notify_me, 1)
-        ql_smp_mb()
-        timeout = self._compute_timeout()
-        if self.poll_started:
-            self._poll_set_started(False, [], 0)  # poll mode is never used under an outer loop
-        return timeout
+        return 0
+
+    cdef void _ml_accept(self, bint window) noexcept:
+        """An iteration without a wait: close the notify window, accept the notify."""
+        if window:
+            ql_fetch_and(&self.notify_me, ~1)
+        ql_xchg(&self.notified, 0)  # aio_notify_accept
 
     cdef Py_ssize_t _ml_nfds(self) noexcept:
         """How many pollfds ``_ml_fill`` writes."""
@@ -1901,16 +1917,17 @@ QEMU's AioContext: fd handlers, bottom halves and timers driven by ``poll()``.
         memcpy(dst, self.pfds, self.pfds_len * sizeof(pollfd))
         return self.pfds_len
 
-    cdef list _ml_check(self, pollfd *seg, Py_ssize_t n, uint64_t *gen_out):
-        """Close the notify window, accept the notify, collect the handlers the wait found
-        ready in ``seg`` (what ``_ml_fill`` wrote, with revents) and leave the walker
-        section.  Returns the ready handlers (None: none), their generation in gen_out."""
+    cdef list _ml_check(self, pollfd *seg, Py_ssize_t n, uint64_t *gen_out, bint window):
+        """Close the notify window (if ``window``), accept the notify, collect the handlers
+        the wait found ready in ``seg`` (what ``_ml_fill`` wrote, with revents) and leave the
+        walker section.  Returns the ready handlers (None: none), their generation in gen_out."""
         cdef Py_ssize_t i
         cdef int rev
         cdef uint64_t gen
         cdef list ready = None
         cdef _Handler node
-        ql_fetch_and(&self.notify_me, ~1)
+        if window:
+            ql_fetch_and(&self.notify_me, ~1)
         ql_xchg(&self.notified, 0)  # aio_notify_accept
         self.ready_gen += 1
         gen = self.ready_gen

@@ -8,18 +8,11 @@
 # and the revents go straight back to the handlers.  Python runs only for user callbacks and
 # registered poll notifiers.
 
-from cpython.pythread cimport (
-    NOWAIT_LOCK,
-    WAIT_LOCK,
-    PyThread_acquire_lock,
-    PyThread_allocate_lock,
-    PyThread_free_lock,
-    PyThread_release_lock,
-    PyThread_type_lock,
-)
-
 cdef enum:
     POLL_ERRORS = POLLERR | POLLHUP | POLLNVAL
+    BQL_FREE = 0
+    BQL_LOCKED = 1
+    BQL_CONTENDED = 2  # locked, and a thread may sleep on the futex
 
 cdef int64_t ML_UINT32_MAX = 0xFFFFFFFF
 
@@ -31,26 +24,21 @@ cdef class BigLock:
 
 The BQL: a non-recursive lock that knows its owner.  ``with qloop.bql:`` takes it."""
 
-    cdef PyThread_type_lock lk
+    cdef int state           # BQL_FREE / BQL_LOCKED / BQL_CONTENDED (a futex word)
     cdef unsigned long owner  # 0: free
 
-    def __cinit__(self):
-        self.lk = PyThread_allocate_lock()
-        if self.lk == NULL:
-            raise MemoryError()
-
-    def __dealloc__(self):
-        if self.lk != NULL:
-            if self.owner:
-                PyThread_release_lock(self.lk)
-            PyThread_free_lock(self.lk)
-
     cdef int _lock(self, unsigned long me) except -1:
+        cdef int c
         if self.owner == me:
             raise RuntimeError("the BQL is already held by this thread")
-        if not PyThread_acquire_lock(self.lk, NOWAIT_LOCK):
-            with nogil:
-                PyThread_acquire_lock(self.lk, WAIT_LOCK)
+        c = ql_cmpxchg(&self.state, BQL_FREE, BQL_LOCKED)
+        if c != BQL_FREE:
+            with nogil:  # sleep on the futex, marking the lock contended
+                if c != BQL_CONTENDED:
+                    c = ql_xchg(&self.state, BQL_CONTENDED)
+                while c != BQL_FREE:
+                    ql_futex_wait(&self.state, BQL_CONTENDED)
+                    c = ql_xchg(&self.state, BQL_CONTENDED)
         self.owner = me
         return 0
 
@@ -58,7 +46,9 @@ The BQL: a non-recursive lock that knows its owner.  ``with qloop.bql:`` takes i
         if self.owner != me:
             raise RuntimeError("the BQL is not held by this thread")
         self.owner = 0
-        PyThread_release_lock(self.lk)
+        if ql_fetch_add(&self.state, -1) != BQL_LOCKED:  # was contended: wake one sleeper
+            ql_store(&self.state, BQL_FREE)
+            ql_futex_wake_one(&self.state)
         return 0
 
     def lock(self):
@@ -115,6 +105,10 @@ cdef class MainLoopWait:
     cdef pollfd *pfds
     cdef Py_ssize_t cap
     cdef list errors
+    cdef list ready_ctx        # what _poll found, read by _host_wait before any dispatch
+    cdef list ready_io
+    cdef uint64_t gen_ctx
+    cdef uint64_t gen_io
 
     def __cinit__(self, init, BigLock bql not None, notifiers not None):
         self.init = init
@@ -173,15 +167,6 @@ cdef class MainLoopWait:
             self.errors.append(exc)
         return 0
 
-    cdef int _take_errors(self, AioContext ctx, object saved) except -1:
-        # what ctx._report collected while the main loop ran it
-        errors = ctx.errors
-        ctx.errors = saved
-        if errors:
-            for exc in errors:
-                self._error(exc)
-        return 0
-
     cdef int _notify(self, object mlpoll) except -1:
         try:
             for entry in list(self.notifiers):
@@ -209,12 +194,7 @@ cdef class MainLoopWait:
             mlpoll.state = _ERR if ret < 0 else _OK
             self._notify(mlpoll)
         if tlg.tl0.n or tlg.tl1.n or tlg.tl2.n or tlg.tl3.n:
-            saved = tlg.errors
-            tlg.errors = None
-            try:
-                tlg._run_timers()
-            finally:
-                self._take_errors(tlg, saved)
+            self._dispatch(tlg, None, 0, me)  # the main-loop timers, last
         return ret
 
     cdef int _reserve(self, Py_ssize_t need) except -1:
@@ -228,30 +208,90 @@ cdef class MainLoopWait:
         return 0
 
     cdef int _host_wait(self, object mlpoll, int64_t timeout, unsigned long me) except? -2:
-        """``os_host_main_loop_wait``: prepare both contexts (and GLib), one wait with the big
-        lock released, then check and dispatch."""
+        """``os_host_main_loop_wait``: the timeouts of both contexts (and GLib's), one wait
+        with the big lock released, then check and dispatch."""
         cdef AioContext ctx = self.ctx, io = self.io
         cdef _CGLibPoller glib = self.glib
-        cdef Py_ssize_t n = 0, nml = 0, off_ctx, n_ctx = 0, off_io, n_io = 0, off_glib = 0
-        cdef Py_ssize_t n_glib = 0, i
+        cdef Py_ssize_t nml = 0
         cdef int ret = 0
-        cdef bint glib_idle = True, checked = False
         cdef uint64_t gen_ctx = 0, gen_io = 0
         cdef list ready_ctx = None, ready_io = None
-        pollfds = None
+        cdef bint window, accepted
         if glib is not None and glib.acquired:
             glib = None  # a nested iteration: GLib is the outer one's, in the middle of its turn
-        timeout = _soonest(timeout, _ms_ceil_ns(ctx._ml_prepare(me)))
+        if mlpoll is not None:
+            nml = len(mlpoll.pollfds)
+        if timeout != 0 and ctx._bh_timeout() == 0:
+            timeout = 0  # a BH is due: no wait can block (the common case of a busy loop)
+        # a wait that may block opens the notify windows before the timeouts are computed
+        # (as GSource prepare): a notify from then on wakes it
+        window = timeout != 0
+        accepted = False
         try:
-            timeout = _soonest(timeout, _ms_ceil_ns(io._ml_prepare(me)))
+            if window:
+                ctx._ml_open_window()
+                io._ml_open_window()
+                timeout = _soonest(timeout, _ms_ceil_ns(ctx._ml_timeout()))
+                timeout = _soonest(timeout, _ms_ceil_ns(io._ml_timeout()))
+            if glib is not None:
+                glib._fill(&timeout)  # GLib's own sources (timeouts, watches...)
+            if (timeout == 0 and nml == 0 and ctx._ml_idle() and io._ml_idle()
+                    and (glib is None or glib.only_wakeup)):
+                # nothing a wait could report (only wake-up fds): no system call
+                accepted = True
+                ctx._ml_accept(window)
+                io._ml_accept(window)
+                if glib is not None:
+                    glib._clear_revents()
+            else:
+                accepted = True  # _poll closes the windows whatever happens
+                ret = self._poll(ctx, io, glib, mlpoll, nml, timeout, window, me)
+                ready_ctx, gen_ctx = self.ready_ctx, self.gen_ctx
+                ready_io, gen_io = self.ready_io, self.gen_io
+                self.ready_ctx = self.ready_io = None
+            if ctx.bh_head is not None or ctx.bh_cur is not None or ready_ctx is not None \
+                    or ctx.tl0.n or ctx.tl1.n or ctx.tl2.n or ctx.tl3.n:
+                self._dispatch(ctx, ready_ctx, gen_ctx, me)
+            if io.bh_head is not None or io.bh_cur is not None or ready_io is not None \
+                    or io.tl0.n or io.tl1.n or io.tl2.n or io.tl3.n:
+                self._dispatch(io, ready_io, gen_io, me)
+        finally:
+            if not accepted:
+                ctx._ml_accept(window)
+                io._ml_accept(window)
+            if glib is not None:  # GLib's turn, and its context released, whatever happened
+                try:
+                    glib._dispatch()
+                except BaseException as exc:
+                    self._error(exc)
+        return ret
+
+    cdef int _poll(self, AioContext ctx, AioContext io, _CGLibPoller glib, object mlpoll,
+                   Py_ssize_t nml, int64_t timeout, bint window, unsigned long me) except? -2:
+        """The wait itself: every fd in one C pollfd array, then the revents back to their
+        owners (the contexts' handlers in ready_ctx/ready_io, the notifiers' PollFDs,
+        GLib)."""
+        cdef Py_ssize_t n, off_ctx, n_ctx, off_io, n_io, off_glib = 0, n_glib = 0, i
+        cdef bint checked = False
+        cdef int ret
+        pollfds = mlpoll.pollfds if nml else None
+        # walkers: the handlers in the pollfd arrays outlive the wait
+        try:
+            ctx._ml_enter(me)
         except BaseException:
-            ctx._ml_check(NULL, 0, &gen_ctx)
+            ctx._ml_accept(window)
+            io._ml_accept(window)
             raise
         try:
-            if mlpoll is not None:
-                pollfds = mlpoll.pollfds
-                nml = len(pollfds)
-            self._reserve(nml + ctx._ml_nfds() + io._ml_nfds())
+            io._ml_enter(me)
+        except BaseException:
+            ctx._ml_check(NULL, 0, &self.gen_ctx, window)
+            io._ml_accept(window)
+            raise
+        try:
+            if glib is not None:
+                n_glib = glib.n
+            self._reserve(nml + ctx._ml_nfds() + io._ml_nfds() + n_glib)
             for i in range(nml):
                 pfd = pollfds[i]
                 self.pfds[i].fd = pfd.fd
@@ -264,56 +304,55 @@ cdef class MainLoopWait:
             off_io = n
             n_io = io._ml_fill(self.pfds + n)
             n += n_io
-            if glib is not None:
-                n_glib = glib._fill(&timeout)  # GLib's own sources (timeouts, watches...)
-                glib_idle = glib.only_wakeup
-                if n_glib:
-                    self._reserve(n + n_glib)
-                    off_glib = n
-                    memcpy(self.pfds + n, glib.fds, n_glib * sizeof(pollfd))
-                    n += n_glib
-            if not (timeout == 0 and glib_idle and nml == 0 and ctx._ml_idle()
-                    and io._ml_idle()):
-                ret = self._wait(n, timeout, me)
-            else:
-                # nothing a wait could report: skip the system call
-                for i in range(n):
-                    self.pfds[i].revents = 0
+            if n_glib:
+                off_glib = n
+                memcpy(self.pfds + n, glib.fds, n_glib * sizeof(pollfd))
+                n += n_glib
+            ret = self._wait(n, timeout, me)
             checked = True
-            ready_ctx = ctx._ml_check(self.pfds + off_ctx, n_ctx, &gen_ctx)
-            ready_io = io._ml_check(self.pfds + off_io, n_io, &gen_io)
+            self.ready_ctx = self._check(ctx, self.pfds + off_ctx, n_ctx, &self.gen_ctx, window)
+            self.ready_io = self._check(io, self.pfds + off_io, n_io, &self.gen_io, window)
         finally:
             if not checked:
-                ctx._ml_check(NULL, 0, &gen_ctx)
-                io._ml_check(NULL, 0, &gen_io)
-                if glib is not None and glib.acquired:
-                    glib._release()
+                ctx._ml_check(NULL, 0, &self.gen_ctx, window)
+                io._ml_check(NULL, 0, &self.gen_io, window)
         for i in range(nml):
             pfd = pollfds[i]
             pfd.revents = self.pfds[i].revents & (pfd.events | POLL_ERRORS)
         if n_glib:  # copy now: a callback may run a nested main_loop_wait on this array
             memcpy(glib.fds, self.pfds + off_glib, n_glib * sizeof(pollfd))
-        try:
-            self._dispatch(ctx, ready_ctx, gen_ctx, me)
-            self._dispatch(io, ready_io, gen_io, me)
-        finally:
-            if glib is not None:  # GLib's turn, and its context released, whatever happened
-                try:
-                    glib._dispatch()
-                except BaseException as exc:
-                    self._error(exc)
         return ret
+
+    cdef list _check(self, AioContext ctx, pollfd *seg, Py_ssize_t n, uint64_t *gen,
+                     bint window):
+        # a closed fd's error (reported by the check) joins this iteration's errors
+        cdef list ready
+        saved = ctx.errors
+        ctx.errors = None
+        try:
+            ready = ctx._ml_check(seg, n, gen, window)
+        finally:
+            errors = ctx.errors
+            ctx.errors = saved
+            if errors is not None:
+                for exc in errors:
+                    self._error(exc)
+        return ready
 
     cdef int _dispatch(self, AioContext ctx, list ready, uint64_t gen,
                        unsigned long me) except -1:
+        # what the context's callbacks raise joins this iteration's errors
         saved = ctx.errors
         ctx.errors = None
         try:
             ctx._ml_dispatch(ready, gen, me)
         except BaseException as exc:
             self._error(exc)
-        finally:
-            self._take_errors(ctx, saved)
+        errors = ctx.errors
+        ctx.errors = saved
+        if errors is not None:
+            for exc in errors:
+                self._error(exc)
         return 0
 
     cdef int _wait(self, Py_ssize_t n, int64_t timeout, unsigned long me) except? -2:

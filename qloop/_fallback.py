@@ -29,7 +29,7 @@ import weakref
 from collections import deque
 from typing import Any, Callable, Deque, Dict, List, Optional, Tuple, Union
 
-from . import _coroutine, _fallback_mainloop, _glib, _mainloop, _runstate
+from . import _coroutine, _glib, _mainloop, _runstate
 from ._common import (
     NotifierList,
     _bind,
@@ -1281,7 +1281,16 @@ class AioContext:
         """``aio_bh_poll``: run the BHs pending now; ones scheduled meanwhile wait a pass."""
         ops = self._bh_ops
         if ops:
-            self._bh_absorb()
+            if len(ops) == 1 and type(ops[0]) is BH:  # _bh_absorb() of one schedule, inline
+                bh = ops.popleft()
+                bh._queued = False
+                if bh._cb is not None:
+                    old = bh._flags
+                    bh._flags = old | _BH_PENDING | _BH_SCHEDULED
+                    if not old & _BH_PENDING:
+                        self._bh_list.append(bh)
+            else:
+                self._bh_absorb()
         stack = self._bh_list
         if not stack and not self._bh_slices:
             return False
@@ -1621,19 +1630,29 @@ class AioContext:
     # ---- one wait for the main loop's contexts (§4.5): the GSource steps above without
     # their argument checks and per-call lists
 
-    def _ml_prepare(self) -> int:
-        """Enter as a walker for the main loop's wait and open the notify window (as
-        ``source_prepare``); the timeout in ns."""
-        me = _get_ident()
+    def _ml_open_window(self) -> None:
+        """The main loop's wait may block: from now on a notify must wake it (as
+        ``source_prepare``, bit 0 of notify_me)."""
+        self._notify_me |= 1
+
+    def _ml_timeout(self) -> int:
+        """The timeout in ns this context allows (poll mode is left: an outer loop never
+        busy-polls)."""
+        if self._poll_started:
+            self._poll_set_started(False, [], 0)
+        return self._compute_timeout()
+
+    def _ml_enter(self, me: int) -> None:
+        """Enter as a walker for the main loop's wait: the handlers in the poll set
+        outlive it."""
         if self._walkers and self._poll_thread != me:
             raise RuntimeError("AioContext dispatched from two threads at once")
         self._walkers += 1
         self._poll_thread = me
-        self._notify_me |= 1
-        timeout = self._compute_timeout()
-        if self._poll_started:
-            self._poll_set_started(False, [], 0)  # poll mode is never used under an outer loop
-        return timeout
+
+    def _ml_idle(self) -> bool:
+        """Only the context's own notifier is registered (its state is known without a wait)."""
+        return self._npollfds <= 1 and not self._epoll_active
 
     def _ml_fds(self) -> Dict[int, int]:
         """The fds (and events) the main loop waits on for this context."""
@@ -1641,36 +1660,37 @@ class AioContext:
             return {self._epoll.fileno(): _POLLIN}  # type: ignore[union-attr]
         return {fd: node.events for fd, node in self._handlers.items() if node.events}
 
-    def _ml_idle(self) -> bool:
-        """Only the context's own notifier is registered (its state is known without a wait)."""
-        return self._npollfds <= 1 and not self._epoll_active
+    def _ml_accept(self, window: bool) -> None:
+        """An iteration without a wait: close the notify window, accept the notify."""
+        if window:
+            self._notify_me &= ~1
+        self._notified = False  # aio_notify_accept
 
-    def _ml_check(self, ready_fds: List[Tuple[int, int]], errors: List[BaseException]
-                  ) -> Tuple[List[_Handler], int]:
-        """Close the notify window, accept the notify, leave the walker section and collect
-        the handlers the wait found ready: (ready handlers, their generation)."""
-        self._notify_me &= ~1
+    def _ml_check(self, ready_fds: List[Tuple[int, int]], window: bool
+                  ) -> Tuple[Optional[List[_Handler]], int]:
+        """Close the notify window (if ``window``), accept the notify, collect the handlers
+        the wait found ready in ``ready_fds`` and leave the walker section.  Returns the
+        ready handlers (None: none) and their generation."""
+        if window:
+            self._notify_me &= ~1
         self._notified = False  # aio_notify_accept
         self._ready_gen += 1
         gen = self._ready_gen
-        ready: List[_Handler] = []
+        ready: Optional[List[_Handler]] = None
         try:
             if ready_fds:
-                saved, self._errors = self._errors, errors
-                try:
-                    if self._epoll_active:
-                        epfd = self._epoll.fileno()  # type: ignore[union-attr]
-                        if any(fd == epfd for fd, _ in ready_fds):
-                            self._wait(ready, 0, gen)
-                    else:
-                        self._collect_ready(ready_fds, ready, gen)
-                finally:
-                    self._errors = saved
+                ready = []
+                if self._epoll_active:
+                    epfd = self._epoll.fileno()  # type: ignore[union-attr]
+                    if any(fd == epfd for fd, _ in ready_fds):
+                        self._wait(ready, 0, gen)
+                else:
+                    self._collect_ready(ready_fds, ready, gen)
         finally:
             self._walkers -= 1
             if not self._walkers:
                 self._poll_thread = None
-        return ready, gen
+        return ready or None, gen
 
     def _collect_ready(self, ready_fds: List[Tuple[int, int]], ready: List[_Handler],
                        gen: int) -> None:
@@ -1695,34 +1715,30 @@ class AioContext:
                 node.ready_gen = gen
                 ready.append(node)
 
-    def _ml_dispatch(self, ready: List[_Handler], gen: int, errors: List[BaseException]) -> None:
+    def _ml_dispatch(self, ready: Optional[List[_Handler]], gen: int, me: int) -> None:
         """``aio_dispatch`` for the main loop: BHs, the ready handlers, then timers."""
         if self._closed:
             return
-        me = _get_ident()
         if self._walkers and self._poll_thread != me:
             raise RuntimeError("AioContext dispatched from two threads at once")
         self._poll_thread = me
-        saved, self._errors = self._errors, errors
+        self._walkers += 1
         try:
-            self._walkers += 1
-            try:
-                if self._bh_ops or self._bh_list or self._bh_slices:
-                    self._bh_poll()
+            if self._bh_ops or self._bh_list or self._bh_slices:
+                self._bh_poll()
+            if ready is not None:
                 for node in ready:
                     if node.ready_gen != gen:
                         continue
                     node.ready_gen = 0
                     self._dispatch_node(node)
-            finally:
-                self._walkers -= 1
-            tls = self._timer_lists
-            if tls[0].heap or tls[1].heap or tls[2].heap or tls[3].heap:
-                self._run_timers()
         finally:
-            self._errors = saved
-            if not self._walkers:
-                self._poll_thread = None
+            self._walkers -= 1
+        tls = self._timer_lists
+        if tls[0].heap or tls[1].heap or tls[2].heap or tls[3].heap:
+            self._run_timers()
+        if not self._walkers:
+            self._poll_thread = None
 
     def run_timers(self) -> bool:
         """``timerlistgroup_run_timers``: run this context's due timers only (clock order)."""
@@ -1809,6 +1825,8 @@ class AioContext:
 # --------------------------------------------------------------------------------------------
 # The process-wide main loop, run state and coroutines (§4, §5, §1.14), shared Python code
 # instantiated over this implementation.
+
+from . import _fallback_mainloop  # noqa: E402 - after BH, which it uses
 
 _main_loop = _mainloop.MainLoop(types.SimpleNamespace(
     AioContext=AioContext,

@@ -34,7 +34,7 @@ cdef class _CGLibPoller:
     cdef ql_GMainContext *ctx
     cdef ql_GPollFD *fds
     cdef int cap
-    cdef int n
+    cdef readonly int n
     cdef int max_priority
     cdef readonly bint acquired  # between fill and dispatch: a nested main_loop_wait skips GLib
     cdef readonly bint only_wakeup  # the last fill gave only GLib's own wake-up fd (or none)
@@ -87,6 +87,11 @@ cdef class _CGLibPoller:
         if timeout >= 0:
             timeout_ns[0] = _soonest(timeout_ns[0], <int64_t>timeout * 1000000)
         return n
+
+    cdef void _clear_revents(self) noexcept:
+        cdef int i
+        for i in range(self.n):
+            self.fds[i].revents = 0
 
     cdef int _dispatch(self) except -1:
         """Check and dispatch with the revents now in ``fds``, then release the context."""
