@@ -156,6 +156,7 @@ cdef enum:
     BH_DELETED = 4
     BH_ONESHOT = 8
     BH_IDLE = 16
+    ONESHOT_FREE_MAX = 1024  # one-shot BHs a context keeps for reuse
     FDMON_AUTO = 0
     FDMON_POLL = 1
     FDMON_EPOLL = 2
@@ -1476,7 +1477,23 @@ QEMU's AioContext: fd handlers, bottom halves and timers driven by ``poll()``.
 
     def bh_schedule_oneshot(self, callback, *, name=None):
         """``aio_bh_schedule_oneshot``: run ``callback`` once in the next poll()."""
-        cdef BH bh = self.bh_new(callback, name=name)
+        cdef BH bh
+        if self._closed:
+            raise RuntimeError("AioContext is closed")
+        _check_cb(callback, "callback")
+        if name is not None and not isinstance(name, str):
+            raise TypeError(f"name must be a str, not {type(name).__name__}")
+        # a one-shot BH is never seen by the user: the context recycles it once it ran
+        bh = self.oneshot_free
+        if bh is not None:
+            self.oneshot_free = bh.next
+            self.oneshot_nfree -= 1
+            bh.next = None
+            bh.cb = callback
+            bh._name = name
+            bh._deleted = False
+        else:
+            bh = BH._new(self, callback, name)
         self._bh_enqueue(bh, BH_SCHEDULED | BH_ONESHOT)
 
     cdef int _bh_enqueue(self, BH bh, int flags) except -1:
@@ -1520,9 +1537,19 @@ QEMU's AioContext: fd handlers, bottom halves and timers driven by ``poll()``.
                     bh.cb()
                 except BaseException as exc:
                     self._report(exc)
-            if old & (BH_DELETED | BH_ONESHOT):
+            if old & BH_DELETED:
                 bh.cb = None
                 bh._deleted = True
+            elif old & BH_ONESHOT:
+                bh.cb = None
+                bh._name = None
+                bh.flags = 0  # nothing else holds it: clean for bh_schedule_oneshot
+                if self.oneshot_nfree < ONESHOT_FREE_MAX:
+                    bh.next = self.oneshot_free
+                    self.oneshot_free = bh
+                    self.oneshot_nfree += 1
+                else:
+                    bh._deleted = True
         return progress
 
     cdef int64_t _bh_timeout(self) noexcept:
@@ -2055,6 +2082,14 @@ QEMU's AioContext: fd handlers, bottom halves and timers driven by ``poll()``.
             if bh._name is None and not bh.flags & BH_ONESHOT:
                 bh._name = _callback_name(bh.cb)
             bh.cb = None
+            bh._deleted = True
+            bh = nxt
+        bh = self.oneshot_free
+        self.oneshot_free = None
+        self.oneshot_nfree = 0
+        while bh is not None:  # unlinked one by one: no deep recursion of deallocations
+            nxt = bh.next
+            bh.next = None
             bh._deleted = True
             bh = nxt
         bh = self.bh_cur

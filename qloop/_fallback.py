@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import errno
 import heapq
+import inspect
 import itertools
 import os
 import select
@@ -47,6 +48,7 @@ from ._constants import (
     EPOLL_MAX_EVENTS,
     FDMON_NAMES,
     IDLE_BH_TIMEOUT_NS,
+    ONESHOT_FREE_MAX,
     POLL_NS_INITIAL,
     SCALE_MS,
     SCALE_NS,
@@ -98,6 +100,8 @@ _UINT64 = 2**64 - 1
 _NCLOCKS = 4
 
 _monotonic_ns = time.monotonic_ns
+_FunctionType = types.FunctionType
+_CO_COROUTINE = inspect.CO_COROUTINE
 _new_object = object.__new__
 _get_ident = threading.get_ident
 
@@ -804,6 +808,7 @@ class AioContext:
         self._bh_ops: Deque[Any] = deque()
         self._bh_list: List[BH] = []  # pending stack (top = end)
         self._bh_slices: Deque[List[BH]] = deque()
+        self._oneshot_free: List[BH] = []  # run one-shot BHs kept for reuse
         self._timer_lists = [_TimerList(self, c) for c in range(_NCLOCKS)]
         self._exception_handler: Optional[Callable[["AioContext", BaseException], Any]] = None
         self._timer_notify_cb: Optional[Callback] = None
@@ -1247,9 +1252,25 @@ class AioContext:
 
     def bh_schedule_oneshot(self, callback: Callback, *, name: Optional[str] = None) -> None:
         """``aio_bh_schedule_oneshot``: run ``callback`` once in the next poll()."""
-        bh = self.bh_new(callback, name=name)
-        self._bh_ops.append((bh, _BH_SCHEDULED | _BH_ONESHOT))
-        self._notify()
+        if self._closed:
+            raise RuntimeError("AioContext is closed")
+        if type(callback) is not _FunctionType or callback.__code__.co_flags & _CO_COROUTINE:
+            _check_callback(callback, "callback", optional=False)
+        if name is not None and not isinstance(name, str):
+            raise TypeError(f"name must be a str, not {type(name).__name__}")
+        # a one-shot BH is never seen by the user: the context recycles it once it ran
+        free = self._oneshot_free
+        bh = free.pop() if free else _new_object(BH)
+        bh._ctx = self
+        bh._cb = callback
+        bh._name = name  # type: ignore[assignment]  # never shown: the BH is not handed out
+        bh._flags = _BH_ONESHOT  # private until queued: the op below is a plain schedule
+        bh._deleted = False
+        bh._queued = False
+        self._bh_ops.append(bh)
+        self._notified = True  # self._notify(), inline
+        if self._notify_me:
+            self._notify()
 
     def _bh_absorb(self) -> None:
         """Apply queued BH operations (owner thread only).  Only the operations queued when
@@ -1315,9 +1336,16 @@ class AioContext:
                     bh._cb()  # type: ignore[misc]  # freed BHs (cb None) are never queued
                 except BaseException as exc:
                     self._report(exc)
-            if old & (_BH_DELETED | _BH_ONESHOT):
+            if old & _BH_DELETED:
                 bh._cb = None
                 bh._deleted = True
+            elif old & _BH_ONESHOT:
+                bh._cb = None
+                bh._flags = 0  # nothing else holds it: clean for bh_schedule_oneshot
+                if len(self._oneshot_free) < ONESHOT_FREE_MAX:
+                    self._oneshot_free.append(bh)
+                else:
+                    bh._deleted = True
         return progress
 
     def _bh_timeout(self) -> int:
@@ -1800,6 +1828,9 @@ class AioContext:
                 bh._deleted = True
         self._bh_list = []
         self._bh_slices.clear()
+        for bh in self._oneshot_free:
+            bh._deleted = True
+        self._oneshot_free = []
         if self._epoll is not None:
             self._epoll.close()
             self._epoll = None
