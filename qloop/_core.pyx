@@ -924,6 +924,7 @@ cdef class _Handler:
 cdef object _FDMON_NAMES = {"auto": FDMON_AUTO, "poll": FDMON_POLL, "epoll": FDMON_EPOLL}
 
 
+@cython.final
 cdef class AioContext:
     """AioContext(fdmon='auto')
 --

@@ -776,6 +776,10 @@ class AioContext:
     or ``"epoll"``.  Exceptions raised by callbacks: see ``set_exception_handler``.
     """
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # the compiled core's AioContext is final (direct C calls): the same rule here
+        raise TypeError("type 'AioContext' is not an acceptable base type")
+
     def __init__(self, fdmon: str = "auto") -> None:
         if getattr(self, "_notifier", None) is not None:
             raise RuntimeError("AioContext is already initialised")
