@@ -1,6 +1,6 @@
 # One main_loop_wait iteration and the big lock, compiled (included by _core.pyx).  The
 # fallback's twin is qloop/_fallback_mainloop.py: read the two side by side.  The order of an
-# iteration is described there and in docs/main-loop.md.
+# iteration is described there and in docs/main-loop-iteration.md.
 #
 # Per iteration no Python object is built and no public wrapper is called: the fds of both
 # contexts (their persistent pollfd arrays, or their epoll fd) and GLib's (queried through its
@@ -131,7 +131,7 @@ cdef class MainLoopWait:
         self.glib = None
 
     def main_loop_wait(self, nonblocking=False):
-        """One iteration of the main loop (see ``docs/main-loop.md``).  Returns the poll
+        """One iteration of the main loop (see ``docs/main-loop-iteration.md``).  Returns the poll
         result: < 0 on error, 0 on timeout, else the number of ready fds.
 
         Holds the big lock except during the wait (taking it for the call if this thread

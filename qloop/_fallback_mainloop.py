@@ -2,7 +2,7 @@
 ``qloop/_core_mainloop.pxi``, which is the same code compiled).
 
 One iteration, as QEMU's ``main_loop_wait`` / ``os_host_main_loop_wait`` do it (see
-``docs/main-loop.md``):
+``docs/main-loop-iteration.md``):
 
 1. poll notifiers, FILL (only when some are registered);
 2. the timeout: the notifiers' (ms), the main-loop timer lists' deadline, both contexts'
@@ -123,7 +123,7 @@ class MainLoopWait:
         self._registered = {}
 
     def main_loop_wait(self, nonblocking: bool = False) -> int:
-        """One iteration of the main loop (see ``docs/main-loop.md``).  Returns the poll
+        """One iteration of the main loop (see ``docs/main-loop-iteration.md``).  Returns the poll
         result: < 0 on error, 0 on timeout, else the number of ready fds.
 
         Holds the big lock except during the wait (taking it for the call if this thread

@@ -13,7 +13,7 @@ module per job:
 * signals (one process-wide owner of the wake-up fd): ``qloop/_signals.py``;
 * child watches: ``qloop/_childwatch.py``.
 
-The order of one iteration is described in ``docs/main-loop.md``.
+The order of one iteration is described in ``docs/main-loop-iteration.md``.
 """
 
 from __future__ import annotations
