@@ -847,10 +847,6 @@ class AioContext:
 
     # ---- helpers
 
-    def _check_open(self) -> None:
-        if self._closed:
-            raise RuntimeError("AioContext is closed")
-
     @property
     def closed(self) -> bool:
         """Whether ``close()`` was called."""
@@ -885,13 +881,20 @@ class AioContext:
                 exc = exc2
         self._errors.append(exc)
 
-    # ---- notify protocol (§1.6)
+    def _call(self, cb: Callback) -> None:
+        try:
+            cb()
+        except BaseException as exc:
+            self._report(exc)
 
-    def notify(self) -> None:
-        """``aio_notify``: wake a blocking ``poll()``; safe from any thread; never progress."""
-        if self._closed:
-            raise RuntimeError("AioContext is closed")
-        self._notify()
+    def _call_poll(self, node: _Handler) -> bool:
+        try:
+            return bool(node.io_poll())
+        except BaseException as exc:
+            self._report(exc)
+            return False
+
+    # ---- notify protocol (§1.6)
 
     def _notify(self) -> None:
         self._notified = True
@@ -907,7 +910,17 @@ class AioContext:
                     except BlockingIOError:
                         pass
 
+    def notify(self) -> None:
+        """``aio_notify``: wake a blocking ``poll()``; safe from any thread; never progress."""
+        if self._closed:
+            raise RuntimeError("AioContext is closed")
+        self._notify()
+
     # ---- fd handlers (§1.3, §1.4)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("AioContext is closed")
 
     def set_fd_handler(
         self,
@@ -1133,19 +1146,6 @@ class AioContext:
     def _poll_list_remove(self, node: _Handler) -> None:
         node.in_poll_list = False
         self._poll_list = [n for n in self._poll_list if n is not node]
-
-    def _call_poll(self, node: _Handler) -> bool:
-        try:
-            return bool(node.io_poll())
-        except BaseException as exc:
-            self._report(exc)
-            return False
-
-    def _call(self, cb: Callback) -> None:
-        try:
-            cb()
-        except BaseException as exc:
-            self._report(exc)
 
     def _mark_poll_ready(self, node: _Handler, ready: List[_Handler], gen: int) -> None:
         node.poll_ready = True

@@ -156,6 +156,17 @@ class MainLoopWait:
             _raise_errors(errors)
         return ret
 
+    def _error(self, exc: BaseException) -> None:
+        self._errors.append(exc)
+
+    def _notify(self, mlpoll: MainLoopPoll) -> None:
+        try:
+            for entry in list(self._notifiers):
+                if entry[1]:
+                    entry[0](mlpoll)
+        except BaseException as exc:
+            self._error(exc)
+
     def _iteration(self, nonblocking: bool, me: int) -> int:
         tls = self._tlg._timer_lists
         timeout = 0 if nonblocking else -1
@@ -214,17 +225,6 @@ class MainLoopWait:
                 or tls[2].heap or tls[3].heap):
             self._dispatch(io, None, 0, me)
         return True
-
-    def _error(self, exc: BaseException) -> None:
-        self._errors.append(exc)
-
-    def _notify(self, mlpoll: MainLoopPoll) -> None:
-        try:
-            for entry in list(self._notifiers):
-                if entry[1]:
-                    entry[0](mlpoll)
-        except BaseException as exc:
-            self._error(exc)
 
     def _host_wait(self, mlpoll: Optional[MainLoopPoll], timeout: int, me: int) -> int:
         """``os_host_main_loop_wait``: the timeouts of both contexts (and GLib's), one wait
