@@ -109,6 +109,7 @@ cdef class MainLoopWait:
     cdef list ready_io
     cdef uint64_t gen_ctx
     cdef uint64_t gen_io
+    cdef object mlpoll_spare   # the MainLoopPoll reused by the next iteration (as QEMU's)
 
     def __cinit__(self, init, BigLock bql not None, notifiers not None):
         self.init = init
@@ -168,10 +169,17 @@ cdef class MainLoopWait:
         return 0
 
     cdef int _notify(self, object mlpoll) except -1:
+        # NotifierList.notify: a snapshot, skipping entries removed meanwhile
+        cdef list entries = self.notifiers
         try:
-            for entry in list(self.notifiers):
+            if len(entries) == 1:
+                entry = entries[0]
                 if entry[1]:
                     entry[0](mlpoll)
+            else:
+                for entry in list(entries):
+                    if entry[1]:
+                        entry[0](mlpoll)
         except BaseException as exc:
             self._error(exc)
         return 0
@@ -182,10 +190,19 @@ cdef class MainLoopWait:
         cdef int ret
         mlpoll = None
         if len(self.notifiers):
-            mlpoll = MainLoopPoll(_FILL, 0 if nonblocking else ML_UINT32_MAX)
+            mlpoll = self.mlpoll_spare
+            if mlpoll is None:  # (an outer iteration has it)
+                mlpoll = MainLoopPoll(_FILL, 0 if nonblocking else ML_UINT32_MAX)
+            else:
+                self.mlpoll_spare = None
+                mlpoll.state = _FILL
+                mlpoll.timeout = 0 if nonblocking else ML_UINT32_MAX
+                del mlpoll.pollfds[:]
             self._notify(mlpoll)
-            ms = _as_int64(_int_arg(mlpoll.timeout, "MainLoopPoll.timeout"),
-                           "MainLoopPoll.timeout")
+            t = mlpoll.timeout
+            if type(t) is not int:
+                t = _int_arg(t, "MainLoopPoll.timeout")
+            ms = _as_int64(t, "MainLoopPoll.timeout")
             timeout = -1 if ms == ML_UINT32_MAX or ms < 0 else ms * 1000000
         if tlg.tl0.n or tlg.tl1.n or tlg.tl2.n or tlg.tl3.n:
             timeout = _soonest(timeout, tlg._timers_deadline(True))
@@ -193,6 +210,7 @@ cdef class MainLoopWait:
         if mlpoll is not None:
             mlpoll.state = _ERR if ret < 0 else _OK
             self._notify(mlpoll)
+            self.mlpoll_spare = mlpoll
         if tlg.tl0.n or tlg.tl1.n or tlg.tl2.n or tlg.tl3.n:
             self._dispatch(tlg, None, 0, me)  # the main-loop timers, last
         return ret
@@ -366,10 +384,15 @@ cdef class MainLoopWait:
                 ts.tv_sec = INT32_MAX
             tsp = &ts
         self.bql._unlock(me)
-        with nogil:
+        if timeout == 0:  # returns at once: keep the GIL
             r = ppoll(self.pfds, n, tsp, NULL)
             if r < 0:
                 err = errno
+        else:
+            with nogil:
+                r = ppoll(self.pfds, n, tsp, NULL)
+                if r < 0:
+                    err = errno
         self.bql._lock(me)
         if r < 0:
             if err != EINTR:

@@ -141,7 +141,10 @@ class CtypesGLibPoller:
 
 
 def new_poller(impl_factory: Any = None) -> Optional[Any]:
-    """A GLib poller for the main loop, or None when GLib cannot be loaded."""
+    """A GLib poller for the main loop, or None when GLib cannot be loaded or
+    ``QLOOP_NO_GLIB`` is set (read at each ``init_main_loop``)."""
+    if os.environ.get("QLOOP_NO_GLIB"):
+        return None
     try:
         if impl_factory is not None:
             return impl_factory()

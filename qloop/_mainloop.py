@@ -140,8 +140,9 @@ class MainLoop:
             ctx = impl.AioContext()
             iohandler = impl.AioContext()
             tlg = impl.AioContext(fdmon="poll")
-            tlg._set_timer_notify(self.notify_event)  # main-loop timers: qemu_notify_event
             self._notify_bh = ctx.bh_new(_dummy, name="qemu_notify_bh")
+            # main-loop timers: qemu_notify_event, i.e. that BH (its C-level schedule)
+            tlg._set_timer_notify(self._notify_bh.schedule)
             self._iohandler_ctx = iohandler
             self._main_tlg = tlg
             self._wait.attach(ctx, iohandler, tlg, _glib.new_poller(impl.glib_poller))
@@ -365,8 +366,9 @@ class MainLoop:
         return int(dest)
 
 
-def _dummy() -> None:
-    pass
+# The notify BH only has to run (progress for a nested poll of the main context): its
+# callback is a builtin that does nothing, so no Python frame is built for it.
+_dummy = int
 
 
 _SHARED: Dict[str, Any] = {
