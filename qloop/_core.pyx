@@ -2,7 +2,9 @@
 """Compiled qloop core: QEMU's AioContext, bottom halves, timers and clocks.
 
 Mirrors ``qloop/_fallback.py`` class by class (clocks, EventNotifier, _TimerList/Timer, BH,
-_Handler, AioContext) with the same behaviour; read the two side by side.  Section numbers
+_Handler, AioContext) with the same behaviour; read the two side by side.  Methods come in the
+same order; a C attribute ``x`` here (private by nature) is ``_x`` there; C-only helpers
+(``_wait_ppoll``, ``_rebuild_pollfds``...) have no twin.  Section numbers
 refer to ``shared/spec/qemu-main-loop.md``; open choices are in ``docs/decisions.md``.
 
 C-level design:
@@ -1912,8 +1914,8 @@ QEMU's AioContext: fd handlers, bottom halves and timers driven by ``poll()``.
             _raise_errors(errors)
         return progress
 
-    # ---- one wait for the main loop's contexts (§4.5): the GSource steps above without
-    # their argument checks and per-call lists
+    # ---- one wait for the main loop's contexts (main_loop_wait): the GSource steps above
+    # without their argument checks and per-call lists
 
     cdef void _ml_open_window(self) noexcept:
         """The main loop's wait may block: from now on a notify must wake it (as

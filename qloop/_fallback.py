@@ -2,7 +2,8 @@
 
 This module is the reference implementation; ``qloop/_core.pyx`` mirrors it class by class
 (clocks, EventNotifier, NotifierList, Timer/_TimerList, BH, _Handler, AioContext) and must
-behave identically.  Section numbers refer to ``shared/spec/qemu-main-loop.md``; choices the
+behave identically.  Methods come in the same order; an attribute ``_x`` here is the core's
+C attribute ``x``.  Section numbers refer to ``shared/spec/qemu-main-loop.md``; choices the
 spec leaves open are written down in ``docs/decisions.md``.
 
 Threading model (the fallback's; the core uses C atomics instead):
@@ -1659,8 +1660,8 @@ class AioContext:
             _raise_errors(errors)
         return progress
 
-    # ---- one wait for the main loop's contexts (§4.5): the GSource steps above without
-    # their argument checks and per-call lists
+    # ---- one wait for the main loop's contexts (main_loop_wait): the GSource steps above
+    # without their argument checks and per-call lists
 
     def _ml_open_window(self) -> None:
         """The main loop's wait may block: from now on a notify must wake it (as

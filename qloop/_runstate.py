@@ -301,7 +301,7 @@ class RunStateMachine:
             raise ValueError(f"unknown reboot action {action!r} (reset or shutdown)")
         self._reboot_action = action
 
-    # ---- requests (§5.2): record a flag and wake the loop; thread- and signal-safe
+    # ---- requests: record a flag and wake the loop; thread- and signal-safe
 
     def system_shutdown_request(self, cause: ShutdownCause, *,
                                 exit_code: Optional[int] = None) -> None:
@@ -372,7 +372,7 @@ class RunStateMachine:
         self._vmstop_requests.append(s)
         self._notify_event()
 
-    # ---- §5.4
+    # ---- the requests, handled in QEMU master's order
 
     def main_loop_should_exit(self) -> bool:
         """Handle pending requests in QEMU master's order; True when the loop must end
