@@ -71,6 +71,11 @@ class build_ext(_build_ext):
         directives = {
             "language_level": "3",
             "embedsignature": True,
+            # signatures as CPython's own builtins carry them (__text_signature__), so
+            # inspect.signature() and help() see them, with binding=False's fast calls
+            "embedsignature.format": "clinic",
+            # nothing here pickles: no __reduce_cython__/__setstate_cython__ in help()
+            "auto_pickle": False,
             "boundscheck": False,
             "wraparound": False,
             "cdivision": True,

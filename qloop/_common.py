@@ -28,6 +28,8 @@ def _fd_of(fd: Any, what: str = "fd") -> int:
         num = fileno()
         if isinstance(num, bool) or not isinstance(num, int):
             raise TypeError(f"{what}.fileno() returned {type(num).__name__}, not int")
+        if num == -1:  # socket.socket and friends once closed
+            raise ValueError(f"{what} is a closed {type(fd).__name__} (its fileno() returned -1)")
         fd = num
     if fd < 0:
         raise ValueError(f"invalid {what} {fd}: negative")

@@ -39,5 +39,7 @@ EPOLL_ENABLE_THRESHOLD = 64
 EPOLL_MAX_EVENTS = 128
 # blocking-timeout cap while only idle BHs are pending.
 IDLE_BH_TIMEOUT_NS = 10_000_000
+# run one-shot BHs a context keeps for reuse by bh_schedule_oneshot.
+ONESHOT_FREE_MAX = 1024
 # first value of a handler's adaptive poll time once it starts to grow.
 POLL_NS_INITIAL = 4_000

@@ -1,7 +1,7 @@
 # cython: language_level=3
 # Layouts of the compiled core's classes and their C-level methods (see _core.pyx).
 
-from libc.stdint cimport int64_t, uint64_t
+from libc.stdint cimport int64_t, uint32_t, uint64_t
 
 from qloop.includes.posix cimport epoll_event, pollfd
 
@@ -40,7 +40,7 @@ cdef class _TimerList:
     cdef int insert(self, Timer timer, int64_t key) except -1
     cdef void remove(self, Timer timer) noexcept
     cdef int64_t head_expire(self) noexcept
-    cdef int64_t deadline(self) noexcept
+    cdef int64_t deadline(self, bint for_wait) noexcept
     cdef bint run(self) except -1
     cdef void clear(self) noexcept
 
@@ -50,21 +50,21 @@ cdef class Timer:
     cdef object cb
     cdef int64_t key     # valid while seq != 0
     cdef uint64_t seq    # 0 = not pending
-    cdef readonly int64_t scale
-    cdef readonly int attributes
+    cdef int64_t _scale
+    cdef uint32_t _attributes
     cdef object __weakref__
 
     @staticmethod
-    cdef Timer _new(_TimerList tl, int64_t scale, object cb, int attributes)
+    cdef Timer _new(_TimerList tl, int64_t scale, object cb, uint32_t attributes)
     cdef _TimerList _list(self)
 
 
 cdef class BH:
     cdef AioContext ctx
     cdef object cb
-    cdef object name_
+    cdef object _name
     cdef int flags
-    cdef readonly bint deleted
+    cdef bint _deleted
     cdef BH next
     cdef object __weakref__
 
@@ -93,7 +93,7 @@ cdef class _Handler:
 
 
 cdef class AioContext:
-    cdef readonly bint closed
+    cdef bint _closed
     cdef int fdmon_mode            # 0 auto, 1 poll, 2 epoll
     cdef dict handlers             # fd -> live _Handler, in registration order
     cdef list deleted_handlers     # removed while walkers were active; freed by the outermost
@@ -123,6 +123,8 @@ cdef class AioContext:
     cdef uint64_t ready_gen
     cdef BH bh_head                # pending stack, newest first
     cdef BH bh_cur                 # the BH batches being run, as one chain (§2.4)
+    cdef BH oneshot_free           # run one-shot BHs kept for reuse, a chain through next
+    cdef int oneshot_nfree
     cdef list timer_lists
     cdef _TimerList tl0
     cdef _TimerList tl1
@@ -168,8 +170,17 @@ cdef class AioContext:
     cdef Timer _timer_new(self, object clock, int64_t scale, object callback, object attributes)
     cdef bint _bh_poll(self) except -1
     cdef int64_t _bh_timeout(self) noexcept
-    cdef int64_t _timers_deadline(self) noexcept
+    cdef int64_t _timers_deadline(self, bint for_wait=*) noexcept
     cdef bint _run_timers(self) except -1
     cdef int64_t _compute_timeout(self) noexcept
     cdef bint _poll_iteration(self, bint blocking) except -1
     cdef int _free_deleted_handlers(self) except -1
+    cdef void _ml_open_window(self) noexcept
+    cdef int64_t _ml_timeout(self) except? -2
+    cdef int _ml_enter(self, unsigned long me) except -1
+    cdef Py_ssize_t _ml_nfds(self) noexcept
+    cdef bint _ml_idle(self) noexcept
+    cdef Py_ssize_t _ml_fill(self, pollfd *dst) except -1
+    cdef void _ml_accept(self, bint window) noexcept
+    cdef list _ml_check(self, pollfd *seg, Py_ssize_t n, uint64_t *gen_out, bint window)
+    cdef int _ml_dispatch(self, list ready, uint64_t gen, unsigned long me) except -1

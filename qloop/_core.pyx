@@ -2,7 +2,9 @@
 """Compiled qloop core: QEMU's AioContext, bottom halves, timers and clocks.
 
 Mirrors ``qloop/_fallback.py`` class by class (clocks, EventNotifier, _TimerList/Timer, BH,
-_Handler, AioContext) with the same behaviour; read the two side by side.  Section numbers
+_Handler, AioContext) with the same behaviour; read the two side by side.  Methods come in the
+same order; a C attribute ``x`` here (private by nature) is ``_x`` there; C-only helpers
+(``_wait_ppoll``, ``_rebuild_pollfds``...) have no twin.  Section numbers
 refer to ``shared/spec/qemu-main-loop.md``; open choices are in ``docs/decisions.md``.
 
 C-level design:
@@ -23,7 +25,8 @@ from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from cpython.object cimport PyObject
 from cpython.ref cimport Py_DECREF, Py_INCREF
 from libc.errno cimport EAGAIN, EINTR, ENOSYS, errno
-from libc.stdint cimport INT64_MAX, int64_t, uint64_t
+from libc.string cimport memcpy
+from libc.stdint cimport INT64_MAX, int64_t, uint32_t, uint64_t
 from posix.fcntl cimport O_CLOEXEC, O_NONBLOCK
 from posix.time cimport CLOCK_MONOTONIC, CLOCK_REALTIME, clock_gettime, timespec
 from posix.unistd cimport close, read, write
@@ -55,6 +58,9 @@ from qloop.includes.posix cimport (
     ql_load,
     ql_smp_mb,
     ql_store,
+    ql_cmpxchg,
+    ql_futex_wait,
+    ql_futex_wake_one,
     ql_xchg,
 )
 
@@ -62,8 +68,9 @@ import threading
 import types
 import weakref
 
-from qloop import _coroutine, _glib, _mainloop
+from qloop import _coroutine, _glib, _mainloop, _runstate
 
+from qloop._mainloop import MainLoopPoll
 from qloop._common import (
     NotifierList,
     _bind,
@@ -103,6 +110,7 @@ __all__ = [
     "clock_get_ns",
     "clock_get_us",
     "clock_is_enabled",
+    "clock_is_manual",
     "clock_set_manual",
     "soonest_timeout",
     "timeout_ns_to_ms",
@@ -111,6 +119,9 @@ __all__ = [
 
 cdef extern from *:
     void __builtin_prefetch(const void *addr) nogil
+
+cdef extern from "Python.h":
+    Py_ssize_t Py_REFCNT(object o)
 
 
 cdef extern from "Python.h":
@@ -133,6 +144,8 @@ cdef extern from "Python.h":
     ctypedef struct PyTypeObject_gc "PyTypeObject":
         traverseproc tp_traverse
         inquiry tp_clear
+        PyObject *tp_dict
+    void PyType_Modified(PyTypeObject_gc *tp)
 
 
 cdef enum:
@@ -148,6 +161,7 @@ cdef enum:
     BH_DELETED = 4
     BH_ONESHOT = 8
     BH_IDLE = 16
+    ONESHOT_FREE_MAX = 1024  # one-shot BHs a context keeps for reuse
     FDMON_AUTO = 0
     FDMON_POLL = 1
     FDMON_EPOLL = 2
@@ -294,6 +308,25 @@ def clock_set_manual(manual):
         (<AioContext>ctx)._notify()
 
 
+def clock_is_manual():
+    """Whether VIRTUAL moves only by ``clock_advance_virtual_time`` (``clock_set_manual``)."""
+    return _manual
+
+
+def _virtual_deadline():
+    """ns until the next VIRTUAL timer of any open context (-1 none, 0 due)."""
+    cdef int64_t soonest = -1, e, delta
+    for c in list(_contexts):
+        if not (<AioContext>c)._closed:
+            e = (<AioContext>c).tl1.head_expire()
+            if e >= 0 and (soonest < 0 or e < soonest):
+                soonest = e
+    if soonest < 0:
+        return -1
+    delta = soonest - _virtual_now()
+    return delta if delta > 0 else 0
+
+
 def clock_advance_virtual_time(dest_ns):
     """Step the manual VIRTUAL clock to ``dest_ns`` (qtest's clock warp).
 
@@ -314,7 +347,7 @@ def clock_advance_virtual_time(dest_ns):
     errors = []
     while True:
         soonest = -1
-        ctxs = [c for c in list(_contexts) if not (<AioContext>c).closed]
+        ctxs = [c for c in list(_contexts) if not (<AioContext>c)._closed]
         for c in ctxs:
             e = (<AioContext>c).tl1.head_expire()
             if e >= 0 and (soonest < 0 or e < soonest):
@@ -347,7 +380,10 @@ def clock_advance_virtual_time(dest_ns):
 
 @cython.final
 cdef class EventNotifier:
-    """A level-triggered set/clear flag backed by an eventfd (or a pipe)."""
+    """EventNotifier(active=False, use_pipe=False)
+--
+
+A level-triggered set/clear flag backed by an eventfd (or a pipe)."""
 
     def __cinit__(self):
         self.rfd = -1
@@ -432,12 +468,15 @@ cdef class EventNotifier:
 
     @property
     def closed(self):
+        """Whether ``close()`` was called."""
         return self.rfd < 0
 
     def __enter__(self):
+        """Context manager: returns itself."""
         return self
 
     def __exit__(self, *exc):
+        """Context manager: ``close()``."""
         self.close()
 
     def __dealloc__(self):
@@ -547,25 +586,40 @@ cdef class _TimerList:
             self.dead -= 1
 
     cdef void _compact(self) noexcept:
-        cdef Py_ssize_t i, j = 0, nstale
-        cdef TimerEntry e
-        # live entries to the front by swapping, stale ones to the back
-        for i in range(self.n):
-            if _entry_live(&self.heap[i]):
-                if i != j:
-                    e = self.heap[j]
-                    self.heap[j] = self.heap[i]
-                    self.heap[i] = e
+        cdef Py_ssize_t i, j = 0, k = 0, kept = 0, n = self.n
+        cdef TimerEntry *heap = self.heap
+        cdef void **last = <void **>PyMem_Malloc((self.dead + 1) * sizeof(void *))
+        cdef void *t
+        # Live entries to the front.  A stale entry's reference is dropped here (its timer is
+        # being read anyway) unless it is the last one: a freed timer may run Python code, so
+        # those wait for the end.  The timers are fetched ahead: one pass of overlapped
+        # misses instead of one miss per entry.
+        for i in range(n):
+            if i + 16 < n:
+                __builtin_prefetch(heap[i + 16].timer)
+            if _entry_live(&heap[i]):
+                heap[j] = heap[i]
                 j += 1
-        nstale = self.n - j
+                continue
+            t = heap[i].timer
+            if Py_REFCNT(<object>t) > 1:
+                Py_DECREF(<object>t)
+            elif last != NULL:
+                last[k] = t
+                k += 1
+            else:  # no memory for the list: it stays, stale, in the heap
+                heap[j] = heap[i]
+                j += 1
+                kept += 1
         self.n = j
-        self.dead = 0
+        self.dead = kept
         i = (self.n - 2) // 4  # heapify: sift down every parent, last first
         while i >= 0:
-            _sift_down(self.heap, self.n, i, self.heap[i])
+            _sift_down(heap, self.n, i, heap[i])
             i -= 1
-        # drop the stale references last: a freed callback may run Python code
-        _decref_entries(self.heap + self.n, nstale, False)
+        for i in range(k):  # the last references, last
+            Py_DECREF(<object>last[i])
+        PyMem_Free(last)
 
     cdef int insert(self, Timer timer, int64_t key) except -1:
         """``timer_mod_ns``: (re)arm, notifying the context if the timer became the head."""
@@ -593,8 +647,9 @@ cdef class _TimerList:
             return -1
         return self.heap[0].key if self.heap[0].key > 0 else 0
 
-    cdef int64_t deadline(self) noexcept:
-        """``timerlist_deadline_ns``; in manual mode a virtual timer counts only once due."""
+    cdef int64_t deadline(self, bint for_wait) noexcept:
+        """``timerlist_deadline_ns``.  ``for_wait``: in manual mode a virtual timer bounds a
+        wait only once due (a wait must not sleep on real time for virtual time)."""
         cdef int64_t expire, delta
         if self.n == 0 or not _clock_enabled[self.clock]:
             return -1
@@ -604,7 +659,7 @@ cdef class _TimerList:
         delta = expire - _clock_now(self.clock)
         if delta <= 0:
             return 0
-        if _manual and (self.clock == 1 or self.clock == 3):
+        if for_wait and _manual and (self.clock == 1 or self.clock == 3):
             return -1
         return delta
 
@@ -680,23 +735,26 @@ cdef int _tl_clear(PyObject *o) noexcept:
 @cython.final
 @cython.freelist(256)
 cdef class Timer:
-    """A QEMUTimer, created by ``AioContext.timer_new*``.  Times are in the timer's scale."""
+    """Timer(*args, **kwargs)
+--
+
+A QEMUTimer, created by ``AioContext.timer_new*``.  Times are in the timer's scale."""
 
     def __init__(self, *args, **kwargs):
         raise TypeError("Timer objects are created by AioContext.timer_new*()")
 
     @staticmethod
-    cdef Timer _new(_TimerList tl, int64_t scale, object cb, int attributes):
+    cdef Timer _new(_TimerList tl, int64_t scale, object cb, uint32_t attributes):
         cdef Timer self = Timer.__new__(Timer)
         self.tl = tl
-        self.scale = scale
+        self._scale = scale
         self.cb = cb
-        self.attributes = attributes
+        self._attributes = attributes
         self.seq = 0
         return self
 
     cdef _TimerList _list(self):
-        if self.tl.ctx.closed:
+        if self.tl.ctx._closed:
             raise RuntimeError("the timer's AioContext is closed")
         return self.tl
 
@@ -710,23 +768,24 @@ cdef class Timer:
 
     def mod(self, expire):
         """Arm at ``expire`` in the timer's scale."""
-        cdef int64_t v = _as_int64(_int_arg(expire, "expire") * self.scale, "expire * scale")
+        cdef int64_t v = _as_int64(_int_arg(expire, "expire") * self._scale, "expire * scale")
         self._list().insert(self, v)
 
-    def mod_anticipate_ns(self, ns_obj):
+    def mod_anticipate_ns(self, ns):
         """Arm at ``ns`` only if that is earlier than the current expiry (or not pending)."""
-        cdef int64_t ns = _as_int64(_int_arg(ns_obj, "ns"), "ns")
+        cdef int64_t v = _as_int64(_int_arg(ns, "ns"), "ns")
         cdef _TimerList tl = self._list()
         cdef int64_t cur
         if self.seq == 0:
-            tl.insert(self, ns)
+            tl.insert(self, v)
             return
         cur = self.key if self.key > 0 else 0
-        if cur > ns:
-            tl.insert(self, ns)
+        if cur > v:
+            tl.insert(self, v)
 
     def mod_anticipate(self, expire):
-        self.mod_anticipate_ns(_as_int64(_int_arg(expire, "expire") * self.scale,
+        """Arm at ``expire`` (in the timer's scale) only if that is earlier than now set."""
+        self.mod_anticipate_ns(_as_int64(_int_arg(expire, "expire") * self._scale,
                                          "expire * scale"))
 
     def delete(self):
@@ -735,6 +794,7 @@ cdef class Timer:
 
     @property
     def pending(self):
+        """Whether the timer is armed."""
         return self.seq != 0
 
     def expired(self, current_time):
@@ -743,30 +803,49 @@ cdef class Timer:
         Note (§9.22): a timer that is not pending reports True.
         """
         cdef int64_t expire = (self.key if self.key > 0 else 0) if self.seq else -1
-        return expire <= _int_arg(current_time, "current_time") * self.scale
+        return expire <= _int_arg(current_time, "current_time") * self._scale
 
     @property
     def expire_time_ns(self):
+        """The expiry in ns on the timer's clock; -1 when not pending."""
         if self.seq == 0:
             return -1
         return self.key if self.key > 0 else 0
 
     @property
     def clock(self):
+        """The timer's ``ClockType``."""
         return ClockType(self.tl.clock)
 
+    @property
+    def scale(self):
+        """ns per unit of ``mod``/``mod_anticipate`` times (SCALE_NS, SCALE_US, SCALE_MS...)."""
+        return self._scale
+
+    @property
+    def attributes(self):
+        """The attribute bits given at creation (``TIMER_ATTR_EXTERNAL``...)."""
+        return self._attributes
+
     def __repr__(self):
-        return (f"<Timer clock={self.clock.name} scale={self.scale} "
+        return (f"<Timer clock={self.clock.name} scale={self._scale} "
                 f"expire_time_ns={self.expire_time_ns}>")
 
 
 # --------------------------------------------------------------------------------------------
 # Bottom halves (§2)
 
+cdef object _callback_name(object cb):
+    return getattr(cb, "__qualname__", repr(cb))
+
+
 @cython.final
 @cython.freelist(256)
 cdef class BH:
-    """A bottom half, created by ``AioContext.bh_new``.  ``callback()`` takes no arguments."""
+    """BH(*args, **kwargs)
+--
+
+A bottom half, created by ``AioContext.bh_new``.  ``callback()`` takes no arguments."""
 
     def __init__(self, *args, **kwargs):
         raise TypeError("BH objects are created by AioContext.bh_new()")
@@ -776,13 +855,13 @@ cdef class BH:
         cdef BH self = BH.__new__(BH)
         self.ctx = ctx
         self.cb = cb
-        self.name_ = name
+        self._name = name
         return self
 
     cdef int _check(self) except -1:
-        if self.deleted:
+        if self._deleted:
             raise RuntimeError(f"BH {self.name!r} was deleted")
-        if self.ctx.closed:
+        if self.ctx._closed:
             raise RuntimeError("the BH's AioContext is closed")
         return 0
 
@@ -804,18 +883,25 @@ cdef class BH:
     def delete(self):
         """Unschedule and free; later use raises RuntimeError.  Allowed from its own callback."""
         self._check()
+        if self._name is None:
+            self._name = self.name  # keep it once the callback is dropped
         self.ctx._bh_enqueue(self, BH_DELETED)
-        self.deleted = True
+        self._deleted = True
+
+    @property
+    def deleted(self):
+        """Whether ``delete()`` was called (or the one-shot ran, or its context closed)."""
+        return self._deleted
 
     @property
     def name(self):
-        if self.name_ is None:
-            cb = self.cb
-            return getattr(cb, "__qualname__", repr(cb)) if cb is not None else "<freed>"
-        return self.name_
+        """The name given to ``bh_new``, else the callback's qualified name."""
+        if self._name is None:
+            return _callback_name(self.cb)
+        return self._name
 
     def __repr__(self):
-        return f"<BH {self.name!r}{' deleted' if self.deleted else ''}>"
+        return f"<BH {self.name!r}{' deleted' if self._deleted else ''}>"
 
 
 # --------------------------------------------------------------------------------------------
@@ -840,20 +926,24 @@ cdef class _Handler:
 cdef object _FDMON_NAMES = {"auto": FDMON_AUTO, "poll": FDMON_POLL, "epoll": FDMON_EPOLL}
 
 
+@cython.final
 cdef class AioContext:
-    """QEMU's AioContext: fd handlers, bottom halves and timers driven by ``poll()``.
+    """AioContext(fdmon='auto')
+--
+
+QEMU's AioContext: fd handlers, bottom halves and timers driven by ``poll()``.
 
     ``fdmon`` is ``"auto"`` (ppoll, moving to epoll once 64 or more fds are polled), ``"poll"``
     or ``"epoll"``.  Exceptions raised by callbacks: see ``set_exception_handler``.
     """
 
     def __cinit__(self):
-        self.closed = True
+        self._closed = True
         self.epfd = -1
         self.notifier_wfd = -1
 
     def __init__(self, fdmon="auto"):
-        if not self.closed or self.notifier is not None:
+        if not self._closed or self.notifier is not None:
             raise RuntimeError("AioContext is already initialised")
         if not isinstance(fdmon, str):
             raise TypeError(f"fdmon must be a str, not {type(fdmon).__name__}")
@@ -879,7 +969,7 @@ cdef class AioContext:
             if self.epfd < 0:
                 raise OSError(errno, "epoll_create1() failed")
             self.epoll_active = True
-        self.closed = False
+        self._closed = False
         self._set_handler(self.notifier.rfd, self._drain_notifier, None,
                           self._notifier_poll, self._notifier_poll_ready, True)
         _contexts.add(self)
@@ -905,6 +995,11 @@ cdef class AioContext:
     # ---- helpers
 
     @property
+    def closed(self):
+        """Whether ``close()`` was called."""
+        return self._closed
+
+    @property
     def fdmon(self):
         """The fd monitor in use now: ``"poll"`` or ``"epoll"``."""
         return "epoll" if self.epoll_active else "poll"
@@ -918,6 +1013,7 @@ cdef class AioContext:
         self.exception_handler = _check_callback(handler, "handler")
 
     def get_exception_handler(self):
+        """The handler given to ``set_exception_handler`` (None: the default)."""
         return self.exception_handler
 
     cdef int _report(self, object exc) except -1:
@@ -970,14 +1066,14 @@ cdef class AioContext:
 
     def notify(self):
         """``aio_notify``: wake a blocking ``poll()``; safe from any thread; never progress."""
-        if self.closed:
+        if self._closed:
             raise RuntimeError("AioContext is closed")
         self._notify()
 
     # ---- fd handlers (§1.3, §1.4)
 
     def _check_open(self):
-        if self.closed:
+        if self._closed:
             raise RuntimeError("AioContext is closed")
 
     def set_fd_handler(self, fd, io_read=None, io_write=None, io_poll=None, io_poll_ready=None):
@@ -1087,8 +1183,7 @@ cdef class AioContext:
             self.npollfds -= 1
         if self.epoll_active:
             ev.events = new_ev
-            ev.data.u64 = 0
-            ev.data.fd = fd
+            ev.data.ptr = <void *>new  # the handler itself: no lookup per event
             if new_ev and old_ev:
                 r = epoll_ctl(self.epfd, EPOLL_CTL_MOD, fd, &ev)
             elif new_ev:
@@ -1123,8 +1218,7 @@ cdef class AioContext:
                 node = <_Handler>obj
                 if node.events:
                     ev.events = node.events
-                    ev.data.u64 = 0
-                    ev.data.fd = node.fd
+                    ev.data.ptr = <void *>node
                     if epoll_ctl(self.epfd, EPOLL_CTL_ADD, node.fd, &ev) < 0:
                         self._epoll_disable()
                         return False
@@ -1251,12 +1345,11 @@ cdef class AioContext:
                 r = epoll_wait(self.epfd, self.ep_events, EPOLL_MAX_EVENTS, -1)
         if r < 0:
             return self._wait_failed(errno, "epoll_wait() failed")
-        handlers = self.handlers
         i = r - 1
         while i >= 0:  # reverse of kernel report order (§1.9)
-            obj = handlers.get(self.ep_events[i].data.fd)
-            if obj is not None:
-                node = <_Handler>obj
+            # borrowed: a handler removed while walkers are active stays in deleted_handlers
+            node = <_Handler>self.ep_events[i].data.ptr
+            if not node.deleted:
                 rev = self.ep_events[i].events & node.events
                 if rev:
                     self._add_ready(ready, node, rev, gen)
@@ -1396,7 +1489,7 @@ cdef class AioContext:
 
     def bh_new(self, callback, *, name=None):
         """``aio_bh_new``: a BH bound to this context (not scheduled)."""
-        if self.closed:
+        if self._closed:
             raise RuntimeError("AioContext is closed")
         _check_cb(callback, "callback")
         if name is not None and not isinstance(name, str):
@@ -1405,7 +1498,23 @@ cdef class AioContext:
 
     def bh_schedule_oneshot(self, callback, *, name=None):
         """``aio_bh_schedule_oneshot``: run ``callback`` once in the next poll()."""
-        cdef BH bh = self.bh_new(callback, name=name)
+        cdef BH bh
+        if self._closed:
+            raise RuntimeError("AioContext is closed")
+        _check_cb(callback, "callback")
+        if name is not None and not isinstance(name, str):
+            raise TypeError(f"name must be a str, not {type(name).__name__}")
+        # a one-shot BH is never seen by the user: the context recycles it once it ran
+        bh = self.oneshot_free
+        if bh is not None:
+            self.oneshot_free = bh.next
+            self.oneshot_nfree -= 1
+            bh.next = None
+            bh.cb = callback
+            bh._name = name
+            bh._deleted = False
+        else:
+            bh = BH._new(self, callback, name)
         self._bh_enqueue(bh, BH_SCHEDULED | BH_ONESHOT)
 
     cdef int _bh_enqueue(self, BH bh, int flags) except -1:
@@ -1449,9 +1558,19 @@ cdef class AioContext:
                     bh.cb()
                 except BaseException as exc:
                     self._report(exc)
-            if old & (BH_DELETED | BH_ONESHOT):
+            if old & BH_DELETED:
                 bh.cb = None
-                bh.deleted = True
+                bh._deleted = True
+            elif old & BH_ONESHOT:
+                bh.cb = None
+                bh._name = None
+                bh.flags = 0  # nothing else holds it: clean for bh_schedule_oneshot
+                if self.oneshot_nfree < ONESHOT_FREE_MAX:
+                    bh.next = self.oneshot_free
+                    self.oneshot_free = bh
+                    self.oneshot_nfree += 1
+                else:
+                    bh._deleted = True
         return progress
 
     cdef int64_t _bh_timeout(self) noexcept:
@@ -1477,7 +1596,7 @@ cdef class AioContext:
 
     def timer_new(self, clock, scale, callback, *, attributes=0):
         """``aio_timer_new_with_attrs``: a timer on ``clock`` counting in ``scale`` ns units."""
-        if self.closed:
+        if self._closed:
             raise RuntimeError("AioContext is closed")
         _clock_of(clock)  # the same order of checks as the fallback
         if _int64_arg(scale, "scale") <= 0:
@@ -1485,18 +1604,21 @@ cdef class AioContext:
         return self._timer_new(clock, scale, callback, attributes)
 
     def timer_new_ns(self, clock, callback, *, attributes=0):
+        """``aio_timer_new``: a timer on ``clock`` counting in nanoseconds."""
         return self._timer_new(clock, SCALE_NS, callback, attributes)
 
     def timer_new_us(self, clock, callback, *, attributes=0):
+        """``aio_timer_new``: a timer on ``clock`` counting in microseconds."""
         return self._timer_new(clock, SCALE_US, callback, attributes)
 
     def timer_new_ms(self, clock, callback, *, attributes=0):
+        """``aio_timer_new``: a timer on ``clock`` counting in milliseconds."""
         return self._timer_new(clock, SCALE_MS, callback, attributes)
 
     cdef Timer _timer_new(self, object clock, int64_t scale, object callback, object attributes):
         cdef long long c = -1
         cdef int overflow = 0
-        if self.closed:
+        if self._closed:
             raise RuntimeError("AioContext is closed")
         if isinstance(clock, int) and not isinstance(clock, bool):
             c = PyLong_AsLongLongAndOverflow(clock, &overflow)
@@ -1509,16 +1631,16 @@ cdef class AioContext:
         return Timer._new(self.tl0 if c == 0 else self.tl1 if c == 1 else
                           self.tl2 if c == 2 else self.tl3, scale, callback, attributes)
 
-    cdef int64_t _timers_deadline(self) noexcept:
+    cdef int64_t _timers_deadline(self, bint for_wait=True) noexcept:
         cdef int64_t deadline = -1
         if self.tl0.n:
-            deadline = _soonest(deadline, self.tl0.deadline())
+            deadline = _soonest(deadline, self.tl0.deadline(for_wait))
         if self.tl1.n:
-            deadline = _soonest(deadline, self.tl1.deadline())
+            deadline = _soonest(deadline, self.tl1.deadline(for_wait))
         if self.tl2.n:
-            deadline = _soonest(deadline, self.tl2.deadline())
+            deadline = _soonest(deadline, self.tl2.deadline(for_wait))
         if self.tl3.n:
-            deadline = _soonest(deadline, self.tl3.deadline())
+            deadline = _soonest(deadline, self.tl3.deadline(for_wait))
         return deadline
 
     cdef bint _run_timers(self) except -1:
@@ -1557,7 +1679,7 @@ cdef class AioContext:
         """
         cdef bint b, progress
         cdef unsigned long me
-        if self.closed:
+        if self._closed:
             raise RuntimeError("AioContext is closed")
         if blocking is True:
             b = True
@@ -1629,15 +1751,16 @@ cdef class AioContext:
                 block_ns = _now_monotonic() - start
             if self.bh_head is not None or self.bh_cur is not None:
                 progress |= self._bh_poll()
-            for obj in (ready if ready is not None else ()):
-                node = <_Handler>obj
-                if node.ready_gen != gen:
-                    continue  # moved to a nested poll's ready list, already dispatched
-                node.ready_gen = 0
-                if self._dispatch_node(node):
-                    progress = True
-                if use_polling and node.in_poll_list and self.poll_max_ns:
-                    self._adjust_polling_time(node, block_ns)
+            if ready is not None:
+                for obj in ready:
+                    node = <_Handler>obj
+                    if node.ready_gen != gen:
+                        continue  # moved to a nested poll's ready list, already dispatched
+                    node.ready_gen = 0
+                    if self._dispatch_node(node):
+                        progress = True
+                    if use_polling and node.in_poll_list and self.poll_max_ns:
+                        self._adjust_polling_time(node, block_ns)
         finally:
             self.walkers -= 1
             if self.walkers == 0 and len(self.deleted_handlers):
@@ -1721,9 +1844,11 @@ cdef class AioContext:
                     continue
                 if rev & POLLNVAL:
                     self._set_handler(node.fd, None, None, None, None, False)
-                    if self.source_errors is None:
-                        self.source_errors = []
-                    self.source_errors.append(_closed_fd_error(node.fd))
+                    saved, self.errors = self.errors, self.source_errors
+                    try:
+                        self._report(_closed_fd_error(node.fd))
+                    finally:
+                        self.source_errors, self.errors = self.errors, saved
                     pending = True
                     continue
                 node.revents = rev & node.events
@@ -1789,6 +1914,129 @@ cdef class AioContext:
             _raise_errors(errors)
         return progress
 
+    # ---- one wait for the main loop's contexts (main_loop_wait): the GSource steps above
+    # without their argument checks and per-call lists
+
+    cdef void _ml_open_window(self) noexcept:
+        """The main loop's wait may block: from now on a notify must wake it (as
+        ``source_prepare``, bit 0 of notify_me)."""
+        ql_fetch_or(&self.notify_me, 1)
+        ql_smp_mb()
+
+    cdef int64_t _ml_timeout(self) except? -2:
+        """The timeout in ns this context allows (poll mode is left: an outer loop never
+        busy-polls)."""
+        if self.poll_started:
+            self._poll_set_started(False, [], 0)
+        return self._compute_timeout()
+
+    cdef int _ml_enter(self, unsigned long me) except -1:
+        """Enter as a walker for the main loop's wait: the handlers in the pollfd array
+        outlive it."""
+        if self.walkers and self.poll_thread != me:
+            raise RuntimeError("AioContext dispatched from two threads at once")
+        self.walkers += 1
+        self.poll_thread = me
+        return 0
+
+    cdef void _ml_accept(self, bint window) noexcept:
+        """An iteration without a wait: close the notify window, accept the notify."""
+        if window:
+            ql_fetch_and(&self.notify_me, ~1)
+        ql_xchg(&self.notified, 0)  # aio_notify_accept
+
+    cdef Py_ssize_t _ml_nfds(self) noexcept:
+        """How many pollfds ``_ml_fill`` writes."""
+        return 1 if self.epoll_active else self.npollfds
+
+    cdef bint _ml_idle(self) noexcept:
+        """Only the context's own notifier is registered (its state is known without a wait)."""
+        return self.npollfds <= 1 and not self.epoll_active
+
+    cdef Py_ssize_t _ml_fill(self, pollfd *dst) except -1:
+        """Write the fds the main loop waits on for this context (room: ``_ml_nfds()``)."""
+        if self.epoll_active:
+            dst[0].fd = self.epfd
+            dst[0].events = POLLIN
+            dst[0].revents = 0
+            return 1
+        if self.fds_dirty:
+            self._rebuild_pollfds()
+        memcpy(dst, self.pfds, self.pfds_len * sizeof(pollfd))
+        return self.pfds_len
+
+    cdef list _ml_check(self, pollfd *seg, Py_ssize_t n, uint64_t *gen_out, bint window):
+        """Close the notify window (if ``window``), accept the notify, collect the handlers
+        the wait found ready in ``seg`` (what ``_ml_fill`` wrote, with revents) and leave the
+        walker section.  Returns the ready handlers (None: none), their generation in gen_out."""
+        cdef Py_ssize_t i
+        cdef int rev
+        cdef uint64_t gen
+        cdef list ready = None
+        cdef _Handler node
+        if window:
+            ql_fetch_and(&self.notify_me, ~1)
+        ql_xchg(&self.notified, 0)  # aio_notify_accept
+        self.ready_gen += 1
+        gen = self.ready_gen
+        gen_out[0] = gen
+        try:
+            if self.epoll_active:
+                if n and seg[0].revents:
+                    ready = []
+                    self._wait_epoll(ready, 0, gen)
+            else:
+                for i in range(n):
+                    rev = seg[i].revents
+                    if not rev:
+                        continue
+                    node = <_Handler>self.pfd_nodes[i]  # alive: walkers > 0 since the fill
+                    if node.deleted:
+                        continue
+                    if rev & POLLNVAL:
+                        self._set_handler(node.fd, None, None, None, None, False)
+                        self._report(_closed_fd_error(node.fd))
+                    elif rev & node.events:
+                        if ready is None:
+                            ready = []
+                        self._add_ready(ready, node, rev & node.events, gen)
+        finally:
+            self.walkers -= 1
+            if self.walkers == 0:
+                self.poll_thread = 0
+                if len(self.deleted_handlers):
+                    self._free_deleted_handlers()
+        return ready
+
+    cdef int _ml_dispatch(self, list ready, uint64_t gen, unsigned long me) except -1:
+        """``aio_dispatch`` for the main loop: BHs, the ready handlers, then timers."""
+        cdef _Handler node
+        if self._closed:
+            return 0
+        if self.walkers and self.poll_thread != me:
+            raise RuntimeError("AioContext dispatched from two threads at once")
+        self.poll_thread = me
+        self.walkers += 1
+        try:
+            if self.bh_head is not None or self.bh_cur is not None:
+                self._bh_poll()
+            if ready is not None:
+                for obj in ready:
+                    node = <_Handler>obj
+                    if node.ready_gen != gen:
+                        continue
+                    node.ready_gen = 0
+                    self._dispatch_node(node)
+        finally:
+            self.walkers -= 1
+            if self.walkers == 0 and len(self.deleted_handlers):
+                self._free_deleted_handlers()
+        if self.tl0.n or self.tl1.n or self.tl2.n or self.tl3.n:
+            self._run_timers()
+        if not self.walkers:
+            self.poll_thread = 0
+        return 0
+
     def run_timers(self):
         """``timerlistgroup_run_timers``: run this context's due timers only (clock order)."""
         self._check_open()
@@ -1804,9 +2052,11 @@ cdef class AioContext:
         return progress
 
     def timers_deadline(self):
-        """``timerlistgroup_deadline_ns``: ns until the next timer of this context (-1 none)."""
+        """``timerlistgroup_deadline_ns``: ns until the next timer of this context (-1 none,
+        0 due).  On the manual clock a VIRTUAL timer counts with its virtual distance (what
+        ``clock_step`` would advance), although it never bounds a blocking wait."""
         self._check_open()
-        return self._timers_deadline()
+        return self._timers_deadline(False)
 
     def _set_timer_notify(self, callback):
         """Call ``callback()`` instead of notify() when a timer becomes the head of a list
@@ -1826,11 +2076,11 @@ cdef class AioContext:
         """Release the context's fds; drop pending BHs, timers and handlers without running
         them (user fds are not closed).  Later calls raise RuntimeError.  Idempotent."""
         cdef BH bh, nxt
-        if self.closed:
+        if self._closed:
             return
         if self.walkers:
             raise RuntimeError("cannot close an AioContext from inside its own poll()")
-        self.closed = True
+        self._closed = True
         _contexts.discard(self)
         src, self._g_source_obj = self._g_source_obj, None
         if src is not None and not src.is_destroyed():
@@ -1850,16 +2100,28 @@ cdef class AioContext:
         while bh is not None:
             nxt = bh.next
             bh.next = None
+            if bh._name is None and not bh.flags & BH_ONESHOT:
+                bh._name = _callback_name(bh.cb)
             bh.cb = None
-            bh.deleted = True
+            bh._deleted = True
+            bh = nxt
+        bh = self.oneshot_free
+        self.oneshot_free = None
+        self.oneshot_nfree = 0
+        while bh is not None:  # unlinked one by one: no deep recursion of deallocations
+            nxt = bh.next
+            bh.next = None
+            bh._deleted = True
             bh = nxt
         bh = self.bh_cur
         self.bh_cur = None
         while bh is not None:
             nxt = bh.next
             bh.next = None
+            if bh._name is None and not bh.flags & BH_ONESHOT:
+                bh._name = _callback_name(bh.cb)
             bh.cb = None
-            bh.deleted = True
+            bh._deleted = True
             bh = nxt
         if self.epfd >= 0:
             close(self.epfd)
@@ -1872,14 +2134,16 @@ cdef class AioContext:
         self.notifier.close()
 
     def __enter__(self):
+        """Context manager: returns itself."""
         self._check_open()
         return self
 
     def __exit__(self, *exc):
+        """Context manager: ``close()``."""
         self.close()
 
     def __repr__(self):
-        if self.closed:
+        if self._closed:
             return "<qloop._core.AioContext closed>"
         return f"<qloop._core.AioContext fdmon={self.fdmon} handlers={len(self.handlers)}>"
 
@@ -1937,14 +2201,34 @@ cdef inline int _check_cb(object cb, str what) except -1:
 # instantiated over this implementation.
 
 include "_glib_core.pxi"
+include "_core_mainloop.pxi"
 
 _main_loop = _mainloop.MainLoop(types.SimpleNamespace(
     AioContext=AioContext,
+    BigLock=BigLock,
+    MainLoopWait=MainLoopWait,
     glib_poller=_CGLibPoller,
     clock_enable=clock_enable,
-    soonest_timeout=soonest_timeout,
-    timeout_ns_to_ms=timeout_ns_to_ms,
+    clock_get_ns=clock_get_ns,
+    clock_is_manual=clock_is_manual,
+    clock_advance_virtual_time=clock_advance_virtual_time,
+    virtual_deadline=_virtual_deadline,
 ))
 globals().update(_main_loop.exports())
 GLibUnavailable = _glib.GLibUnavailable
 __all__ += [*_mainloop.EXPORTS, *_mainloop.SHARED_EXPORTS, "GLibUnavailable"]
+
+
+cdef _hide_cython_internals(type t):
+    # __pyx_vtable__ is how another module would cimport the type; nothing does, and help()
+    # should show the API only
+    cdef PyTypeObject_gc *tp = <PyTypeObject_gc *>t
+    if tp.tp_dict != NULL:
+        (<dict>tp.tp_dict).pop("__pyx_vtable__", None)
+        PyType_Modified(tp)
+
+
+for _t in (AioContext, BH, Timer, EventNotifier, BigLock, MainLoopWait, _TimerList, _Handler,
+           _CGLibPoller):
+    _hide_cython_internals(_t)
+del _t

@@ -2,7 +2,8 @@
 
 This module is the reference implementation; ``qloop/_core.pyx`` mirrors it class by class
 (clocks, EventNotifier, NotifierList, Timer/_TimerList, BH, _Handler, AioContext) and must
-behave identically.  Section numbers refer to ``shared/spec/qemu-main-loop.md``; choices the
+behave identically.  Methods come in the same order; an attribute ``_x`` here is the core's
+C attribute ``x``.  Section numbers refer to ``shared/spec/qemu-main-loop.md``; choices the
 spec leaves open are written down in ``docs/decisions.md``.
 
 Threading model (the fallback's; the core uses C atomics instead):
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import errno
 import heapq
+import inspect
 import itertools
 import os
 import select
@@ -47,6 +49,7 @@ from ._constants import (
     EPOLL_MAX_EVENTS,
     FDMON_NAMES,
     IDLE_BH_TIMEOUT_NS,
+    ONESHOT_FREE_MAX,
     POLL_NS_INITIAL,
     SCALE_MS,
     SCALE_NS,
@@ -74,6 +77,7 @@ __all__: List[str] = [
     "clock_get_ns",
     "clock_get_us",
     "clock_is_enabled",
+    "clock_is_manual",
     "clock_set_manual",
     "soonest_timeout",
     "timeout_ns_to_ms",
@@ -97,6 +101,8 @@ _UINT64 = 2**64 - 1
 _NCLOCKS = 4
 
 _monotonic_ns = time.monotonic_ns
+_FunctionType = types.FunctionType
+_CO_COROUTINE = inspect.CO_COROUTINE
 _new_object = object.__new__
 _get_ident = threading.get_ident
 
@@ -236,6 +242,25 @@ def clock_set_manual(manual: bool) -> None:
         ctx._notify()
 
 
+def clock_is_manual() -> bool:
+    """Whether VIRTUAL moves only by ``clock_advance_virtual_time`` (``clock_set_manual``)."""
+    return _clocks.manual
+
+
+def _virtual_deadline() -> int:
+    """ns until the next VIRTUAL timer of any open context (-1 none, 0 due)."""
+    soonest = -1
+    for ctx in list(_contexts):
+        if not ctx._closed:
+            e = ctx._timer_lists[ClockType.VIRTUAL].head_expire()
+            if e >= 0 and (soonest < 0 or e < soonest):
+                soonest = e
+    if soonest < 0:
+        return -1
+    delta = soonest - _clocks.virtual_now()
+    return delta if delta > 0 else 0
+
+
 def clock_advance_virtual_time(dest_ns: int) -> int:
     """Step the manual VIRTUAL clock to ``dest_ns`` (qtest's clock warp).
 
@@ -264,7 +289,12 @@ def clock_advance_virtual_time(dest_ns: int) -> int:
             st.manual_ns = soonest
         ran = False
         for ctx in ctxs:
-            ran |= ctx._run_timer_list(ClockType.VIRTUAL, errors)
+            saved = ctx._errors
+            ctx._errors = errors
+            try:
+                ran |= ctx._timer_lists[ClockType.VIRTUAL].run()
+            finally:
+                ctx._errors = saved
         if not ran:
             break  # VIRTUAL is disabled: its timers never run (§3.6)
     st.manual_ns = dest
@@ -352,12 +382,15 @@ class EventNotifier:
 
     @property
     def closed(self) -> bool:
+        """Whether ``close()`` was called."""
         return self._rfd < 0
 
     def __enter__(self) -> "EventNotifier":
+        """Context manager: returns itself."""
         return self
 
     def __exit__(self, *exc: Any) -> None:
+        """Context manager: ``close()``."""
         self.close()
 
     def __del__(self) -> None:
@@ -437,8 +470,9 @@ class _TimerList:
                 self._maybe_compact()
             timer._expire = -1
 
-    def deadline(self) -> int:
-        """``timerlist_deadline_ns``; in manual mode a virtual timer counts only once due."""
+    def deadline(self, for_wait: bool = True) -> int:
+        """``timerlist_deadline_ns``.  ``for_wait``: in manual mode a virtual timer bounds a
+        wait only once due (a wait must not sleep on real time for virtual time)."""
         if not self.heap:
             return -1
         if not _clocks.enabled[self.clock]:
@@ -449,11 +483,11 @@ class _TimerList:
         delta = expire - _clock_now(self.clock)
         if delta <= 0:
             return 0
-        if _clocks.manual and (self.clock == 1 or self.clock == 3):
+        if for_wait and _clocks.manual and (self.clock == 1 or self.clock == 3):
             return -1
         return delta
 
-    def run(self, errors: List[BaseException]) -> bool:
+    def run(self) -> bool:
         """``timerlist_run_timers``: run every timer due at one reading of the clock."""
         if not self.heap or not _clocks.enabled[self.clock]:
             return False
@@ -482,7 +516,7 @@ class _TimerList:
             try:
                 cb()
             except BaseException as exc:
-                self.ctx._report(exc, errors)
+                self.ctx._report(exc)
         return progress
 
     def clear(self) -> None:
@@ -547,6 +581,7 @@ class Timer:
             tl.insert(self, ns)
 
     def mod_anticipate(self, expire: int) -> None:
+        """Arm at ``expire`` (in the timer's scale) only if that is earlier than now set."""
         self.mod_anticipate_ns(_int64_arg(_int_arg(expire, "expire") * self._scale,
                                           "expire * scale"))
 
@@ -557,6 +592,7 @@ class Timer:
 
     @property
     def pending(self) -> bool:
+        """Whether the timer is armed."""
         return self._expire >= 0
 
     def expired(self, current_time: int) -> bool:
@@ -568,18 +604,22 @@ class Timer:
 
     @property
     def expire_time_ns(self) -> int:
+        """The expiry in ns on the timer's clock; -1 when not pending."""
         return self._expire
 
     @property
     def clock(self) -> ClockType:
+        """The timer's ``ClockType``."""
         return ClockType(self._tl.clock)
 
     @property
     def scale(self) -> int:
+        """ns per unit of ``mod``/``mod_anticipate`` times (SCALE_NS, SCALE_US, SCALE_MS...)."""
         return self._scale
 
     @property
     def attributes(self) -> int:
+        """The attribute bits given at creation (``TIMER_ATTR_EXTERNAL``...)."""
         return self._attributes
 
     def __repr__(self) -> str:
@@ -667,12 +707,14 @@ class BH:
         self._deleted = True
 
     @property
-    def name(self) -> str:
-        return self._name
+    def deleted(self) -> bool:
+        """Whether ``delete()`` was called (or the one-shot ran, or its context closed)."""
+        return self._deleted
 
     @property
-    def deleted(self) -> bool:
-        return self._deleted
+    def name(self) -> str:
+        """The name given to ``bh_new``, else the callback's qualified name."""
+        return self._name
 
     def __repr__(self) -> str:
         return f"<BH {self._name!r}{' deleted' if self._deleted else ''}>"
@@ -735,6 +777,10 @@ class AioContext:
     or ``"epoll"``.  Exceptions raised by callbacks: see ``set_exception_handler``.
     """
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # the compiled core's AioContext is final (direct C calls): the same rule here
+        raise TypeError("type 'AioContext' is not an acceptable base type")
+
     def __init__(self, fdmon: str = "auto") -> None:
         if getattr(self, "_notifier", None) is not None:
             raise RuntimeError("AioContext is already initialised")
@@ -750,7 +796,7 @@ class AioContext:
         self._pollobj = select.poll()
         self._epoll: Optional[select.epoll] = None
         self._epoll_failed = False
-        self._fdmon_active_epoll = False
+        self._epoll_active = False
         self._npollfds = 0  # live handlers with a nonzero event mask
         self._walkers = 0
         self._poll_thread: Optional[int] = None
@@ -767,6 +813,7 @@ class AioContext:
         self._bh_ops: Deque[Any] = deque()
         self._bh_list: List[BH] = []  # pending stack (top = end)
         self._bh_slices: Deque[List[BH]] = deque()
+        self._oneshot_free: List[BH] = []  # run one-shot BHs kept for reuse
         self._timer_lists = [_TimerList(self, c) for c in range(_NCLOCKS)]
         self._exception_handler: Optional[Callable[["AioContext", BaseException], Any]] = None
         self._timer_notify_cb: Optional[Callback] = None
@@ -781,7 +828,7 @@ class AioContext:
         self._notifier = EventNotifier()
         if fdmon == "epoll":
             self._epoll = select.epoll(sizehint=EPOLL_MAX_EVENTS, flags=select.EPOLL_CLOEXEC)
-            self._fdmon_active_epoll = True
+            self._epoll_active = True
         self._closed = False
         notifier = self._notifier
         self._set_handler(notifier.fileno(), self._drain_notifier, None,
@@ -801,18 +848,15 @@ class AioContext:
 
     # ---- helpers
 
-    def _check_open(self) -> None:
-        if self._closed:
-            raise RuntimeError("AioContext is closed")
-
     @property
     def closed(self) -> bool:
+        """Whether ``close()`` was called."""
         return self._closed
 
     @property
     def fdmon(self) -> str:
         """The fd monitor in use now: ``"poll"`` or ``"epoll"``."""
-        return "epoll" if self._fdmon_active_epoll else "poll"
+        return "epoll" if self._epoll_active else "poll"
 
     def set_exception_handler(
         self, handler: Optional[Callable[["AioContext", BaseException], Any]]
@@ -825,9 +869,10 @@ class AioContext:
         self._exception_handler = _check_callback(handler, "handler")
 
     def get_exception_handler(self) -> Optional[Callable[["AioContext", BaseException], Any]]:
+        """The handler given to ``set_exception_handler`` (None: the default)."""
         return self._exception_handler
 
-    def _report(self, exc: BaseException, errors: List[BaseException]) -> None:
+    def _report(self, exc: BaseException) -> None:
         handler = self._exception_handler
         if handler is not None and isinstance(exc, Exception):
             try:
@@ -835,15 +880,22 @@ class AioContext:
                 return
             except BaseException as exc2:  # the handler itself failed: raise that
                 exc = exc2
-        errors.append(exc)
+        self._errors.append(exc)
+
+    def _call(self, cb: Callback) -> None:
+        try:
+            cb()
+        except BaseException as exc:
+            self._report(exc)
+
+    def _call_poll(self, node: _Handler) -> bool:
+        try:
+            return bool(node.io_poll())
+        except BaseException as exc:
+            self._report(exc)
+            return False
 
     # ---- notify protocol (§1.6)
-
-    def notify(self) -> None:
-        """``aio_notify``: wake a blocking ``poll()``; safe from any thread; never progress."""
-        if self._closed:
-            raise RuntimeError("AioContext is closed")
-        self._notify()
 
     def _notify(self) -> None:
         self._notified = True
@@ -859,7 +911,17 @@ class AioContext:
                     except BlockingIOError:
                         pass
 
+    def notify(self) -> None:
+        """``aio_notify``: wake a blocking ``poll()``; safe from any thread; never progress."""
+        if self._closed:
+            raise RuntimeError("AioContext is closed")
+        self._notify()
+
     # ---- fd handlers (§1.3, §1.4)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("AioContext is closed")
 
     def set_fd_handler(
         self,
@@ -988,7 +1050,7 @@ class AioContext:
         elif old_ev:
             self._pollobj.unregister(fd)
             self._npollfds -= 1
-        if self._fdmon_active_epoll:
+        if self._epoll_active:
             try:
                 if new_ev and old_ev:
                     self._epoll.modify(fd, new_ev)  # type: ignore[union-attr]
@@ -1005,7 +1067,7 @@ class AioContext:
             self._epoll.close()
         self._epoll = None
         self._epoll_failed = True
-        self._fdmon_active_epoll = False
+        self._epoll_active = False
 
     def _epoll_try_upgrade(self) -> bool:
         if self._epoll_failed or self._walkers != 1:
@@ -1024,16 +1086,16 @@ class AioContext:
             except OSError:
                 self._epoll_disable()
                 return False
-            self._fdmon_active_epoll = True
+            self._epoll_active = True
         return True
 
     def _wait(self, ready: List[_Handler], timeout: int, gen: int) -> None:
         """The backend wait: the only blocking point of poll()."""
-        if (self._npollfds >= EPOLL_ENABLE_THRESHOLD and not self._fdmon_active_epoll
+        if (self._npollfds >= EPOLL_ENABLE_THRESHOLD and not self._epoll_active
                 and self._fdmon_mode == "auto" and not self._epoll_failed):
             self._epoll_try_upgrade()
         handlers = self._handlers
-        if self._fdmon_active_epoll:
+        if self._epoll_active:
             secs = -1.0 if timeout < 0 else timeout / 1e9
             events = self._epoll.poll(secs, EPOLL_MAX_EVENTS)  # type: ignore[union-attr]
             found = []
@@ -1050,7 +1112,7 @@ class AioContext:
                     continue
                 if rev & _POLLNVAL:
                     self._set_handler(fd, None, None, None, None)
-                    self._errors.append(_closed_fd_error(fd))
+                    self._report(_closed_fd_error(fd))
                     continue
                 if rev & node.events:
                     found.append((node, rev & node.events))
@@ -1085,19 +1147,6 @@ class AioContext:
     def _poll_list_remove(self, node: _Handler) -> None:
         node.in_poll_list = False
         self._poll_list = [n for n in self._poll_list if n is not node]
-
-    def _call_poll(self, node: _Handler) -> bool:
-        try:
-            return bool(node.io_poll())
-        except BaseException as exc:
-            self._report(exc, self._errors)
-            return False
-
-    def _call(self, cb: Callback) -> None:
-        try:
-            cb()
-        except BaseException as exc:
-            self._report(exc, self._errors)
 
     def _mark_poll_ready(self, node: _Handler, ready: List[_Handler], gen: int) -> None:
         node.poll_ready = True
@@ -1208,9 +1257,25 @@ class AioContext:
 
     def bh_schedule_oneshot(self, callback: Callback, *, name: Optional[str] = None) -> None:
         """``aio_bh_schedule_oneshot``: run ``callback`` once in the next poll()."""
-        bh = self.bh_new(callback, name=name)
-        self._bh_ops.append((bh, _BH_SCHEDULED | _BH_ONESHOT))
-        self._notify()
+        if self._closed:
+            raise RuntimeError("AioContext is closed")
+        if type(callback) is not _FunctionType or callback.__code__.co_flags & _CO_COROUTINE:
+            _check_callback(callback, "callback", optional=False)
+        if name is not None and not isinstance(name, str):
+            raise TypeError(f"name must be a str, not {type(name).__name__}")
+        # a one-shot BH is never seen by the user: the context recycles it once it ran
+        free = self._oneshot_free
+        bh = free.pop() if free else _new_object(BH)
+        bh._ctx = self
+        bh._cb = callback
+        bh._name = name  # type: ignore[assignment]  # never shown: the BH is not handed out
+        bh._flags = _BH_ONESHOT  # private until queued: the op below is a plain schedule
+        bh._deleted = False
+        bh._queued = False
+        self._bh_ops.append(bh)
+        self._notified = True  # self._notify(), inline
+        if self._notify_me:
+            self._notify()
 
     def _bh_absorb(self) -> None:
         """Apply queued BH operations (owner thread only).  Only the operations queued when
@@ -1242,7 +1307,16 @@ class AioContext:
         """``aio_bh_poll``: run the BHs pending now; ones scheduled meanwhile wait a pass."""
         ops = self._bh_ops
         if ops:
-            self._bh_absorb()
+            if len(ops) == 1 and type(ops[0]) is BH:  # _bh_absorb() of one schedule, inline
+                bh = ops.popleft()
+                bh._queued = False
+                if bh._cb is not None:
+                    old = bh._flags
+                    bh._flags = old | _BH_PENDING | _BH_SCHEDULED
+                    if not old & _BH_PENDING:
+                        self._bh_list.append(bh)
+            else:
+                self._bh_absorb()
         stack = self._bh_list
         if not stack and not self._bh_slices:
             return False
@@ -1266,10 +1340,17 @@ class AioContext:
                 try:
                     bh._cb()  # type: ignore[misc]  # freed BHs (cb None) are never queued
                 except BaseException as exc:
-                    self._report(exc, self._errors)
-            if old & (_BH_DELETED | _BH_ONESHOT):
+                    self._report(exc)
+            if old & _BH_DELETED:
                 bh._cb = None
                 bh._deleted = True
+            elif old & _BH_ONESHOT:
+                bh._cb = None
+                bh._flags = 0  # nothing else holds it: clean for bh_schedule_oneshot
+                if len(self._oneshot_free) < ONESHOT_FREE_MAX:
+                    self._oneshot_free.append(bh)
+                else:
+                    bh._deleted = True
         return progress
 
     def _bh_timeout(self) -> int:
@@ -1310,6 +1391,7 @@ class AioContext:
         return Timer._new(self._timer_lists[c], scale, callback, attributes)
 
     def timer_new_ns(self, clock: int, callback: Callback, *, attributes: int = 0) -> Timer:
+        """``aio_timer_new``: a timer on ``clock`` counting in nanoseconds."""
         # the common case inline: an int clock, no attributes, the callback checked last time
         if ((type(clock) is ClockType or type(clock) is int) and 0 <= clock < _NCLOCKS
                 and attributes == 0 and callback is self._last_timer_cb() and callback is not None
@@ -1318,27 +1400,25 @@ class AioContext:
         return self.timer_new(clock, SCALE_NS, callback, attributes=attributes)
 
     def timer_new_us(self, clock: int, callback: Callback, *, attributes: int = 0) -> Timer:
+        """``aio_timer_new``: a timer on ``clock`` counting in microseconds."""
         return self.timer_new(clock, SCALE_US, callback, attributes=attributes)
 
     def timer_new_ms(self, clock: int, callback: Callback, *, attributes: int = 0) -> Timer:
+        """``aio_timer_new``: a timer on ``clock`` counting in milliseconds."""
         return self.timer_new(clock, SCALE_MS, callback, attributes=attributes)
 
-    def _timers_deadline(self) -> int:
+    def _timers_deadline(self, for_wait: bool = True) -> int:
         deadline = -1
         for tl in self._timer_lists:
             if tl.heap:
-                deadline = _soonest(deadline, tl.deadline())
+                deadline = _soonest(deadline, tl.deadline(for_wait))
         return deadline
-
-    def _run_timer_list(self, clock: int, errors: List[BaseException]) -> bool:
-        return self._timer_lists[clock].run(errors)
 
     def _run_timers(self) -> bool:
         progress = False
-        errors = self._errors
         for tl in self._timer_lists:
             if tl.heap:
-                progress |= tl.run(errors)
+                progress |= tl.run()
         return progress
 
     # ---- aio_poll (§1.7, §1.8)
@@ -1365,37 +1445,48 @@ class AioContext:
         """
         if self._closed:
             raise RuntimeError("AioContext is closed")
-        if blocking is not True and blocking is not False:
-            if not isinstance(blocking, int):
-                raise TypeError(f"blocking must be a bool, not {type(blocking).__name__}")
-            blocking = bool(blocking)
+        if blocking is True:
+            b = True
+        elif blocking is False:
+            b = False
+        elif isinstance(blocking, int):
+            b = bool(blocking)
+        else:
+            raise TypeError(f"blocking must be a bool, not {type(blocking).__name__}")
         me = _get_ident()
         if self._walkers:
             if self._poll_thread != me:
                 raise RuntimeError("AioContext.poll() called from two threads at once")
         else:
             self._poll_thread = me
-        saved_errors = self._errors
-        errors: List[BaseException] = []
-        self._errors = errors
+        saved = self._errors
+        self._errors = []
+        try:
+            progress = self._poll_iteration(b)
+        finally:
+            errors = self._errors
+            self._errors = saved
+            if not self._walkers:
+                self._poll_thread = None
+        if errors:
+            _raise_errors(errors)
+        return progress
+
+    def _poll_iteration(self, blocking: bool) -> bool:
+        progress = False
+        counted = False
+        block_ns = 0
         self._walkers += 1
         try:
             use_polling = self._poll_max_ns != 0
             start = _monotonic_ns() if use_polling else 0
-            timeout = 0
-            if blocking:  # _compute_timeout(), inline
-                timeout = self._bh_timeout()
-                if timeout != 0:
-                    deadline = self._timers_deadline()
-                    timeout = 0 if deadline == 0 else _soonest(timeout, deadline)
+            timeout = self._compute_timeout() if blocking else 0
             self._ready_gen += 1
             gen = self._ready_gen
             ready: Optional[List[_Handler]] = None  # built only when something can be ready
-            progress = False
             if self._poll_list:
                 ready = []
                 progress, timeout = self._try_poll_mode(timeout, ready, gen)
-            counted = False
             if timeout != 0:
                 self._notify_me += 2
                 counted = True
@@ -1410,17 +1501,18 @@ class AioContext:
                         timeout = 0
                     try:
                         self._wait(ready, timeout, gen)
-                    except BaseException as exc:  # e.g. KeyboardInterrupt from a signal handler
-                        errors.append(exc)
+                    except BaseException as exc:  # e.g. an exception from a signal handler
+                        self._report(exc)
             finally:
                 if counted:
                     self._notify_me -= 2
             self._notified = False  # aio_notify_accept
-            block_ns = _monotonic_ns() - start if use_polling else 0
+            if use_polling:
+                block_ns = _monotonic_ns() - start
             if self._bh_ops or self._bh_list or self._bh_slices:
                 if self._bh_poll():
                     progress = True
-            if ready:
+            if ready is not None:
                 for node in ready:
                     if node.ready_gen != gen:
                         continue  # moved to a nested poll's ready list, already dispatched
@@ -1431,19 +1523,10 @@ class AioContext:
                         self._adjust_polling_time(node, block_ns)
         finally:
             self._walkers -= 1
-            self._errors = saved_errors
-            if not self._walkers:
-                self._poll_thread = None
         tls = self._timer_lists  # timers run last, outside the walker section
         if tls[0].heap or tls[1].heap or tls[2].heap or tls[3].heap:
-            self._errors = errors
-            try:
-                if self._run_timers():
-                    progress = True
-            finally:
-                self._errors = saved_errors
-        if errors:
-            _raise_errors(errors)
+            if self._run_timers():
+                progress = True
         return progress
 
     # ---- coroutines (§1.14)
@@ -1479,7 +1562,7 @@ class AioContext:
     def source_query(self) -> List[Tuple[int, int]]:
         """The (fd, events) pairs the outer loop must poll for this context."""
         self._check_open()
-        if self._fdmon_active_epoll:
+        if self._epoll_active:
             assert self._epoll is not None
             nodes: List[Optional[_Handler]] = [None]
             fds = [(self._epoll.fileno(), _POLLIN)]
@@ -1514,7 +1597,11 @@ class AioContext:
                     continue
                 if rev & _POLLNVAL:
                     self._set_handler(node.fd, None, None, None, None)
-                    self._source_errors.append(_closed_fd_error(node.fd))
+                    saved_errors, self._errors = self._errors, self._source_errors
+                    try:
+                        self._report(_closed_fd_error(node.fd))
+                    finally:
+                        self._errors = saved_errors
                     pending = True
                     continue
                 node.revents = rev & node.events
@@ -1546,7 +1633,7 @@ class AioContext:
                 self._ready_gen += 1
                 gen = self._ready_gen
                 ready: List[_Handler] = []
-                if self._fdmon_active_epoll:
+                if self._epoll_active:
                     if self._source_epoll_ready:
                         self._source_epoll_ready = False
                         self._wait(ready, 0, gen)
@@ -1573,6 +1660,119 @@ class AioContext:
             _raise_errors(errors)
         return progress
 
+    # ---- one wait for the main loop's contexts (main_loop_wait): the GSource steps above
+    # without their argument checks and per-call lists
+
+    def _ml_open_window(self) -> None:
+        """The main loop's wait may block: from now on a notify must wake it (as
+        ``source_prepare``, bit 0 of notify_me)."""
+        self._notify_me |= 1
+
+    def _ml_timeout(self) -> int:
+        """The timeout in ns this context allows (poll mode is left: an outer loop never
+        busy-polls)."""
+        if self._poll_started:
+            self._poll_set_started(False, [], 0)
+        return self._compute_timeout()
+
+    def _ml_enter(self, me: int) -> None:
+        """Enter as a walker for the main loop's wait: the handlers in the poll set
+        outlive it."""
+        if self._walkers and self._poll_thread != me:
+            raise RuntimeError("AioContext dispatched from two threads at once")
+        self._walkers += 1
+        self._poll_thread = me
+
+    def _ml_idle(self) -> bool:
+        """Only the context's own notifier is registered (its state is known without a wait)."""
+        return self._npollfds <= 1 and not self._epoll_active
+
+    def _ml_fds(self) -> Dict[int, int]:
+        """The fds (and events) the main loop waits on for this context."""
+        if self._epoll_active:
+            return {self._epoll.fileno(): _POLLIN}  # type: ignore[union-attr]
+        return {fd: node.events for fd, node in self._handlers.items() if node.events}
+
+    def _ml_accept(self, window: bool) -> None:
+        """An iteration without a wait: close the notify window, accept the notify."""
+        if window:
+            self._notify_me &= ~1
+        self._notified = False  # aio_notify_accept
+
+    def _ml_check(self, ready_fds: List[Tuple[int, int]], window: bool
+                  ) -> Tuple[Optional[List[_Handler]], int]:
+        """Close the notify window (if ``window``), accept the notify, collect the handlers
+        the wait found ready in ``ready_fds`` and leave the walker section.  Returns the
+        ready handlers (None: none) and their generation."""
+        if window:
+            self._notify_me &= ~1
+        self._notified = False  # aio_notify_accept
+        self._ready_gen += 1
+        gen = self._ready_gen
+        ready: Optional[List[_Handler]] = None
+        try:
+            if ready_fds:
+                ready = []
+                if self._epoll_active:
+                    epfd = self._epoll.fileno()  # type: ignore[union-attr]
+                    if any(fd == epfd for fd, _ in ready_fds):
+                        self._wait(ready, 0, gen)
+                else:
+                    self._collect_ready(ready_fds, ready, gen)
+        finally:
+            self._walkers -= 1
+            if not self._walkers:
+                self._poll_thread = None
+        return ready or None, gen
+
+    def _collect_ready(self, ready_fds: List[Tuple[int, int]], ready: List[_Handler],
+                       gen: int) -> None:
+        handlers = self._handlers
+        found = []
+        for fd, rev in ready_fds:
+            node = handlers.get(fd)
+            if node is None:
+                continue
+            if rev & _POLLNVAL:
+                self._set_handler(fd, None, None, None, None)
+                self._report(_closed_fd_error(fd))
+                continue
+            rev &= node.events
+            if rev:
+                found.append((node, rev))
+        if len(found) > 1:
+            found.sort(key=lambda item: item[0].seq)  # oldest registration first
+        for node, rev in found:
+            node.revents = rev
+            if node.ready_gen != gen:
+                node.ready_gen = gen
+                ready.append(node)
+
+    def _ml_dispatch(self, ready: Optional[List[_Handler]], gen: int, me: int) -> None:
+        """``aio_dispatch`` for the main loop: BHs, the ready handlers, then timers."""
+        if self._closed:
+            return
+        if self._walkers and self._poll_thread != me:
+            raise RuntimeError("AioContext dispatched from two threads at once")
+        self._poll_thread = me
+        self._walkers += 1
+        try:
+            if self._bh_ops or self._bh_list or self._bh_slices:
+                self._bh_poll()
+            if ready is not None:
+                for node in ready:
+                    if node.ready_gen != gen:
+                        continue
+                    node.ready_gen = 0
+                    self._dispatch_node(node)
+        finally:
+            self._walkers -= 1
+        tls = self._timer_lists
+        if tls[0].heap or tls[1].heap or tls[2].heap or tls[3].heap:
+            self._run_timers()
+        if not self._walkers:
+            self._poll_thread = None
+
     def run_timers(self) -> bool:
         """``timerlistgroup_run_timers``: run this context's due timers only (clock order)."""
         self._check_open()
@@ -1587,9 +1787,11 @@ class AioContext:
         return progress
 
     def timers_deadline(self) -> int:
-        """``timerlistgroup_deadline_ns``: ns until the next timer of this context (-1 none)."""
+        """``timerlistgroup_deadline_ns``: ns until the next timer of this context (-1 none,
+        0 due).  On the manual clock a VIRTUAL timer counts with its virtual distance (what
+        ``clock_step`` would advance), although it never bounds a blocking wait."""
         self._check_open()
-        return self._timers_deadline()
+        return self._timers_deadline(False)
 
     def _set_timer_notify(self, callback: Optional[Callback]) -> None:
         """Call ``callback()`` instead of notify() when a timer becomes the head of a list
@@ -1631,19 +1833,24 @@ class AioContext:
                 bh._deleted = True
         self._bh_list = []
         self._bh_slices.clear()
+        for bh in self._oneshot_free:
+            bh._deleted = True
+        self._oneshot_free = []
         if self._epoll is not None:
             self._epoll.close()
             self._epoll = None
-        self._fdmon_active_epoll = False
+        self._epoll_active = False
         with self._wake_lock:  # no notify() is mid-write on the fd
             self._notifier.close()
         self._pollobj = select.poll()
 
     def __enter__(self) -> "AioContext":
+        """Context manager: returns itself."""
         self._check_open()
         return self
 
     def __exit__(self, *exc: Any) -> None:
+        """Context manager: ``close()``."""
         self.close()
 
     def __repr__(self) -> str:
@@ -1679,75 +1886,21 @@ class AioContext:
 # The process-wide main loop, run state and coroutines (§4, §5, §1.14), shared Python code
 # instantiated over this implementation.
 
+from . import _fallback_mainloop  # noqa: E402 - after BH, which it uses
+
 _main_loop = _mainloop.MainLoop(types.SimpleNamespace(
     AioContext=AioContext,
+    BigLock=_fallback_mainloop.BigLock,
+    MainLoopWait=_fallback_mainloop.MainLoopWait,
+    glib_poller=None,  # the ctypes one
     clock_enable=clock_enable,
-    soonest_timeout=soonest_timeout,
-    timeout_ns_to_ms=timeout_ns_to_ms,
+    clock_get_ns=clock_get_ns,
+    clock_is_manual=clock_is_manual,
+    clock_advance_virtual_time=clock_advance_virtual_time,
+    virtual_deadline=_virtual_deadline,
 ))
-init_main_loop = _main_loop.init_main_loop
-main_loop_wait = _main_loop.main_loop_wait
-get_aio_context = _main_loop.get_aio_context
-iohandler_get_aio_context = _main_loop.iohandler_get_aio_context
-notify_event = _main_loop.notify_event
-set_fd_handler = _main_loop.set_fd_handler
-event_notifier_set_handler = _main_loop.event_notifier_set_handler
-add_child_watch = _main_loop.add_child_watch
-bh_new = _main_loop.bh_new
-timer_new = _main_loop.timer_new
-timer_new_ns = _main_loop.timer_new_ns
-timer_new_us = _main_loop.timer_new_us
-timer_new_ms = _main_loop.timer_new_ms
-add_main_loop_poll_notifier = _main_loop.add_main_loop_poll_notifier
-remove_main_loop_poll_notifier = _main_loop.remove_main_loop_poll_notifier
-bql_lock = _main_loop.bql_lock
-bql_unlock = _main_loop.bql_unlock
-bql_locked = _main_loop.bql_locked
-bql = _main_loop.bql
-add_signal_handler = _main_loop.add_signal_handler
-remove_signal_handler = _main_loop.remove_signal_handler
-runstate_get = _main_loop.runstate_get
-runstate_set = _main_loop.runstate_set
-runstate_is_running = _main_loop.runstate_is_running
-runstate_check = _main_loop.runstate_check
-vm_start = _main_loop.vm_start
-vm_stop = _main_loop.vm_stop
-add_vm_change_state_handler = _main_loop.add_vm_change_state_handler
-remove_vm_change_state_handler = _main_loop.remove_vm_change_state_handler
-system_shutdown_request = _main_loop.system_shutdown_request
-system_reset_request = _main_loop.system_reset_request
-system_powerdown_request = _main_loop.system_powerdown_request
-system_suspend_request = _main_loop.system_suspend_request
-system_wakeup_request = _main_loop.system_wakeup_request
-system_wakeup_enable = _main_loop.system_wakeup_enable
-debug_request = _main_loop.debug_request
-vm_stop_request = _main_loop.vm_stop_request
-system_killed = _main_loop.system_killed
-register_reset = _main_loop.register_reset
-unregister_reset = _main_loop.unregister_reset
-set_shutdown_action = _main_loop.set_shutdown_action
-set_reboot_action = _main_loop.set_reboot_action
-shutdown_notifiers = _main_loop.shutdown_notifiers
-powerdown_notifiers = _main_loop.powerdown_notifiers
-suspend_notifiers = _main_loop.suspend_notifiers
-wakeup_notifiers = _main_loop.wakeup_notifiers
-main_loop = _main_loop.main_loop
-main_loop_should_exit = _main_loop.main_loop_should_exit
+globals().update(_main_loop.exports())
 RunState = _runstate.RunState
-ShutdownCause = _runstate.ShutdownCause
-WakeupReason = _runstate.WakeupReason
-MainLoopPollState = _runstate.MainLoopPollState
-PollFD = _mainloop.PollFD
-MainLoopPoll = _mainloop.MainLoopPoll
-Coroutine = _coroutine.Coroutine
-coroutine_yield = _coroutine.coroutine_yield
-coroutine_self = _coroutine.coroutine_self
-in_coroutine = _coroutine.in_coroutine
-co_wake = _coroutine.co_wake
-co_sleep_ns = _coroutine.co_sleep_ns
-get_current_aio_context = _coroutine.get_current_aio_context
-set_current_aio_context = _coroutine.set_current_aio_context
-
 GLibUnavailable = _glib.GLibUnavailable
 
 __all__ += [*_mainloop.EXPORTS, *_mainloop.SHARED_EXPORTS, "GLibUnavailable"]

@@ -100,15 +100,17 @@ class CtypesGLibPoller:
         self._fds = (GPollFD * 16)()
         self._n = 0
         self._max_priority = ctypes.c_int(0)
-        self._acquired = False
+        self.acquired = False  # between fill() and poll(): a nested main_loop_wait skips GLib
+        self.only_wakeup = True  # the last fill() gave only GLib's own wake-up fd (or none)
 
     def fill(self) -> Tuple[int, List[Tuple[int, int]]]:
         """Acquire the default context, prepare and query it: (timeout in ns, [(fd, events)])."""
         lib = self._lib
         if not lib.g_main_context_acquire(self._ctx):
-            self._acquired = False
+            self.acquired = False
+            self.only_wakeup = True
             return -1, []  # another thread owns it: no GLib guest this iteration
-        self._acquired = True
+        self.acquired = True
         lib.g_main_context_prepare(self._ctx, ctypes.byref(self._max_priority))
         timeout = ctypes.c_int(-1)
         while True:
@@ -118,13 +120,16 @@ class CtypesGLibPoller:
                 break
             self._fds = (GPollFD * (2 * n))()
         self._n = n
+        # GLib always polls its wake-up fd (priority 0) unless a source of higher priority is
+        # ready: then one fd alone is that one, whose readiness carries no event
+        self.only_wakeup = n == 0 or (n == 1 and self._max_priority.value >= 0)
         fds = [(self._fds[i].fd, self._fds[i].events) for i in range(n)]
         ms = timeout.value
         return (-1 if ms < 0 else ms * 1_000_000), fds
 
     def poll(self, revents: Dict[int, int]) -> None:
         """Hand GLib the revents of its fds, check and dispatch, release the context."""
-        if not self._acquired:
+        if not self.acquired:
             return
         lib = self._lib
         try:
@@ -134,12 +139,15 @@ class CtypesGLibPoller:
             if lib.g_main_context_check(self._ctx, self._max_priority.value, self._fds, self._n):
                 lib.g_main_context_dispatch(self._ctx)
         finally:
-            self._acquired = False
+            self.acquired = False
             lib.g_main_context_release(self._ctx)
 
 
 def new_poller(impl_factory: Any = None) -> Optional[Any]:
-    """A GLib poller for the main loop, or None when GLib cannot be loaded."""
+    """A GLib poller for the main loop, or None when GLib cannot be loaded or
+    ``QLOOP_NO_GLIB`` is set (read at each ``init_main_loop``)."""
+    if os.environ.get("QLOOP_NO_GLIB"):
+        return None
     try:
         if impl_factory is not None:
             return impl_factory()

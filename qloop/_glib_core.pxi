@@ -34,9 +34,10 @@ cdef class _CGLibPoller:
     cdef ql_GMainContext *ctx
     cdef ql_GPollFD *fds
     cdef int cap
-    cdef int n
+    cdef readonly int n
     cdef int max_priority
-    cdef bint acquired
+    cdef readonly bint acquired  # between fill and dispatch: a nested main_loop_wait skips GLib
+    cdef readonly bint only_wakeup  # the last fill gave only GLib's own wake-up fd (or none)
 
     def __cinit__(self):
         global _glib_loaded
@@ -57,13 +58,16 @@ cdef class _CGLibPoller:
             _glib_api.release(self.ctx)
         PyMem_Free(self.fds)
 
-    def fill(self):
-        """Acquire the default context, prepare and query it: (timeout in ns, [(fd, events)])."""
-        cdef int timeout = -1, n, i
+    cdef Py_ssize_t _fill(self, int64_t *timeout_ns) except -1:
+        """Acquire the default context, prepare and query it into ``fds``; lower
+        ``timeout_ns`` to GLib's timeout.  Returns the number of fds."""
+        cdef int timeout = -1, n
         cdef ql_GPollFD *mem
         if not _glib_api.acquire(self.ctx):
             self.acquired = False
-            return -1, []  # another thread owns it: no GLib guest this iteration
+            self.only_wakeup = True
+            self.n = 0
+            return 0  # another thread owns it: no GLib guest this iteration
         self.acquired = True
         _glib_api.prepare(self.ctx, &self.max_priority)
         while True:
@@ -72,24 +76,52 @@ cdef class _CGLibPoller:
                 break
             mem = <ql_GPollFD *>PyMem_Realloc(self.fds, 2 * n * sizeof(ql_GPollFD))
             if mem == NULL:
+                self._release()
                 raise MemoryError()
             self.fds = mem
             self.cap = 2 * n
         self.n = n
-        fds = [(self.fds[i].fd, self.fds[i].events) for i in range(n)]
-        return (-1 if timeout < 0 else <int64_t>timeout * 1000000), fds
+        # GLib always polls its wake-up fd (priority 0) unless a source of higher priority is
+        # ready: then one fd alone is that one, whose readiness carries no event
+        self.only_wakeup = n == 0 or (n == 1 and self.max_priority >= 0)
+        if timeout >= 0:
+            timeout_ns[0] = _soonest(timeout_ns[0], <int64_t>timeout * 1000000)
+        return n
+
+    cdef void _clear_revents(self) noexcept:
+        cdef int i
+        for i in range(self.n):
+            self.fds[i].revents = 0
+
+    cdef int _dispatch(self) except -1:
+        """Check and dispatch with the revents now in ``fds``, then release the context."""
+        cdef int i
+        if not self.acquired:
+            return 0
+        try:
+            for i in range(self.n):
+                self.fds[i].revents &= <unsigned short>(self.fds[i].events | 0x38)
+            if _glib_api.check(self.ctx, self.max_priority, self.fds, self.n):
+                _glib_api.dispatch(self.ctx)
+        finally:
+            self._release()
+        return 0
+
+    cdef void _release(self) noexcept:
+        self.acquired = False
+        _glib_api.release(self.ctx)
+
+    def fill(self):
+        """Acquire the default context, prepare and query it: (timeout in ns, [(fd, events)])."""
+        cdef int64_t timeout = -1
+        cdef Py_ssize_t n = self._fill(&timeout), i
+        return timeout, [(self.fds[i].fd, self.fds[i].events) for i in range(n)]
 
     def poll(self, dict revents):
         """Hand GLib the revents of its fds, check and dispatch, release the context."""
         cdef int i
         if not self.acquired:
             return
-        try:
-            for i in range(self.n):
-                self.fds[i].revents = <unsigned short>(
-                    <int>revents.get(self.fds[i].fd, 0) & (self.fds[i].events | 0x38))
-            if _glib_api.check(self.ctx, self.max_priority, self.fds, self.n):
-                _glib_api.dispatch(self.ctx)
-        finally:
-            self.acquired = False
-            _glib_api.release(self.ctx)
+        for i in range(self.n):
+            self.fds[i].revents = <unsigned short>(<int>revents.get(self.fds[i].fd, 0))
+        self._dispatch()

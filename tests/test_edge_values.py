@@ -123,3 +123,19 @@ def test_out_of_range_expiry_never_fires_early(ctx, qloop_module):
     assert ct == -1 or ct > 10**15
     ms.delete()
     ns.delete()
+
+
+@pytest.mark.parametrize("attributes", [0, 1, 1 << 31, 0xFFFFFFFF])
+def test_timer_attributes_full_unsigned_32_bit_range(ctx, qloop_module, attributes):
+    """TIMER_ATTR_ALL is 0xFFFFFFFF: every value up to it is accepted and read back (the
+    core stores them as a C uint32, not a C int)."""
+    rt = qloop_module.ClockType.REALTIME
+    for new in (ctx.timer_new_ns, ctx.timer_new_ms):
+        assert new(rt, lambda: None, attributes=attributes).attributes == attributes
+    assert ctx.timer_new(rt, 7, lambda: None, attributes=attributes).attributes == attributes
+
+
+@pytest.mark.parametrize("attributes", [-1, 1 << 32, 2**64])
+def test_timer_attributes_beyond_32_bits_refused(ctx, qloop_module, attributes):
+    with pytest.raises(ValueError, match="timer attributes"):
+        ctx.timer_new_ns(qloop_module.ClockType.REALTIME, lambda: None, attributes=attributes)

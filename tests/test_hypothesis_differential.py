@@ -13,7 +13,10 @@ A program is a list of JSON-able ops (lists of str/int) run by :func:`run_progra
 * fd handlers on non-blocking socketpairs (``fdmon="poll"``: dispatch in registration order)
   that drain, do not drain (level-triggered: they fire again), remove or replace themselves,
   raise, poll nested, or have a write handler that feeds the read side then removes itself;
-* ``poll(False)`` results, ``compute_timeout()``, ``notify()``.
+* ``poll(False)`` results, ``compute_timeout()``, ``notify()``;
+* the exception handler set or removed (what it receives is traced), an fd closed while its
+  handler is registered (POLLNVAL: the handler is removed and the error reported), a BH's
+  ``name`` (also once deleted), timers created with any ``attributes`` value.
 
 Every callback and every poll / compute_timeout result is appended to the trace, and so is
 every exception (type, and message for the program's own exceptions).  Both arms must give
@@ -332,6 +335,29 @@ def run_program(mod, ops: list[list]) -> list[list]:
                 ctx.notify()
             elif name == "advance":
                 advance(op[1])
+            elif name == "exc_handler":
+                if op[1]:
+                    ctx.set_exception_handler(
+                        lambda c, e: trace.append(["handled", c is ctx] + _exc(e)))
+                else:
+                    ctx.set_exception_handler(None)
+            elif name == "fd_close":
+                _, slot = op
+                if slot in fds:
+                    u, a, b = fds.pop(slot)
+                    a.close()  # still registered: the next wait reports POLLNVAL
+                    trace.append(["fd-closed", u])
+            elif name == "bh_name":
+                _, slot = op
+                if slot in bhs:
+                    u, bh = bhs[slot]
+                    trace.append(["bh-name", u, bh.name, bh.deleted])
+            elif name == "timer_attrs":
+                try:
+                    t = ctx.timer_new_ns(V, lambda: None, attributes=op[1])
+                    trace.append(["timer-attrs", t.attributes])
+                except BaseException as e:  # noqa: BLE001 - recorded
+                    trace.append(["timer-attrs-exc"] + _exc(e))
             else:  # pragma: no cover - a malformed program is a harness bug
                 raise AssertionError(f"unknown op {op!r}")
         for _ in range(40):
@@ -374,6 +400,11 @@ op_st = st.one_of(
     st.tuples(st.just("timeout")),
     st.tuples(st.just("notify")),
     st.tuples(st.just("advance"), st.integers(0, 20).map(lambda k: k * 50)),
+    st.tuples(st.just("exc_handler"), st.booleans()),
+    st.tuples(st.just("fd_close"), slot_st),
+    st.tuples(st.just("bh_name"), slot_st),
+    st.tuples(st.just("timer_attrs"), st.sampled_from(
+        [0, 1, 2, 1 << 30, 1 << 31, 0xFFFFFFFF, 1 << 32, -1, 2**64])),
 ).map(list)
 program_st = st.lists(op_st, min_size=1, max_size=80)
 

@@ -611,8 +611,9 @@ def test_main_ctx_timer_armed_from_thread_wakes_wait(main_loop, guard):
     mod = main_loop
     fired = []
     rt = mod.ClockType.REALTIME
-    t = mod.get_aio_context().timer_new_ns(rt, lambda: fired.append(True))
+    t = mod.get_aio_context().timer_new_ns(rt, lambda: fired.append(threading.get_ident()))
     _wake_from_thread(mod, guard, lambda: t.mod_ns(_now(mod) + 10 * 10**6), lambda: bool(fired))
+    assert fired == [threading.get_ident()]
 
 
 def test_event_notifier_set_from_thread_wakes_wait(main_loop, guard):
@@ -805,3 +806,69 @@ def test_pollfd_pollout_revents(main_loop, sockpair):
     assert time.monotonic() - t0 < PROMPT_S
     assert got and got[0] & select.POLLOUT
     assert not got[0] & select.POLLIN
+
+
+def test_bql_mutual_exclusion_under_many_threads(main_loop):
+    """Eight threads hammer the big lock while the main thread runs main_loop_wait (which
+    releases and retakes it around every wait): never two holders at once, no lost wake-up
+    of a sleeping waiter."""
+    mod = main_loop
+    inside = [0]
+    violations = []
+    counts = [0] * 8
+    stop = threading.Event()
+
+    def hammer(i):
+        while not stop.is_set():
+            with mod.bql:
+                inside[0] += 1
+                if inside[0] != 1:
+                    violations.append(inside[0])
+                counts[i] += 1
+                inside[0] -= 1
+            time.sleep(0)  # the GIL to the others: a plain lock is not fair, this test is
+            # about exclusion and wake-ups, not starvation
+
+    threads = [start_thread(lambda i=i: hammer(i)) for i in range(8)]
+    ticks = []
+    t = mod.timer_new_ns(mod.ClockType.REALTIME, lambda: ticks.append(1))
+    deadline = time.monotonic() + 0.5
+    while time.monotonic() < deadline:
+        t.mod_ns(_now(mod) + 10**5)
+        mod.main_loop_wait(False)  # a 0.1 ms wait: the BQL goes to the hammers meanwhile
+        assert mod.bql_locked() is False
+    stop.set()
+    for th in threads:
+        join(th)
+    assert violations == []
+    assert all(c > 0 for c in counts)
+    assert ticks
+
+
+def test_fd_closed_while_registered_on_iohandler_raises_from_main_loop_wait(main_loop, guard):
+    """POLLNVAL under the main loop: the handler is removed and main_loop_wait raises
+    OSError(EBADF) naming the fd (or the exception handler gets it)."""
+    import errno
+    import os
+
+    mod = main_loop
+    io = mod.iohandler_get_aio_context()
+    r, w = os.pipe()
+    mod.set_fd_handler(r, lambda: None)
+    os.close(r)
+    try:
+        with pytest.raises(OSError) as info:
+            for _ in range(3):
+                mod.main_loop_wait(True)
+        assert info.value.errno == errno.EBADF and str(r) in str(info.value)
+        got = []
+        io.set_exception_handler(lambda c, e: got.append(type(e).__name__))
+        r2, w2 = os.pipe()
+        mod.set_fd_handler(r2, lambda: None)
+        os.close(r2)
+        for _ in range(3):
+            mod.main_loop_wait(True)  # does not raise: the handler took it
+        assert got == ["OSError"]
+        os.close(w2)
+    finally:
+        os.close(w)

@@ -328,6 +328,39 @@ def test_handler_removed_from_other_thread(ctx, watchdog, threads, sockpair):
 
 
 @pytest.mark.skipif(not hasattr(signal, "setitimer"), reason="needs setitimer")
+def test_signal_handler_exception_goes_to_exception_handler(ctx, watchdog, sockpair):
+    """With an exception handler set, an Exception raised by a Python signal handler during
+    the wait goes to it (as every callback exception does, docs/decisions.md): poll()
+    returns normally, on both implementations."""
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("signals are delivered to the main thread")
+
+    class Interrupted(Exception):
+        pass
+
+    def handler(signum, frame):
+        raise Interrupted()
+
+    got = []
+    ctx.set_exception_handler(lambda c, e: got.append((c is ctx, type(e).__name__)))
+    a, _ = sockpair()
+    ctx.set_fd_handler(a, lambda: None)  # a real wait in both implementations
+    dog = watchdog(ctx, WATCHDOG_S)
+    old = signal.signal(signal.SIGALRM, handler)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.02)
+        deadline = time.monotonic() + 10
+        while not got and time.monotonic() < deadline and not dog.fired:
+            ctx.poll(True)  # never raises: the handler took it
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+        ctx.set_fd_handler(a, None)
+    assert got == [(True, "Interrupted")]
+    assert not dog.fired
+
+
+@pytest.mark.skipif(not hasattr(signal, "setitimer"), reason="needs setitimer")
 def test_signal_handler_exception_interrupts_blocking_poll(ctx, watchdog):
     """An exception raised by a Python signal handler while poll(True) sleeps comes out of
     poll() (so Ctrl-C works), and the context stays usable."""

@@ -264,3 +264,34 @@ def test_rescheduling_a_pending_bh_is_constant_space(ctx, qloop_module, request)
         tracemalloc.stop()
     assert ctx.poll(False) is True
     assert grown < 64 * 1024, f"200,000 schedule() of a pending BH allocated {grown} bytes"
+
+
+def test_oneshots_from_threads_each_run_exactly_once(ctx, threads, watchdog, fast_switching):
+    """One-shot BHs are recycled by their context once they ran: eight threads posting
+    one-shots while the owner polls still get every callback exactly once, and none twice
+    (a recycled BH is never run for an old callback)."""
+    per_thread = 2000
+    seen = [[0] * per_thread for _ in range(N_THREADS)]
+    dog = watchdog(ctx, 20.0)
+
+    def poster(t):
+        row = seen[t]
+
+        def make(i):
+            def cb():
+                row[i] += 1
+            return cb
+
+        for i in range(per_thread):
+            ctx.bh_schedule_oneshot(make(i))
+
+    for t in range(N_THREADS):
+        threads.start(poster, t)
+    total = N_THREADS * per_thread
+    while sum(map(sum, seen)) < total and not dog.fired:
+        ctx.poll(True)
+    threads.join_all()
+    while ctx.poll(False):
+        pass
+    assert not dog.fired
+    assert all(c == 1 for row in seen for c in row)

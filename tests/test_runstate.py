@@ -253,6 +253,32 @@ def test_main_loop_returns_exit_status(main_loop, guard):
     assert signal.getsignal(signal.SIGTERM) == before  # its signal handlers are removed
 
 
+def test_nested_main_loop_is_refused_and_outer_loop_still_ends(main_loop, guard):
+    """A main_loop() called from a callback while main_loop() runs raises RuntimeError (it
+    would consume the shutdown request); the outer loop then ends on its request.  A nested
+    main_loop_wait() stays allowed."""
+    mod = main_loop
+    seen = []
+
+    def cb():
+        try:
+            mod.main_loop()
+        except RuntimeError as exc:
+            seen.append(str(exc))
+        seen.append(mod.main_loop_wait(True) >= 0)  # nesting one iteration is fine
+        mod.system_shutdown_request(mod.ShutdownCause.HOST_QMP_QUIT, exit_code=3)
+
+    mod.bh_new(cb).schedule()
+    t0 = time.monotonic()
+    assert mod.main_loop() == 3
+    assert time.monotonic() - t0 < PROMPT_S
+    assert seen == ["main_loop() is already running", True]
+    # and it can run again afterwards
+    mod.bh_new(lambda: mod.system_shutdown_request(mod.ShutdownCause.HOST_QMP_QUIT,
+                                                   exit_code=4)).schedule()
+    assert mod.main_loop() == 4
+
+
 def test_main_loop_returns_explicit_exit_code(main_loop, guard):
     mod = main_loop
     mod.bh_new(lambda: mod.system_shutdown_request(

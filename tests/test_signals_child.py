@@ -387,3 +387,152 @@ def test_child_watch_running_child_is_not_reaped_early(main_loop):
     finally:
         proc.kill()
         proc.wait()
+
+
+# --------------------------------------------------------------------------------------------
+# add_child_watch(pid, callback): the exit status
+
+
+@pytest.mark.parametrize("how,expected", [("exit 0", 0), ("exit 7", 7),
+                                          ("kill -TERM $$", -signal.SIGTERM)])
+def test_child_watch_callback_gets_returncode(main_loop, guard, how, expected):
+    mod = main_loop
+    proc = subprocess.Popen(["sh", "-c", how])
+    got = []
+    try:
+        assert mod.add_child_watch(proc.pid, lambda pid, rc: got.append(
+            (pid, rc, mod.bql_locked(), threading.get_ident()))) == 0
+        wait_until(mod, lambda: bool(got), timeout=PROMPT_S + 1, max_iterations=50)
+    finally:
+        if proc.poll() is None:  # pragma: no cover - only if the watch failed
+            proc.kill()
+            proc.wait()
+    assert got == [(proc.pid, expected, True, threading.get_ident())]
+    assert _reaped(proc.pid)
+
+
+def test_child_watch_callback_of_already_exited_child_runs_in_the_loop(main_loop):
+    mod = main_loop
+    proc = subprocess.Popen(["sh", "-c", "exit 3"])
+    os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)  # a zombie now
+    got = []
+    assert mod.add_child_watch(proc.pid, lambda pid, rc: got.append(rc)) == 0
+    assert _reaped(proc.pid)
+    assert got == []  # not from inside add_child_watch
+    for _ in range(3):
+        if got:
+            break
+        mod.main_loop_wait(True)
+    assert got == [3]
+
+
+def test_child_watch_second_callback_is_added(main_loop, guard):
+    mod = main_loop
+    proc = subprocess.Popen(["sh", "-c", "exit 5"])
+    got = []
+    try:
+        assert mod.add_child_watch(proc.pid, lambda pid, rc: got.append(("a", rc))) == 0
+        assert mod.add_child_watch(proc.pid, lambda pid, rc: got.append(("b", rc))) == 1
+        wait_until(mod, lambda: len(got) == 2, timeout=PROMPT_S + 1, max_iterations=50)
+    finally:
+        if proc.poll() is None:  # pragma: no cover
+            proc.kill()
+            proc.wait()
+    assert got == [("a", 5), ("b", 5)]
+
+
+def test_child_watch_callback_errors(main_loop, guard):
+    mod = main_loop
+    with pytest.raises(TypeError):
+        mod.add_child_watch(os.getpid(), "not callable")
+    proc = subprocess.Popen(["true"])
+    try:
+        def bad(pid, rc):
+            raise ValueError("from the child callback")
+
+        mod.add_child_watch(proc.pid, bad)
+        with pytest.raises(ValueError, match="from the child callback"):
+            wait_until(mod, lambda: _reaped(proc.pid) and False, timeout=PROMPT_S + 1,
+                       max_iterations=50)
+    finally:
+        if proc.poll() is None:  # pragma: no cover
+            proc.kill()
+            proc.wait()
+
+
+def test_watch_child_on_any_context(qloop_module, make_ctx, poll_until):
+    """The reusable piece: a pidfd handler on a given context, callback from its dispatch."""
+    from qloop._childwatch import watch_child
+
+    ctx = make_ctx()
+    proc = subprocess.Popen(["sh", "-c", "exit 9"])
+    got = []
+    watch = watch_child(ctx, proc.pid, lambda pid, rc: got.append(rc))
+    try:
+        poll_until(ctx, lambda: bool(got))
+    finally:
+        if proc.poll() is None:  # pragma: no cover
+            proc.kill()
+            proc.wait()
+    assert got == [9] and watch.returncode == 9 and watch.done
+
+
+def test_watch_child_cancel_leaves_child_unreaped(qloop_module, make_ctx):
+    from qloop._childwatch import watch_child
+
+    ctx = make_ctx()
+    proc = subprocess.Popen(["sleep", "30"])
+    try:
+        watch = watch_child(ctx, proc.pid, lambda pid, rc: None)
+        watch.cancel()
+        proc.kill()
+        os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)
+        for _ in range(3):
+            ctx.poll(False)
+        assert not _reaped(proc.pid)
+    finally:
+        proc.wait()
+
+
+# --------------------------------------------------------------------------------------------
+# the signal hub: one owner of the wake-up fd, several subscribers
+
+
+def test_signal_hub_two_subscribers_and_restore(main_loop, make_ctx, poll_until):
+    """The main loop's handler and another loop's subscription for the same signal both get
+    it; the wake-up fd and the previous handler come back when both are gone."""
+    from qloop._signals import SIGNAL_HUB
+
+    mod = main_loop
+    before_handler = signal.getsignal(signal.SIGUSR1)
+    before_wakeup = signal.set_wakeup_fd(-1)
+    signal.set_wakeup_fd(before_wakeup)
+    other = make_ctx()
+    got_other = []
+    bh = other.bh_new(lambda: got_other.append("other"))
+
+    def deliver(signum):
+        bh.schedule()  # signal-safe
+
+    sub = SIGNAL_HUB.subscribe(signal.SIGUSR1, deliver, other)
+    got_main = []
+    mod.add_signal_handler(signal.SIGUSR1, lambda: got_main.append("main"))
+    try:
+        t = start_thread(lambda: os.kill(os.getpid(), signal.SIGUSR1))
+        join(t)
+        poll_until(other, lambda: bool(got_other))
+        for _ in range(5):
+            if got_main:
+                break
+            mod.main_loop_wait(True)
+        assert got_other == ["other"] and got_main == ["main"]
+    finally:
+        mod.remove_signal_handler(signal.SIGUSR1)
+        assert SIGNAL_HUB.subscribed(signal.SIGUSR1)  # still the other subscriber's
+        sub.cancel()
+        sub.cancel()  # idempotent
+    assert not SIGNAL_HUB.subscribed(signal.SIGUSR1)
+    assert signal.getsignal(signal.SIGUSR1) == before_handler
+    now = signal.set_wakeup_fd(-1)
+    signal.set_wakeup_fd(now)
+    assert now == before_wakeup
