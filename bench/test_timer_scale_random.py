@@ -71,13 +71,13 @@ class QloopRandom(_State):
         return ([timers[i] for i in self.pick_idx],)
 
     def run(self, picks) -> int:
-        for t, d in zip(picks, self.deadlines):
+        for t, d in zip(picks, self.deadlines, strict=True):
             t.mod_ns(d)
         return len(picks)
 
     def floor(self, picks) -> float:
         t0 = time.perf_counter()
-        for t, d in zip(picks, self.deadlines):
+        for t, d in zip(picks, self.deadlines, strict=True):  # noqa: B007 - the run loop's shape
             t.expired(0)
         return time.perf_counter() - t0
 
@@ -108,7 +108,7 @@ class AsyncioRandom(_State):
     def run(self, picks) -> int:
         handles = self.handles
         call_at = self.loop.call_at
-        for i, when in zip(picks, self.deadlines):
+        for i, when in zip(picks, self.deadlines, strict=True):
             handles[i].cancel()
             handles[i] = call_at(when, _noop)
         return len(picks)
@@ -116,7 +116,7 @@ class AsyncioRandom(_State):
     def floor(self, picks) -> float:
         handles = self.handles
         t0 = time.perf_counter()
-        for i, when in zip(picks, self.deadlines):
+        for i, when in zip(picks, self.deadlines, strict=True):  # noqa: B007 - the run loop's shape
             handles[i].cancelled()
         return time.perf_counter() - t0
 

@@ -20,7 +20,7 @@ from typing import (
     type_check_only,
 )
 
-from typing_extensions import Self, TypeVar, disjoint_base
+from typing_extensions import Self, TypeVar
 
 from ._constants import ClockType as ClockType
 from ._runstate import (
@@ -68,6 +68,7 @@ __all__ = [
     "clock_get_ns",
     "clock_get_us",
     "clock_is_enabled",
+    "clock_is_manual",
     "clock_set_manual",
     "clock_step",
     "co_sleep_ns",
@@ -155,6 +156,7 @@ def clock_get_ms(clock: int) -> int: ...
 def clock_is_enabled(clock: int) -> bool: ...
 def clock_enable(clock: int, enabled: bool) -> None: ...
 def clock_set_manual(manual: bool) -> None: ...
+def clock_is_manual() -> bool: ...
 def clock_advance_virtual_time(dest_ns: int) -> int: ...
 def clock_step(ns: int | None = None) -> int: ...
 
@@ -237,7 +239,7 @@ class _GSource(Protocol):
     def set_priority(self, priority: int) -> None: ...
     def get_priority(self) -> int: ...
 
-@disjoint_base
+@final
 class AioContext:
     def __init__(self, fdmon: Literal["auto", "poll", "epoll"] = "auto") -> None: ...
     @property

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any, Callable, Dict, List, Optional
+from collections.abc import Callable
+from typing import Any
 
 from ._common import _check_callback, _int_arg, _raise_errors
 
-__all__ = ["ChildWatch", "ChildWatches", "watch_child", "UNKNOWN_RETURNCODE"]
+__all__ = ["UNKNOWN_RETURNCODE", "ChildWatch", "ChildWatches", "watch_child"]
 
 _logger = logging.getLogger("qloop")
 
@@ -36,13 +37,13 @@ def _check_pid(pid: Any) -> int:
 class ChildWatch:
     """One child watched from one AioContext (create it with ``watch_child``)."""
 
-    __slots__ = ("ctx", "pid", "returncode", "_callbacks", "_pidfd", "_on_done")
+    __slots__ = ("_callbacks", "_on_done", "_pidfd", "ctx", "pid", "returncode")
 
-    def __init__(self, ctx: Any, pid: int, on_done: Optional[Callable[["ChildWatch"], Any]]):
+    def __init__(self, ctx: Any, pid: int, on_done: Callable[[ChildWatch], Any] | None):
         self.ctx = ctx
         self.pid = pid
-        self.returncode: Optional[int] = None  # set once reaped
-        self._callbacks: List[ChildCallback] = []
+        self.returncode: int | None = None  # set once reaped
+        self._callbacks: list[ChildCallback] = []
         self._pidfd = -1
         self._on_done = on_done
 
@@ -50,7 +51,7 @@ class ChildWatch:
     def done(self) -> bool:
         return self.returncode is not None
 
-    def add_callback(self, callback: Optional[ChildCallback]) -> None:
+    def add_callback(self, callback: ChildCallback | None) -> None:
         """Also call ``callback(pid, returncode)`` when the child is reaped."""
         if callback is not None:
             self._callbacks.append(_check_callback(callback, "callback"))
@@ -94,7 +95,7 @@ class ChildWatch:
         if on_done is not None:
             on_done(self)
         callbacks, self._callbacks = self._callbacks, []
-        errors: List[BaseException] = []
+        errors: list[BaseException] = []
         rc = self.returncode if self.returncode is not None else UNKNOWN_RETURNCODE
         for cb in callbacks:
             try:
@@ -122,8 +123,8 @@ class ChildWatch:
         self._on_done = None
 
 
-def watch_child(ctx: Any, pid: int, callback: Optional[ChildCallback] = None, *,
-                on_done: Optional[Callable[[ChildWatch], Any]] = None) -> ChildWatch:
+def watch_child(ctx: Any, pid: int, callback: ChildCallback | None = None, *,
+                on_done: Callable[[ChildWatch], Any] | None = None) -> ChildWatch:
     """Reap child ``pid`` from ``ctx`` as soon as it exits, then call
     ``callback(pid, returncode)`` from ``ctx``'s dispatch.  ValueError if ``pid`` is not a
     child of this process.  ``on_done(watch)`` runs first (bookkeeping of the caller)."""
@@ -139,9 +140,9 @@ class ChildWatches:
 
     def __init__(self, get_ctx: Callable[[], Any]) -> None:
         self._get_ctx = get_ctx
-        self._watches: Dict[int, ChildWatch] = {}
+        self._watches: dict[int, ChildWatch] = {}
 
-    def add(self, pid: int, callback: Optional[ChildCallback] = None) -> int:
+    def add(self, pid: int, callback: ChildCallback | None = None) -> int:
         pid = _check_pid(pid)
         _check_callback(callback, "callback")
         ctx = self._get_ctx()

@@ -1886,7 +1886,7 @@ class AioContext:
 # The process-wide main loop, run state and coroutines (§4, §5, §1.14), shared Python code
 # instantiated over this implementation.
 
-from . import _fallback_mainloop  # noqa: E402 - after BH, which it uses
+from . import _fallback_mainloop
 
 _main_loop = _mainloop.MainLoop(types.SimpleNamespace(
     AioContext=AioContext,

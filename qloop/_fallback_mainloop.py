@@ -23,7 +23,11 @@ from __future__ import annotations
 import errno
 import select
 import threading
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 from ._common import NotifierList, _int64_arg, _int_arg, _raise_errors
 from ._constants import SCALE_MS
@@ -45,7 +49,7 @@ def _soonest(a: int, b: int) -> int:
         return b
     if b < 0:
         return a
-    return a if a < b else b
+    return min(b, a)
 
 
 def _ms_ceil_ns(ns: int) -> int:
@@ -62,7 +66,7 @@ class BigLock:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._owner: Optional[int] = None
+        self._owner: int | None = None
 
     def lock(self) -> None:
         """Take the lock; RuntimeError if this thread holds it already."""
@@ -83,12 +87,12 @@ class BigLock:
         """Whether this thread holds the lock."""
         return self._owner == _get_ident()
 
-    def __enter__(self) -> "BigLock":
+    def __enter__(self) -> Self:
         """Take the lock."""
         self.lock()
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         """Release the lock."""
         self.unlock()
 
@@ -109,8 +113,8 @@ class MainLoopWait:
         self._tlg: Any = None
         self._glib: Any = None
         self._poller = select.poll()
-        self._registered: Dict[int, int] = {}
-        self._errors: List[BaseException] = []
+        self._registered: dict[int, int] = {}
+        self._errors: list[BaseException] = []
 
     def attach(self, ctx: Any, io: Any, tlg: Any, glib: Any) -> None:
         """Drive these contexts (and GLib's default context when ``glib`` is a poller)."""
@@ -226,13 +230,13 @@ class MainLoopWait:
             self._dispatch(io, None, 0, me)
         return True
 
-    def _host_wait(self, mlpoll: Optional[MainLoopPoll], timeout: int, me: int) -> int:
+    def _host_wait(self, mlpoll: MainLoopPoll | None, timeout: int, me: int) -> int:
         """``os_host_main_loop_wait``: the timeouts of both contexts (and GLib's), one wait
         with the big lock released, then check and dispatch."""
         ctx, io, glib = self._ctx, self._io, self._glib
         ret = 0
-        ready_ctx: Optional[List[Any]] = None
-        ready_io: Optional[List[Any]] = None
+        ready_ctx: list[Any] | None = None
+        ready_io: list[Any] | None = None
         gen_ctx = gen_io = 0
         if glib is not None and glib.acquired:
             glib = None  # a nested iteration: GLib is the outer one's, in the middle of its turn
@@ -247,8 +251,8 @@ class MainLoopWait:
         # (as GSource prepare): a notify from then on wakes it
         window = timeout != 0
         accepted = False
-        glib_fds: List[Tuple[int, int]] = []
-        ready_fds: List[Tuple[int, int]] = []
+        glib_fds: list[tuple[int, int]] = []
+        ready_fds: list[tuple[int, int]] = []
         try:
             if window:
                 ctx._ml_open_window()
@@ -299,13 +303,13 @@ class MainLoopWait:
                     self._error(exc)
         return ret
 
-    def _poll(self, mlpoll: Optional[MainLoopPoll], glib_fds: List[Tuple[int, int]],
-              timeout: int, window: bool, me: int) -> Tuple[int, List[Tuple[int, int]], Any,
+    def _poll(self, mlpoll: MainLoopPoll | None, glib_fds: list[tuple[int, int]],
+              timeout: int, window: bool, me: int) -> tuple[int, list[tuple[int, int]], Any,
                                                              int, Any, int]:
         """The wait itself: every fd in one persistent poll set, then the revents back to
         their owners (the contexts' handlers, the notifiers' PollFDs; GLib's by the caller)."""
         ctx, io = self._ctx, self._io
-        ready_fds: List[Tuple[int, int]] = []
+        ready_fds: list[tuple[int, int]] = []
         try:
             ctx._ml_enter(me)
         except BaseException:
@@ -320,7 +324,7 @@ class MainLoopWait:
             raise
         checked = False
         try:
-            wanted: Dict[int, int] = {}
+            wanted: dict[int, int] = {}
             if mlpoll is not None:
                 for pfd in mlpoll.pollfds:
                     wanted[pfd.fd] = wanted.get(pfd.fd, 0) | pfd.events
@@ -344,7 +348,7 @@ class MainLoopWait:
                 pfd.revents = revents.get(pfd.fd, 0) & (pfd.events | _POLL_ERRORS)
         return ret, ready_fds, ready_ctx, gen_ctx, ready_io, gen_io
 
-    def _check(self, ctx: Any, ready_fds: List[Tuple[int, int]], window: bool) -> Tuple[Any, int]:
+    def _check(self, ctx: Any, ready_fds: list[tuple[int, int]], window: bool) -> tuple[Any, int]:
         # a closed fd's error (reported by the check) joins this iteration's errors
         saved, ctx._errors = ctx._errors, self._errors
         try:
@@ -362,7 +366,7 @@ class MainLoopWait:
         finally:
             ctx._errors = saved
 
-    def _wait(self, timeout: int, ready_fds: List[Tuple[int, int]], me: int) -> int:
+    def _wait(self, timeout: int, ready_fds: list[tuple[int, int]], me: int) -> int:
         ms = -1 if timeout < 0 else -(-timeout // SCALE_MS)
         bql = self._bql
         bql.unlock()
@@ -380,7 +384,7 @@ class MainLoopWait:
         finally:
             bql.lock()
 
-    def _sync(self, wanted: Dict[int, int]) -> None:
+    def _sync(self, wanted: dict[int, int]) -> None:
         """Bring the persistent poll set to ``wanted`` (only what changed)."""
         registered = self._registered
         if wanted == registered:

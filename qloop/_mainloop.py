@@ -343,7 +343,7 @@ class MainLoop:
         now = impl.clock_get_ns(ClockType.VIRTUAL)
         if ns is None:
             deadline = impl.virtual_deadline()
-            dest = now + (deadline if deadline > 0 else 0)
+            dest = now + (max(0, deadline))
         else:
             step = _int64_arg(ns, "ns")
             if step < 0:

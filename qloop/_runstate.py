@@ -7,13 +7,19 @@ from __future__ import annotations
 import sys
 from collections import deque
 from enum import IntEnum
-from typing import Any, Callable, Deque, FrozenSet, List, Optional, Tuple
+from typing import Any, Callable, Deque, FrozenSet, List, Tuple
 
 from ._common import NotifierList, _check_callback, _int_arg
 from ._constants import ClockType
 
-__all__ = ["MainLoopPollState", "RunState", "RunStateMachine", "ShutdownCause", "WakeupReason",
-           "RUNSTATE_EXPORTS"]
+__all__ = [
+    "RUNSTATE_EXPORTS",
+    "MainLoopPollState",
+    "RunState",
+    "RunStateMachine",
+    "ShutdownCause",
+    "WakeupReason",
+]
 
 
 class RunState(IntEnum):
@@ -198,7 +204,7 @@ class RunStateMachine:
         self._shutdown_requested = ShutdownCause.NONE
         self._shutdown_signal = 0
         self._shutdown_forced = False
-        self._exit_code: Optional[int] = None
+        self._exit_code: int | None = None
         self._reset_requested = ShutdownCause.NONE
         self._suspend_requested = False
         self._wakeup_reason = WakeupReason.NONE
@@ -304,7 +310,7 @@ class RunStateMachine:
     # ---- requests: record a flag and wake the loop; thread- and signal-safe
 
     def system_shutdown_request(self, cause: ShutdownCause, *,
-                                exit_code: Optional[int] = None) -> None:
+                                exit_code: int | None = None) -> None:
         """Request a shutdown; ``main_loop()`` then returns ``exit_code`` (default 0).
         Thread- and signal-safe, as every request."""
         c = _cause_of(cause)
@@ -413,7 +419,7 @@ class RunStateMachine:
         if self._powerdown_requested:
             self._powerdown_requested = False
             self.powerdown_notifiers.notify(None)
-        state: Optional[RunState] = None
+        state: RunState | None = None
         requests = self._vmstop_requests
         while requests:  # coalesced: the last request wins
             state = requests.popleft()

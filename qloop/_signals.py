@@ -28,7 +28,8 @@ import signal
 import socket
 import threading
 from collections import deque
-from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
+from collections.abc import Callable
+from typing import Any
 
 from ._common import _check_callback, _int_arg, _raise_errors
 
@@ -58,7 +59,7 @@ def check_signal(signum: Any) -> int:
 class Subscription:
     """One subscriber's interest in one signal (see ``SignalHub.subscribe``)."""
 
-    __slots__ = ("signum", "deliver", "wake_ctx", "active")
+    __slots__ = ("active", "deliver", "signum", "wake_ctx")
 
     def __init__(self, signum: int, deliver: Callable[[int], Any], wake_ctx: Any) -> None:
         self.signum = signum
@@ -75,11 +76,11 @@ class SignalHub:
     """The process-wide owner of the wake-up fd and of qloop's signal handlers."""
 
     def __init__(self) -> None:
-        self._subs: Dict[int, List[Subscription]] = {}
-        self._previous: Dict[int, Any] = {}
-        self._pair: Optional[Tuple[socket.socket, socket.socket]] = None
+        self._subs: dict[int, list[Subscription]] = {}
+        self._previous: dict[int, Any] = {}
+        self._pair: tuple[socket.socket, socket.socket] | None = None
         self._wakeup_previous = -1
-        self._watched: Dict[int, Tuple[Any, int]] = {}  # id(ctx) -> (ctx, subscriptions)
+        self._watched: dict[int, tuple[Any, int]] = {}  # id(ctx) -> (ctx, subscriptions)
 
     def subscribe(self, signum: int, deliver: Callable[[int], Any],
                   wake_ctx: Any) -> Subscription:
@@ -200,9 +201,9 @@ class SignalCallbacks:
 
     def __init__(self, get_ctx: Callable[[], Any]) -> None:
         self._get_ctx = get_ctx
-        self._callbacks: Dict[int, Callable[[], Any]] = {}
-        self._subs: Dict[int, Subscription] = {}
-        self._pending: Deque[int] = deque()  # append/popleft: signal-safe
+        self._callbacks: dict[int, Callable[[], Any]] = {}
+        self._subs: dict[int, Subscription] = {}
+        self._pending: deque[int] = deque()  # append/popleft: signal-safe
         self._bh: Any = None
 
     def __contains__(self, signum: object) -> bool:
@@ -242,7 +243,7 @@ class SignalCallbacks:
 
     def _run(self) -> None:
         pending = self._pending
-        errors: List[BaseException] = []
+        errors: list[BaseException] = []
         while pending:
             cb = self._callbacks.get(pending.popleft())
             if cb is not None:

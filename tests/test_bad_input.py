@@ -543,5 +543,5 @@ def test_aiocontext_cannot_be_subclassed(qloop_module):
     """The core's AioContext is a final C type (direct C calls on every hot path); the
     fallback refuses subclasses the same way."""
     with pytest.raises(TypeError, match="not an acceptable base type"):
-        class Sub(qloop_module.AioContext):  # noqa: F841 - the class statement is the test
+        class Sub(qloop_module.AioContext):
             pass

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from _mainloop_support import main_loop  # noqa: F401,F811 - fixture
+from _mainloop_support import main_loop  # noqa: F401 - fixture
 
 MS = 10**6
 

@@ -28,11 +28,6 @@ ALLOWLIST_FALLBACK = os.path.join(ROOT, "tests", "typing", "stubtest-allowlist-f
 # Names the package itself adds to the implementation's __all__ (qloop/__init__.py).
 PACKAGE_NAMES = {"IMPLEMENTATION", "USE_EXTENSIONS", "__version__"}
 
-# Declared in the stub ahead of the run time: implemented on another branch (h1-mainloop).
-# When it lands, test_stub_ahead_of_runtime_is_still_ahead fails: delete the name here.
-AHEAD_OF_RUNTIME = {"clock_step"}
-
-
 def test_stub_all_lists_exactly_what_the_stub_defines():
     declared = stub_all()
     assert len(declared) == len(set(declared)), "duplicate names in the stub's __all__"
@@ -40,26 +35,19 @@ def test_stub_all_lists_exactly_what_the_stub_defines():
 
 
 def test_stub_names_match_the_runtime_all(qloop_module):
-    """Both implementations export what the stub declares, nothing more, nothing less
-    (apart from the names listed in AHEAD_OF_RUNTIME)."""
+    """Both implementations export what the stub declares, nothing more, nothing less."""
     runtime = set(qloop_module.__all__) | PACKAGE_NAMES
     declared = set(stub_all())
-    assert declared - AHEAD_OF_RUNTIME == runtime - AHEAD_OF_RUNTIME, {
-        "in the stub only": sorted(declared - runtime - AHEAD_OF_RUNTIME),
+    assert declared == runtime, {
+        "in the stub only": sorted(declared - runtime),
         "at run time only": sorted(runtime - declared),
     }
-
-
-def test_stub_ahead_of_runtime_is_still_ahead(qloop_module):
-    assert AHEAD_OF_RUNTIME <= set(stub_all())
-    landed = AHEAD_OF_RUNTIME & set(qloop_module.__all__)
-    assert not landed, f"{sorted(landed)} exist at run time now: remove them from AHEAD_OF_RUNTIME"
 
 
 def test_installed_package_all_matches_the_stub():
     """``import qloop`` (whichever implementation is live) exports the stub's names."""
     qloop = importlib.import_module("qloop")
-    assert set(qloop.__all__) == set(stub_all()) - AHEAD_OF_RUNTIME
+    assert set(qloop.__all__) == set(stub_all())
 
 
 def test_user_program_touches_every_public_name():

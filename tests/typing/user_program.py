@@ -127,6 +127,7 @@ def clocks() -> None:
     assert_type(qloop.timeout_ns_to_ms(1), int)
     v = qloop.ClockType.VIRTUAL
     qloop.clock_set_manual(True)
+    assert qloop.clock_is_manual()
     qloop.clock_enable(v, True)
     assert_type(qloop.clock_is_enabled(v), bool)
     assert_type(qloop.clock_advance_virtual_time(qloop.clock_get_ns(v) + 10), int)
