@@ -1981,3 +1981,10 @@ __all__ += [*_mainloop.EXPORTS, *_mainloop.SHARED_EXPORTS, "GLibUnavailable"]
 # The asyncio event loop (issue 12): its hot base in C, the rest shared Python.
 
 include "_core_loop.pxi"
+include "_core_transports.pxi"
+
+_loop_exports = _eventloop.build_implementation(
+    "qloop._core", _LoopBase, Handle, TimerHandle, AioContext, _eventloop_net,
+    _make_stream_transport)
+globals().update(_loop_exports)
+__all__ += list(_loop_exports)

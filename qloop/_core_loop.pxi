@@ -755,8 +755,8 @@ cdef class _LoopBase:
                                     entry.writer is not None)
         return 0
 
-    cdef int _add_fd_handle(self, int fd, bint reader, object callback, object args,
-                            str method) except -1:
+    cdef Handle _add_fd_handle(self, int fd, bint reader, object callback, object args,
+                               str method):
         cdef _FdEntry entry
         cdef Handle h, old
         self._check_closed()
@@ -789,7 +789,7 @@ cdef class _LoopBase:
             raise
         if old is not None:
             old.cancel()
-        return 0
+        return h
 
     cdef bint _remove_fd_handle(self, int fd, bint reader) except -1:
         cdef _FdEntry entry
@@ -814,10 +814,11 @@ cdef class _LoopBase:
         return True
 
     def _add_reader(self, int fd, callback, args):
-        self._add_fd_handle(fd, True, callback, args, "add_reader")
+        """add_reader() after its fd checks; returns the Handle."""
+        return self._add_fd_handle(fd, True, callback, args, "add_reader")
 
     def _add_writer(self, int fd, callback, args):
-        self._add_fd_handle(fd, False, callback, args, "add_writer")
+        return self._add_fd_handle(fd, False, callback, args, "add_writer")
 
     def _remove_reader(self, int fd):
         return self._remove_fd_handle(fd, True)
@@ -940,9 +941,3 @@ cdef int _loop_clear(PyObject *o) noexcept:
 
 (<PyTypeObject_gc *>_LoopBase).tp_traverse = _loop_traverse
 (<PyTypeObject_gc *>_LoopBase).tp_clear = _loop_clear
-
-
-_loop_exports = _eventloop.build_implementation(
-    "qloop._core", _LoopBase, Handle, TimerHandle, AioContext, _eventloop_net)
-globals().update(_loop_exports)
-__all__ += list(_loop_exports)

@@ -561,7 +561,8 @@ _BasePolicy: Any = getattr(events, "BaseDefaultEventLoopPolicy", None) or getatt
 
 
 def build_implementation(module: str, base: Any, handle_cls: Any, timer_handle_cls: Any,
-                         context_cls: Any, net: Any) -> Dict[str, Any]:
+                         context_cls: Any, net: Any,
+                         make_stream_transport: Callable[..., Any]) -> Dict[str, Any]:
     """The public asyncio names of one implementation: ``EventLoop``, ``new_event_loop``,
     ``EventLoopPolicy``, ``install`` and ``run``."""
 
@@ -569,8 +570,13 @@ def build_implementation(module: str, base: Any, handle_cls: Any, timer_handle_c
         base.__init__(self, ctx)
         self._init_api()
 
+    def _make_socket_transport(self: Any, sock: Any, protocol: Any, waiter: Any = None,
+                               extra: Any = None, server: Any = None) -> Any:
+        return make_stream_transport(self, sock, protocol, waiter, extra, server)
+
     namespace: Dict[str, Any] = {
         "__init__": __init__,
+        "_make_socket_transport": _make_socket_transport,
         "__module__": module,
         "__qualname__": "EventLoop",
         "__doc__": (

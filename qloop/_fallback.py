@@ -1749,11 +1749,12 @@ __all__ += [*_mainloop.EXPORTS, *_mainloop.SHARED_EXPORTS, "GLibUnavailable"]
 # --------------------------------------------------------------------------------------------
 # The asyncio event loop (issue 12): its hot base in _fallback_loop, the rest shared Python.
 
-from . import _eventloop, _eventloop_net, _fallback_loop  # noqa: E402
+from . import _eventloop, _eventloop_net, _fallback_loop, _fallback_transports  # noqa: E402
 
 _loop_exports = _eventloop.build_implementation(
     "qloop._fallback", _fallback_loop._LoopBase, _fallback_loop.Handle,
-    _fallback_loop.TimerHandle, AioContext, _eventloop_net)
+    _fallback_loop.TimerHandle, AioContext, _eventloop_net,
+    _fallback_transports._make_stream_transport)
 EventLoop = _loop_exports["EventLoop"]
 new_event_loop = _loop_exports["new_event_loop"]
 EventLoopPolicy = _loop_exports["EventLoopPolicy"]

@@ -667,7 +667,7 @@ class _LoopBase:
                                    None, None)
 
     def _add_fd_handle(self, fd: int, reader: bool, callback: Any, args: Any,
-                       method: str) -> None:
+                       method: str) -> Handle:
         self._check_closed()
         _check_aio_callback(callback, method)
         h = self._new_handle(callback, args, None, method)
@@ -693,6 +693,7 @@ class _LoopBase:
             raise
         if old is not None:
             old.cancel()
+        return h
 
     def _remove_fd_handle(self, fd: int, reader: bool) -> bool:
         entry = self._fds.get(fd)
@@ -713,11 +714,12 @@ class _LoopBase:
         old.cancel()
         return True
 
-    def _add_reader(self, fd: int, callback: Any, args: Any) -> None:
-        self._add_fd_handle(fd, True, callback, args, "add_reader")
+    def _add_reader(self, fd: int, callback: Any, args: Any) -> Handle:
+        """add_reader() after its fd checks; returns the Handle."""
+        return self._add_fd_handle(fd, True, callback, args, "add_reader")
 
-    def _add_writer(self, fd: int, callback: Any, args: Any) -> None:
-        self._add_fd_handle(fd, False, callback, args, "add_writer")
+    def _add_writer(self, fd: int, callback: Any, args: Any) -> Handle:
+        return self._add_fd_handle(fd, False, callback, args, "add_writer")
 
     def _remove_reader(self, fd: int) -> bool:
         return self._remove_fd_handle(fd, True)
