@@ -43,6 +43,7 @@ cdef extern from "<sys/socket.h>" nogil:
 cdef enum:
     READ_MAX = 262144           # bytes per recv (asyncio's max_size)
     WRITE_IOV_MAX = 64          # buffers per sendmsg
+    READ_ROUNDS = 16            # reads per readiness event while they fill the buffer
 
 cdef char _read_buf[READ_MAX]   # the GIL is held from recv to the bytes copy
 cdef object _BufferedProtocol = _aio_protocols.BufferedProtocol
@@ -109,7 +110,7 @@ cdef class _StreamTransport(_FdOwner):
 
     cdef int _on_read(self) except -1:
         cdef ssize_t n
-        cdef int err = 0
+        cdef int err = 0, rounds = READ_ROUNDS
         cdef _LoopBase loop = self._loop
         if self._conn_lost:
             return 0
@@ -122,21 +123,35 @@ cdef class _StreamTransport(_FdOwner):
                 return 0
         prev = loop._enter()
         try:
-            if n > 0:
-                data = PyBytes_FromStringAndSize(_read_buf, n)
-                try:
-                    self._data_received(data)
-                except (SystemExit, KeyboardInterrupt):
-                    raise
-                except BaseException as exc:
-                    self._fatal_error(exc, "Fatal error: protocol.data_received() call failed.")
-            elif n == 0:
-                self._read_eof()
-            else:
-                self._fatal_error(_os_error(err), "Fatal read error on socket transport")
+            while True:
+                if n > 0:
+                    data = PyBytes_FromStringAndSize(_read_buf, n)
+                    try:
+                        self._data_received(data)
+                    except (SystemExit, KeyboardInterrupt):
+                        raise
+                    except BaseException as exc:
+                        self._fatal_error(exc,
+                                          "Fatal error: protocol.data_received() call failed.")
+                        return 0
+                    # a full buffer: more is likely waiting; read on (as libuv does) unless
+                    # the protocol paused or closed the transport meanwhile
+                    rounds -= 1
+                    if n < READ_MAX or not rounds or self._conn_lost or not self._reg_read:
+                        return 0
+                    n = c_recv(self._fd, _read_buf, READ_MAX, 0)
+                    if n < 0:
+                        err = errno
+                        if err == EAGAIN or err == EINTR:
+                            return 0
+                elif n == 0:
+                    self._read_eof()
+                    return 0
+                else:
+                    self._fatal_error(_os_error(err), "Fatal read error on socket transport")
+                    return 0
         finally:
             loop._leave(prev)
-        return 0
 
     cdef int _read_into_buffer(self) except -1:
         cdef Py_buffer view

@@ -22,6 +22,7 @@ __all__ = ["_StreamTransport"]
 
 _READ_MAX = _transport_support.READ_MAX
 _WRITE_IOV_MAX = 64
+_READ_ROUNDS = 16  # reads per readiness event while they fill the buffer
 _BufferedProtocol = protocols.BufferedProtocol
 _set_result_unless_cancelled = _eventloop._set_result_unless_cancelled
 _fatal_error_report = _transport_support.fatal_error
@@ -99,20 +100,33 @@ class _StreamTransport:
         except OSError as exc:
             data = exc
         prev = _NOT_ENTERED if loop._running else loop._enter()
+        rounds = _READ_ROUNDS
         try:
-            if type(data) is bytes:
-                if data:
-                    try:
-                        self._data_received(data)
-                    except (SystemExit, KeyboardInterrupt):
-                        raise
-                    except BaseException as exc:
-                        self._fatal_error(exc,
-                                          "Fatal error: protocol.data_received() call failed.")
-                else:
+            while True:
+                if type(data) is not bytes:
+                    self._fatal_error(data, "Fatal read error on socket transport")
+                    return
+                if not data:
                     self._read_eof()
-            else:
-                self._fatal_error(data, "Fatal read error on socket transport")
+                    return
+                try:
+                    self._data_received(data)
+                except (SystemExit, KeyboardInterrupt):
+                    raise
+                except BaseException as exc:
+                    self._fatal_error(exc, "Fatal error: protocol.data_received() call failed.")
+                    return
+                # a full buffer: more is likely waiting; read on (as libuv does) unless the
+                # protocol paused or closed the transport meanwhile
+                rounds -= 1
+                if len(data) < _READ_MAX or not rounds or self._conn_lost or not self._reg_read:
+                    return
+                try:
+                    data = self._recv(_READ_MAX)
+                except (BlockingIOError, InterruptedError):
+                    return
+                except OSError as exc:
+                    data = exc
         finally:
             if prev is not _NOT_ENTERED:
                 loop._leave(prev)
