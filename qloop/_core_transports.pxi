@@ -482,6 +482,10 @@ cdef class _StreamTransport(_FdOwner):
     def get_protocol(self):
         return self._protocol
 
+    @property
+    def __class__(self):
+        return _StreamTransportShadow  # so isinstance(t, asyncio.Transport) holds
+
     def __repr__(self):
         return _transport_support.transport_repr(
             type(self).__name__, self._fd, self._sock is None, self._closing,
@@ -495,6 +499,7 @@ cdef class _StreamTransport(_FdOwner):
 
 
 cdef object _aio_log_debug = _asyncio.log.logger.debug
+_StreamTransportShadow = _transport_support.shadow_class("qloop._core", "_StreamTransport")
 
 
 def _make_stream_transport(_LoopBase loop, sock, protocol, waiter=None, extra=None,

@@ -135,6 +135,11 @@ def _check_fd_open(fd: int) -> None:
 
 
 def _is_debug_mode() -> bool:
+    """asyncio's default debug mode (-X dev, PYTHONASYNCIODEBUG), asked of asyncio itself when
+    it can tell (so that code patching asyncio's answer affects qloop's loops too)."""
+    probe = getattr(asyncio.coroutines, "_is_debug_mode", None)
+    if probe is not None:
+        return bool(probe())
     return sys.flags.dev_mode or (not sys.flags.ignore_environment
                                   and bool(os.environ.get("PYTHONASYNCIODEBUG")))
 

@@ -29,11 +29,11 @@ _fatal_error_report = _transport_support.fatal_error
 _protocol_failed = _transport_support.protocol_failed
 
 
-class _StreamTransport:
+class _StreamTransport(asyncio.Transport):
     """A socket stream transport (asyncio's Transport API); created by the event loop."""
 
     __slots__ = ("_loop", "_sock", "_fd", "_protocol", "_data_received", "_get_buffer",
-                 "_buffer_updated", "_server", "_extra", "_closing", "_eof", "_paused",
+                 "_buffer_updated", "_server", "_closing", "_eof", "_paused",
                  "_reg_read", "_reg_write", "_protocol_paused", "_protocol_connected",
                  "_conn_lost", "_wbuf", "_wpos", "_wsize", "_high", "_low", "_empty_waiter",
                  "_recv", "_send", "__weakref__")

@@ -10,7 +10,8 @@ import socket
 from asyncio import trsock
 from typing import Any, Dict, Optional
 
-__all__ = ["stream_extra", "set_nodelay", "transport_repr", "fatal_error", "protocol_failed"]
+__all__ = ["stream_extra", "set_nodelay", "transport_repr", "fatal_error", "protocol_failed",
+           "shadow_class"]
 
 # asyncio's figures: bytes per read, the write-buffer limits, when writes after a lost
 # connection start being logged
@@ -89,3 +90,11 @@ def protocol_failed(transport: Any, loop: Any, protocol: Any, exc: BaseException
 
 def lost_write_warning() -> None:
     asyncio.log.logger.warning("socket.send() raised exception.")
+
+
+def shadow_class(module: str, name: str, base: type = asyncio.Transport) -> type:
+    """What a compiled transport reports as its ``__class__``: a subclass of asyncio's
+    ``Transport`` with the same name, so that ``isinstance(t, asyncio.Transport)`` holds (a C
+    class cannot inherit from asyncio's).  ``type(t)`` is still the C class."""
+    return type(name, (base,), {"__slots__": (), "__module__": module,
+                                "__qualname__": name})

@@ -258,6 +258,14 @@ def test_pythonasynciodebug_enables_debug(qloop_module: object) -> None:
     assert out.stdout.strip() == "True", out.stderr
 
 
+def test_default_debug_mode_follows_asyncio(loop_factory: object) -> None:
+    from unittest import mock
+
+    with mock.patch("asyncio.coroutines._is_debug_mode", lambda: True):
+        loop = loop_factory()  # type: ignore[operator]
+    assert loop.get_debug()
+
+
 def test_exceptions_of_qloop_callbacks_on_an_owned_context(
         qloop_loop: asyncio.AbstractEventLoop) -> None:
     rec = Recorder()

@@ -103,6 +103,8 @@ def test_echo_and_extra_info(loop: asyncio.AbstractEventLoop) -> None:
         assert tr.get_extra_info("peername") == server.sockets[0].getsockname()
         assert tr.get_extra_info("nothing", "default") == "default"
         assert tr.get_protocol() is client
+        assert isinstance(tr, asyncio.Transport)
+        assert isinstance(tr, (asyncio.ReadTransport, asyncio.WriteTransport))
         assert "fd=" in repr(tr) and "read=polling" in repr(tr)
         assert served[0].transport.get_extra_info("peername") == sock.getsockname()
         assert tr.is_reading() and not tr.is_closing()
