@@ -6,6 +6,9 @@ At run time ``qloop/__init__.py`` re-exports the names of ``qloop._core`` or
 once.  ``tests/test_typing.py`` checks that these names and ``qloop.__all__`` agree.
 """
 
+import abc
+import asyncio
+import sys
 import types
 from collections.abc import Awaitable, Callable, Coroutine as _PyCoroutine, Sequence
 from typing import (
@@ -42,6 +45,8 @@ __all__ = [
     "AioContext",
     "ClockType",
     "Coroutine",
+    "EventLoop",
+    "EventLoopPolicy",
     "EventNotifier",
     "GLibUnavailable",
     "MainLoopPoll",
@@ -81,6 +86,9 @@ __all__ = [
     "get_current_aio_context",
     "in_coroutine",
     "init_main_loop",
+    "install",
+    "new_event_loop",
+    "run",
     "iohandler_get_aio_context",
     "main_loop",
     "main_loop_should_exit",
@@ -420,3 +428,27 @@ shutdown_notifiers: NotifierList[ShutdownCause]
 powerdown_notifiers: NotifierList[None]
 suspend_notifiers: NotifierList[None]
 wakeup_notifiers: NotifierList[WakeupReason]
+
+# ---- the asyncio event loop
+
+_R = TypeVar("_R")
+
+class EventLoop(asyncio.AbstractEventLoop, metaclass=abc.ABCMeta):
+    """An asyncio event loop whose ready queue, timers and fd watches live on an AioContext."""
+
+    slow_callback_duration: float
+    def __init__(self, *, ctx: AioContext | None = None) -> None: ...
+    @property
+    def aio_context(self) -> AioContext: ...
+
+class EventLoopPolicy(asyncio.events.BaseDefaultEventLoopPolicy):
+    """The asyncio policy whose new_event_loop() makes qloop event loops."""
+
+    def new_event_loop(self) -> EventLoop: ...
+    if sys.version_info < (3, 14):
+        def get_child_watcher(self) -> Any: ...
+        def set_child_watcher(self, watcher: Any) -> None: ...
+
+def new_event_loop(*, ctx: AioContext | None = None) -> EventLoop: ...
+def install() -> None: ...
+def run(main: _PyCoroutine[Any, Any, _R], *, debug: bool | None = None) -> _R: ...

@@ -73,8 +73,16 @@ cdef class BH:
     cdef int _check(self) except -1
 
 
+cdef class _FdOwner:
+    # A C-level fd handler: dispatched by _dispatch_node without a Python call (the asyncio
+    # loop's readers/writers and transports).  Exceptions propagate to the context.
+    cdef int _on_read(self) except -1
+    cdef int _on_write(self) except -1
+
+
 cdef class _Handler:
     cdef int fd
+    cdef _FdOwner owner            # None, or the C owner io_read/io_write stand for
     cdef object io_read
     cdef object io_write
     cdef object io_poll
@@ -149,6 +157,8 @@ cdef class AioContext:
     cdef bint _call_poll(self, _Handler node) except -1
     cdef int _set_handler(self, int fd, object io_read, object io_write, object io_poll,
                           object io_poll_ready, bint is_notifier) except -1
+    cdef int _set_fd_owner(self, int fd, _FdOwner owner, bint on_read,
+                           bint on_write) except -1
     cdef int _fdmon_update(self, _Handler old, _Handler new) except -1
     cdef void _epoll_disable(self) noexcept
     cdef bint _epoll_try_upgrade(self) except -1
@@ -166,13 +176,16 @@ cdef class AioContext:
                                 bint *progress) except? -2
     cdef void _adjust_polling_time(self, _Handler node, int64_t block_ns) noexcept
     cdef bint _dispatch_node(self, _Handler node) except -1
+    cdef bint _dispatch_owner(self, _Handler node, int revents) except -1
     cdef int _bh_enqueue(self, BH bh, int flags) except -1
     cdef Timer _timer_new(self, object clock, int64_t scale, object callback, object attributes)
     cdef bint _bh_poll(self) except -1
+    cdef bint _only_bh_pending(self, BH bh) noexcept
     cdef int64_t _bh_timeout(self) noexcept
     cdef int64_t _timers_deadline(self, bint for_wait=*) noexcept
     cdef bint _run_timers(self) except -1
     cdef int64_t _compute_timeout(self) noexcept
+    cdef bint _poll(self, bint blocking) except -1
     cdef bint _poll_iteration(self, bint blocking) except -1
     cdef int _free_deleted_handlers(self) except -1
     cdef void _ml_open_window(self) noexcept

@@ -907,6 +907,16 @@ A bottom half, created by ``AioContext.bh_new``.  ``callback()`` takes no argume
 # --------------------------------------------------------------------------------------------
 # fd handlers (§1.3)
 
+cdef class _FdOwner:
+    """Base of C-level fd handlers (see ``AioContext._set_fd_owner``)."""
+
+    cdef int _on_read(self) except -1:
+        return 0
+
+    cdef int _on_write(self) except -1:
+        return 0
+
+
 @cython.final
 cdef class _Handler:
     def __cinit__(self, int fd, io_read, io_write, io_poll, io_poll_ready, uint64_t seq):
@@ -1165,6 +1175,16 @@ QEMU's AioContext: fd handlers, bottom halves and timers driven by ``poll()``.
                 if self.walkers:
                     self.deleted_handlers.append(old)  # a walker may still hold it
         self._notify()
+        return 0
+
+    cdef int _set_fd_owner(self, int fd, _FdOwner owner, bint on_read, bint on_write) except -1:
+        """Register (or, with neither read nor write, remove) a C-level handler for ``fd``:
+        ``owner._on_read()``/``_on_write()`` are dispatched without a Python call."""
+        if not on_read and not on_write:
+            return self._set_handler(fd, None, None, None, None, False)
+        self._set_handler(fd, owner if on_read else None, owner if on_write else None, None,
+                          None, False)
+        (<_Handler>self.handlers[fd]).owner = owner
         return 0
 
     # ---- fd monitors (§1.12)
@@ -1474,6 +1494,8 @@ QEMU's AioContext: fd handlers, bottom halves and timers driven by ``poll()``.
             if was_listed and not node.deleted and not node.in_poll_list:
                 self._poll_list_add(node)
             return not node.is_notifier
+        if node.owner is not None:
+            return self._dispatch_owner(node, revents)
         if not node.deleted and revents & READ_EVENTS and node.io_read is not None:
             if node.is_notifier:
                 self.notifier._test_and_clear()  # _drain_notifier, without a Python call
@@ -1483,6 +1505,20 @@ QEMU's AioContext: fd handlers, bottom halves and timers driven by ``poll()``.
         if not node.deleted and revents & WRITE_EVENTS and node.io_write is not None:
             self._call(node.io_write)
             progress = True
+        return progress
+
+    cdef bint _dispatch_owner(self, _Handler node, int revents) except -1:
+        cdef _FdOwner owner = node.owner
+        cdef bint progress = False
+        try:
+            if not node.deleted and revents & READ_EVENTS and node.io_read is not None:
+                progress = True
+                owner._on_read()
+            if not node.deleted and revents & WRITE_EVENTS and node.io_write is not None:
+                progress = True
+                owner._on_write()
+        except BaseException as exc:
+            self._report(exc)
         return progress
 
     # ---- bottom halves (§2)
@@ -1572,6 +1608,17 @@ QEMU's AioContext: fd handlers, bottom halves and timers driven by ``poll()``.
                 else:
                     bh._deleted = True
         return progress
+
+    cdef bint _only_bh_pending(self, BH bh) noexcept:
+        """True when an iteration now would only run ``bh``: it is the one BH pending, no fd
+        handler besides the context's notifier is registered and no timer is due.  The asyncio
+        loop's run_forever then runs its next ready batch at once (an iteration without I/O)."""
+        cdef BH head = self.bh_head
+        if self.closed or self.bh_cur is not None or len(self.handlers) != 1:
+            return False
+        if head is not None and (head is not bh or head.next is not None):
+            return False
+        return self._timers_deadline() != 0
 
     cdef int64_t _bh_timeout(self) noexcept:
         cdef int64_t timeout = -1
@@ -1677,8 +1724,7 @@ QEMU's AioContext: fd handlers, bottom halves and timers driven by ``poll()``.
         Order: [busy poll] -> [wait] -> accept notify -> BHs -> fd handlers -> timers.
         Must be called from one thread at a time (nested calls from callbacks are allowed).
         """
-        cdef bint b, progress
-        cdef unsigned long me
+        cdef bint b
         if self._closed:
             raise RuntimeError("AioContext is closed")
         if blocking is True:
@@ -1689,7 +1735,12 @@ QEMU's AioContext: fd handlers, bottom halves and timers driven by ``poll()``.
             b = bool(blocking)
         else:
             raise TypeError(f"blocking must be a bool, not {type(blocking).__name__}")
-        me = PyThread_get_thread_ident()
+        return self._poll(b)
+
+    cdef bint _poll(self, bint blocking) except -1:
+        """``poll()`` after its argument checks (the asyncio loop's run_forever calls it)."""
+        cdef bint progress
+        cdef unsigned long me = PyThread_get_thread_ident()
         if self.walkers:
             if self.poll_thread != me:
                 raise RuntimeError("AioContext.poll() called from two threads at once")
@@ -1698,7 +1749,7 @@ QEMU's AioContext: fd handlers, bottom halves and timers driven by ``poll()``.
         saved = self.errors
         self.errors = None
         try:
-            progress = self._poll_iteration(b)
+            progress = self._poll_iteration(blocking)
         finally:
             errors = self.errors
             self.errors = saved
@@ -2217,6 +2268,19 @@ _main_loop = _mainloop.MainLoop(types.SimpleNamespace(
 globals().update(_main_loop.exports())
 GLibUnavailable = _glib.GLibUnavailable
 __all__ += [*_mainloop.EXPORTS, *_mainloop.SHARED_EXPORTS, "GLibUnavailable"]
+
+
+# --------------------------------------------------------------------------------------------
+# The asyncio event loop (issue 12): its hot base in C, the rest shared Python.
+
+include "_core_loop.pxi"
+include "_core_transports.pxi"
+
+_loop_exports = _eventloop.build_implementation(
+    "qloop._core", _LoopBase, Handle, TimerHandle, AioContext, _eventloop_net,
+    _make_stream_transport)
+globals().update(_loop_exports)
+__all__ += list(_loop_exports)
 
 
 cdef _hide_cython_internals(type t):

@@ -1353,6 +1353,23 @@ class AioContext:
                     bh._deleted = True
         return progress
 
+    def _only_bh_pending(self, bh: BH) -> bool:
+        """True when an iteration now would only run ``bh``: it is the one BH pending, no fd
+        handler besides the context's notifier is registered and no timer is due.  The asyncio
+        loop's run_forever then runs its next ready batch at once (an iteration without I/O)."""
+        if self._closed or self._bh_slices or len(self._handlers) != 1:
+            return False
+        for op in self._bh_ops:
+            if op is not bh:
+                return False
+        for other in self._bh_list:
+            if other is not bh:
+                return False
+        for tl in self._timer_lists:
+            if tl.heap and tl.deadline() == 0:
+                return False
+        return True
+
     def _bh_timeout(self) -> int:
         if self._bh_ops:
             self._bh_absorb()
@@ -1904,3 +1921,23 @@ RunState = _runstate.RunState
 GLibUnavailable = _glib.GLibUnavailable
 
 __all__ += [*_mainloop.EXPORTS, *_mainloop.SHARED_EXPORTS, "GLibUnavailable"]
+
+
+# --------------------------------------------------------------------------------------------
+# The asyncio event loop (issue 12): its hot base in _fallback_loop, the rest shared Python.
+
+from . import _eventloop, _eventloop_net, _fallback_loop, _fallback_transports  # noqa: E402
+
+_loop_exports = _eventloop.build_implementation(
+    "qloop._fallback", _fallback_loop._LoopBase, _fallback_loop.Handle,
+    _fallback_loop.TimerHandle, AioContext, _eventloop_net,
+    _fallback_transports._make_stream_transport)
+EventLoop = _loop_exports["EventLoop"]
+new_event_loop = _loop_exports["new_event_loop"]
+EventLoopPolicy = _loop_exports["EventLoopPolicy"]
+install = _loop_exports["install"]
+run = _loop_exports["run"]
+Handle = _fallback_loop.Handle
+TimerHandle = _fallback_loop.TimerHandle
+
+__all__ += ["EventLoop", "EventLoopPolicy", "install", "new_event_loop", "run"]

@@ -8,6 +8,7 @@ precise types the stub promises (no ``Any`` where a user needs a real type), and
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import socket
 from typing import Literal
@@ -217,6 +218,30 @@ def main_loop_api() -> int:
     r.close()
     w.close()
     return status
+
+
+async def asyncio_main() -> int:
+    loop = asyncio.get_running_loop()
+    await asyncio.sleep(0)
+    return 7 if loop.is_running() else 0
+
+
+def asyncio_loop_api() -> None:
+    loop = qloop.new_event_loop()
+    assert_type(loop, qloop.EventLoop)
+    assert_type(loop.aio_context, qloop.AioContext)
+    handle = loop.call_soon(print, "ready")
+    handle.cancel()
+    assert_type(loop.run_until_complete(asyncio_main()), int)
+    loop.close()
+    on_main = qloop.new_event_loop(ctx=qloop.get_aio_context())
+    on_main.close()
+    policy = qloop.EventLoopPolicy()
+    assert_type(policy.new_event_loop(), qloop.EventLoop)
+    assert_type(qloop.run(asyncio_main(), debug=False), int)
+    with asyncio.Runner(loop_factory=qloop.new_event_loop) as runner:
+        assert_type(runner.run(asyncio_main()), int)
+    qloop.install()
 
 
 def package() -> None:

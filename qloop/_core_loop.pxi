@@ -1,0 +1,954 @@
+# The asyncio event loop's hot base, compiled (included by _core.pyx; the pure-Python twin is
+# qloop/_fallback_loop.py, and the high-level API over it is qloop/_eventloop.py).
+#
+# * Handle/TimerHandle: freelisted cdef classes; a handle runs with PyContext_Enter/Exit and a
+#   direct call of its callback (no Context.run call).
+# * The ready queue is a C ring buffer of owned Handle references, drained by ONE bottom half of
+#   the AioContext: a batch is the handles present when the BH starts.  call_soon allocates the
+#   Handle and copies the context first, then pushes in a section that runs no Python code (so
+#   the push is atomic with respect to other threads and Python signal handlers); a push onto an
+#   empty queue schedules the BH (a C-level enqueue).  Invariant: the queue is non-empty only
+#   while the BH is scheduled or running (it re-schedules itself when handles remain).
+# * TimerHandles live in a 4-ary C heap keyed by (when_ns, seq) beside the context, with ONE
+#   context timer armed at the earliest deadline; the context's timer phase runs every due
+#   TimerHandle in deadline order at one clock reading.  A timer already due when it is created
+#   waits in ``fresh`` until the BH's next run moves it into the heap, so (as in asyncio) it
+#   runs in the next iteration, after the handles queued before it.
+# * readers/writers: one _FdEntry (a C fd owner) per fd, dispatched by the context without a
+#   Python call.
+
+from cpython.contextvars cimport PyContext_CheckExact, PyContext_CopyCurrent
+from cpython.float cimport PyFloat_AsDouble
+from cpython.tuple cimport PyTuple_GET_SIZE
+from libc.math cimport isnan
+
+import asyncio as _asyncio
+import sys as _sys
+from asyncio import events as _aio_events
+
+from qloop import _eventloop, _eventloop_net
+
+
+cdef extern from "Python.h":
+    bint PyCallable_Check(object o)
+    bint PyCFunction_Check(object o)
+    void PyObject_GC_Track(PyObject *o)
+    void PyObject_GC_UnTrack(PyObject *o)
+    int PyObject_GC_IsTracked(PyObject *o)
+    PyObject *_vectorcall "PyObject_Vectorcall"(PyObject *callable, PyObject **args,
+                                                size_t nargsf, PyObject *kwnames)
+    PyObject *_call_tuple "PyObject_Call"(PyObject *callable, PyObject *args, PyObject *kw)
+    int _context_enter "PyContext_Enter"(PyObject *ctx)
+    int _context_exit "PyContext_Exit"(PyObject *ctx)
+    void _decref "Py_DECREF"(PyObject *o)
+    Py_ssize_t _refcnt "Py_REFCNT"(PyObject *o)
+    ctypedef struct PyTypeObject_flags "PyTypeObject":
+        unsigned long tp_flags
+    PyTypeObject_flags *Py_TYPE_of "Py_TYPE"(object o)
+    enum:
+        Py_TPFLAGS_HEAPTYPE
+
+cdef object _get_running_loop = _aio_events._get_running_loop
+cdef object _set_running_loop = _aio_events._set_running_loop
+cdef object _NOT_ENTERED = object()
+cdef object _check_callback_slow = _eventloop._check_callback_slow
+cdef object _source_traceback = _eventloop._source_traceback
+cdef object _log_slow_callback = _eventloop._log_slow_callback
+cdef object _handle_repr = _eventloop._handle_repr
+cdef object _perf_counter = _eventloop._perf_counter
+cdef object _time_arg_slow = _eventloop._time_arg_slow
+
+cdef enum:
+    RING_INITIAL = 64
+    TIMER_COMPACT_MIN = 64
+
+cdef class _LoopBase
+
+
+cdef inline int _check_aio_callback(object cb, str method) except -1:
+    """asyncio's callback check (TypeError for a coroutine (function) or a non-callable), with
+    the common kinds of callable handled in C."""
+    cdef object f = cb
+    if PyMethod_Check(f):
+        f = <object>PyMethod_GET_FUNCTION_raw(f)
+    if PyFunction_Check(f):
+        if (<PyCodeObject *>PyFunction_GET_CODE_raw(f)).co_flags & CO_COROUTINE:
+            _check_callback_slow(cb, method)
+        return 0
+    if PyCFunction_Check(f):
+        return 0  # builtins and bound C methods (Future.set_result, Task.__wakeup)
+    if not Py_TYPE_of(f).tp_flags & Py_TPFLAGS_HEAPTYPE and PyCallable_Check(f):
+        return 0  # instances of C types (asyncio's task-step wrapper, classes): never
+        # coroutine functions; functools.partial is a heap type and takes the slow path
+    _check_callback_slow(cb, method)
+    return 0
+
+
+cdef inline int64_t _when_to_ns(double when) except? -1:
+    """Seconds (float) to the nearest ns, saturating at the int64 range."""
+    cdef double ns
+    if isnan(when):
+        raise ValueError("the time must be a number, not NaN")
+    ns = when * 1e9
+    if ns >= 9.2e18:
+        return INT64_MAX
+    if ns <= -9.2e18:
+        return -INT64_MAX
+    return <int64_t>(ns + 0.5) if ns >= 0 else -<int64_t>(0.5 - ns)
+
+
+cdef inline double _time_arg(object value, str what) except? -1.0:
+    if type(value) is float or type(value) is int:
+        return PyFloat_AsDouble(value)
+    return _time_arg_slow(value, what)
+
+
+# Queued handles are not tracked by the cycle collector (the loop holds them, and its own
+# traverse visits them): a young collection then does not walk every queued handle.  A handle
+# leaving the queue is tracked again when someone else still holds it.
+cdef inline void _untrack(object h) noexcept:
+    PyObject_GC_UnTrack(<PyObject *>h)
+
+
+cdef inline void _retrack(PyObject *h, Py_ssize_t ours) noexcept:
+    if _refcnt(h) > ours and not PyObject_GC_IsTracked(h):
+        PyObject_GC_Track(h)
+
+
+# --------------------------------------------------------------------------------------------
+# Handles
+
+@cython.auto_pickle(False)
+@cython.freelist(256)
+cdef class Handle:
+    """A callback scheduled by ``call_soon*`` (asyncio's ``Handle``): ``cancel()``,
+    ``cancelled()``, ``get_context()``.  Created by the loop only."""
+
+    cdef object _callback
+    cdef object _args              # a tuple
+    cdef object _context
+    cdef _LoopBase _loop
+    cdef bint _cancelled
+    cdef object _source_traceback_
+    cdef object _repr
+
+    def __init__(self, *args, **kwargs):
+        raise TypeError("Handle objects are created by the event loop (call_soon and friends)")
+
+    @staticmethod
+    cdef inline Handle _new(_LoopBase loop, object callback, object args, object context):
+        cdef Handle h = Handle.__new__(Handle)
+        h._loop = loop
+        h._callback = callback
+        h._args = args
+        if context is None:
+            context = PyContext_CopyCurrent()
+        h._context = context
+        return h
+
+    def cancel(self):
+        """Cancel the call; a no-op if it already ran or was cancelled."""
+        if not self._cancelled:
+            self._cancelled = True
+            if self._loop is not None and self._loop._debug:
+                self._repr = _handle_repr(self)
+            self._callback = None
+            self._args = None
+
+    def cancelled(self):
+        return self._cancelled
+
+    def get_context(self):
+        """The ``contextvars.Context`` the callback runs in."""
+        return self._context
+
+    def _run(self):
+        _run_handle(self)
+
+    @property
+    def _callback_(self):
+        return self._callback
+
+    @property
+    def _source_traceback(self):
+        return self._source_traceback_
+
+    def _info(self):
+        # (class name, cancelled, callback, args, when) for the shared repr helper
+        return (type(self).__name__, self._cancelled, self._callback, self._args, None,
+                self._source_traceback_, self._repr)
+
+    def __repr__(self):
+        return _handle_repr(self)
+
+
+@cython.auto_pickle(False)
+@cython.final
+cdef class TimerHandle(Handle):
+    """A callback scheduled by ``call_later``/``call_at`` (asyncio's ``TimerHandle``):
+    ``when()`` is the loop time it was scheduled for."""
+
+    cdef double _when
+    cdef int64_t _when_ns
+    cdef char _where                # 0 nowhere, 1 in the loop's heap, 2 in its fresh list
+
+    @staticmethod
+    cdef inline TimerHandle _new_timer(_LoopBase loop, double when, int64_t when_ns,
+                                       object callback, object args, object context):
+        cdef TimerHandle h = TimerHandle.__new__(TimerHandle)
+        h._loop = loop
+        h._callback = callback
+        h._args = args
+        if context is None:
+            context = PyContext_CopyCurrent()
+        h._context = context
+        h._when = when
+        h._when_ns = when_ns
+        return h
+
+    def when(self):
+        """The absolute loop time (``loop.time()`` scale) the callback is due at."""
+        return self._when
+
+    def cancel(self):
+        """Cancel the call; a no-op if it already ran or was cancelled."""
+        if not self._cancelled:
+            Handle.cancel(self)
+            if self._where == 1 and self._loop is not None:
+                self._loop._timer_cancelled()
+
+    def _info(self):
+        return (type(self).__name__, self._cancelled, self._callback, self._args, self._when,
+                self._source_traceback_, self._repr)
+
+
+cdef int _run_handle(Handle h) except -1:
+    """Run ``h``'s callback in its context.  Exceptions go to the loop's exception handler;
+    SystemExit and KeyboardInterrupt propagate (as in asyncio)."""
+    cdef object ctx = h._context  # own references: the callback may cancel its own handle
+    cdef object cb = h._callback
+    cdef object args = h._args
+    cdef PyObject *r
+    if cb is None:
+        return 0  # cancelled
+    if h._loop._debug:
+        return _run_handle_debug(h)
+    if _context_enter(<PyObject *>ctx) < 0:
+        return _handle_failed(h)  # e.g. the context is already entered
+    if PyTuple_GET_SIZE(args) == 0:
+        r = _vectorcall(<PyObject *>cb, NULL, 0, NULL)
+    else:
+        r = _call_tuple(<PyObject *>cb, <PyObject *>args, NULL)
+    if r == NULL:
+        _context_exit(<PyObject *>ctx)  # cannot fail: the callback left it entered
+        return _handle_failed(h)
+    _decref(r)
+    if _context_exit(<PyObject *>ctx) < 0:
+        return _handle_failed(h)
+    return 0
+
+
+cdef int _raise_pending() except -1:
+    return -1  # an exception is set: let Cython's except clauses see it
+
+
+cdef int _handle_failed(Handle h) except -1:
+    try:
+        _raise_pending()
+    except (SystemExit, KeyboardInterrupt):
+        raise
+    except BaseException as exc:
+        h._loop._callback_failed(h, exc)
+    return 0
+
+
+cdef int _run_handle_debug(Handle h) except -1:
+    cdef _LoopBase loop = h._loop
+    saved = loop._current_handle
+    loop._current_handle = h
+    t0 = _perf_counter()
+    try:
+        try:
+            h._context.run(h._callback, *h._args)
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            loop._callback_failed(h, exc)
+    finally:
+        loop._current_handle = saved
+        dt = _perf_counter() - t0
+        if dt >= loop._slow_callback_s:
+            _log_slow_callback(h, dt)
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# readers and writers
+
+@cython.auto_pickle(False)
+@cython.final
+cdef class _FdEntry(_FdOwner):
+    """The add_reader/add_writer handles of one fd: the context's C-level handler for it."""
+
+    cdef _LoopBase loop
+    cdef int fd
+    cdef Handle reader
+    cdef Handle writer
+
+    cdef int _on_read(self) except -1:
+        cdef Handle h = self.reader
+        if h is None:
+            return 0
+        if h._cancelled:
+            self.loop._remove_fd_handle(self.fd, True)
+            return 0
+        return self.loop._run_one(h)
+
+    cdef int _on_write(self) except -1:
+        cdef Handle h = self.writer
+        if h is None:
+            return 0
+        if h._cancelled:
+            self.loop._remove_fd_handle(self.fd, False)
+            return 0
+        return self.loop._run_one(h)
+
+
+# --------------------------------------------------------------------------------------------
+# The loop's hot base
+
+@cython.auto_pickle(False)
+cdef class _LoopBase:
+    """State and hot paths of ``qloop._core.EventLoop`` (see ``qloop._eventloop``)."""
+
+    cdef AioContext _ctx
+    cdef bint _owns_ctx
+    cdef BH _bh
+    cdef Timer _ctx_timer
+    cdef int _clock                 # the qloop clock of loop.time() and the timers
+    # the ready queue: a ring of owned Handle references
+    cdef PyObject **_ring
+    cdef Py_ssize_t _rhead
+    cdef Py_ssize_t _rlen
+    cdef Py_ssize_t _rmask
+    # the timer heap: (when_ns, seq, TimerHandle) entries, 4-ary, owned references
+    cdef TimerEntry *_theap
+    cdef Py_ssize_t _tn
+    cdef Py_ssize_t _tcap
+    cdef Py_ssize_t _tdead          # cancelled entries still in the heap
+    cdef uint64_t _tseq
+    cdef int64_t _armed             # when_ns the context timer is armed at, -1 if not
+    cdef list _fresh                # TimerHandles already due when created
+    cdef dict _fds                  # fd -> _FdEntry
+    cdef bint _closed
+    cdef bint _stopping
+    cdef bint _running              # inside run_forever
+    cdef int _ext_depth             # callbacks running while something else drives ctx
+    cdef unsigned long _thread_ident
+    cdef bint _debug
+    cdef double _slow_callback_s
+    cdef public object _current_handle
+
+    def __cinit__(self, *args, **kwargs):
+        self._ring = <PyObject **>PyMem_Malloc(RING_INITIAL * sizeof(PyObject *))
+        if self._ring == NULL:
+            raise MemoryError()
+        self._rmask = RING_INITIAL - 1
+        self._armed = -1
+        self._closed = True  # until __init__ completes
+        self._slow_callback_s = 0.1
+
+    def __init__(self, ctx=None):
+        if self._ctx is not None:
+            raise RuntimeError("the event loop is already initialised")
+        if ctx is None:
+            ctx = AioContext()
+            self._owns_ctx = True
+        elif not isinstance(ctx, AioContext):
+            raise TypeError(f"ctx must be a qloop._core.AioContext, not {type(ctx).__name__}")
+        elif (<AioContext>ctx).closed:
+            raise RuntimeError("ctx is closed")
+        self._ctx = <AioContext>ctx
+        self._fresh = []
+        self._fds = {}
+        self._clock = 0  # REALTIME: CLOCK_MONOTONIC, like time.monotonic()
+        self._bh = BH._new(self._ctx, self._run_ready, "asyncio ready queue")
+        self._ctx_timer = Timer._new(self._ctx.tl0, SCALE_NS, self._on_timer, 0)
+        self._closed = False
+
+    def __dealloc__(self):
+        self._clear_queues()
+        PyMem_Free(self._ring)
+        PyMem_Free(self._theap)
+
+    # ---- state
+
+    @property
+    def slow_callback_duration(self):
+        """Seconds after which debug mode logs a callback as slow (default 0.1)."""
+        return self._slow_callback_s
+
+    @slow_callback_duration.setter
+    def slow_callback_duration(self, value):
+        self._slow_callback_s = value
+
+    @property
+    def aio_context(self):
+        """The AioContext this loop runs on (its own, or the ``ctx`` it was created with)."""
+        return self._ctx
+
+    def time(self):
+        """The loop's clock in seconds: CLOCK_MONOTONIC, the same as ``time.monotonic()``."""
+        return <double>_clock_now(self._clock) / 1e9
+
+    def is_running(self):
+        """True inside ``run_forever()``, and while one of the loop's callbacks runs when
+        something else (``qloop.main_loop()``, ``ctx.poll()``) drives its context."""
+        return self._running or self._ext_depth > 0
+
+    def is_closed(self):
+        """True once ``close()`` was called."""
+        return self._closed
+
+    def get_debug(self):
+        """Whether debug mode is on."""
+        return self._debug
+
+    def _set_debug_flag(self, enabled):
+        self._debug = bool(enabled)
+
+    def stop(self):
+        """Stop ``run_forever()`` after the current iteration (before it starts, after one)."""
+        self._stopping = True
+
+    def _is_stopping(self):
+        return self._stopping
+
+    cdef inline int _check_closed(self) except -1:
+        if self._closed:
+            raise RuntimeError("Event loop is closed")
+        if self._ctx.closed:
+            raise RuntimeError("the event loop's AioContext is closed")
+        return 0
+
+    def _check_closed_py(self):
+        self._check_closed()
+
+    cdef int _check_thread(self) except -1:
+        if (self._running or self._ext_depth) and \
+                self._thread_ident != PyThread_get_thread_ident():
+            raise RuntimeError("Non-thread-safe operation invoked on an event loop other "
+                               "than the current one")
+        return 0
+
+    def _check_thread_py(self):
+        self._check_thread()
+
+    def _thread_id(self):
+        """The thread running the loop, or None."""
+        if self._running or self._ext_depth:
+            return self._thread_ident
+        return None
+
+    # ---- entering the loop from outside (qloop.main_loop(), a bare ctx.poll())
+
+    cdef inline object _enter(self):
+        """Make this loop the running one while its callbacks run, unless it already is."""
+        if self._running:
+            return _NOT_ENTERED
+        prev = _get_running_loop()
+        if prev is self:
+            return _NOT_ENTERED
+        _set_running_loop(self)
+        if self._ext_depth == 0:
+            self._thread_ident = PyThread_get_thread_ident()
+        self._ext_depth += 1
+        return prev
+
+    cdef inline int _leave(self, object prev) except -1:
+        if prev is not _NOT_ENTERED:
+            self._ext_depth -= 1
+            _set_running_loop(prev)
+        return 0
+
+    cdef int _run_one(self, Handle h) except -1:
+        prev = self._enter()
+        try:
+            _run_handle(h)
+        finally:
+            self._leave(prev)
+        return 0
+
+    def _callback_failed(self, Handle h, exc):
+        """What a handle's exception becomes: a call of the exception handler."""
+        context = {
+            "message": f"Exception in callback {_eventloop._format_callback(h)}",
+            "exception": exc,
+            "handle": h,
+        }
+        if h._source_traceback_:
+            context["source_traceback"] = h._source_traceback_
+        self.call_exception_handler(context)
+
+    # ---- the ready queue
+
+    cdef int _grow_ring(self) except -1:
+        cdef Py_ssize_t cap = self._rmask + 1, i
+        cdef PyObject **mem = <PyObject **>PyMem_Malloc(2 * cap * sizeof(PyObject *))
+        if mem == NULL:
+            raise MemoryError()
+        for i in range(self._rlen):
+            mem[i] = self._ring[(self._rhead + i) & self._rmask]
+        PyMem_Free(self._ring)
+        self._ring = mem
+        self._rhead = 0
+        self._rmask = 2 * cap - 1
+        return 0
+
+    cdef inline int _push(self, Handle h) except -1:
+        # No Python code runs from here to the end: atomic under the GIL.
+        if self._rlen > self._rmask:
+            self._grow_ring()
+        self._ring[(self._rhead + self._rlen) & self._rmask] = <PyObject *>h
+        Py_INCREF(h)
+        _untrack(h)
+        self._rlen += 1
+        if self._rlen == 1:
+            self._ctx._bh_enqueue(self._bh, BH_SCHEDULED)
+        return 0
+
+    cdef inline Handle _call_soon(self, object callback, object args, object context,
+                                  str method):
+        cdef Handle h
+        self._check_closed()
+        _check_aio_callback(callback, method)
+        if context is not None and not PyContext_CheckExact(context):
+            raise TypeError(f"context must be a contextvars.Context, "
+                            f"not {type(context).__name__}")
+        h = Handle._new(self, callback, args, context)
+        if self._debug:
+            h._source_traceback_ = _source_traceback()
+        self._push(h)
+        return h
+
+    def call_soon(self, callback, *args, context=None):
+        """Call ``callback(*args)`` in the next iteration (FIFO); returns a Handle."""
+        if self._debug:
+            self._check_thread()
+        return self._call_soon(callback, args, context, "call_soon")
+
+    def call_soon_threadsafe(self, callback, *args, context=None):
+        """``call_soon`` from any thread (or a signal handler): wakes the loop."""
+        return self._call_soon(callback, args, context, "call_soon_threadsafe")
+
+    def _run_ready(self):
+        """The ready-queue BH: run the handles queued when it starts."""
+        self._run_batch()
+
+    cdef int _run_batch(self) except -1:
+        cdef Py_ssize_t n
+        cdef PyObject *ptr
+        cdef Handle h
+        if self._fresh:
+            self._absorb_fresh()
+        n = self._rlen
+        if n == 0:
+            return 0
+        prev = self._enter()
+        try:
+            while n > 0:
+                n -= 1
+                ptr = self._ring[self._rhead]
+                self._rhead = (self._rhead + 1) & self._rmask
+                self._rlen -= 1
+                h = <Handle>ptr
+                _retrack(<PyObject *>h, 2)
+                Py_DECREF(h)  # the ring's reference (h holds one)
+                if not h._cancelled:
+                    _run_handle(h)
+        finally:
+            if self._rlen and not self._closed:
+                self._ctx._bh_enqueue(self._bh, BH_SCHEDULED)
+            self._leave(prev)
+        return 0
+
+    # ---- timers
+
+    cdef inline int _heap_push(self, TimerHandle h) except -1:
+        cdef Py_ssize_t i, parent, newcap
+        cdef TimerEntry e
+        cdef TimerEntry *mem
+        if self._tn == self._tcap:
+            newcap = self._tcap * 2 if self._tcap else 64
+            mem = <TimerEntry *>PyMem_Realloc(self._theap, newcap * sizeof(TimerEntry))
+            if mem == NULL:
+                raise MemoryError()
+            self._theap = mem
+            self._tcap = newcap
+        self._tseq += 1
+        e.key = h._when_ns
+        e.seq = self._tseq
+        e.timer = <void *>h
+        Py_INCREF(h)
+        _untrack(h)
+        h._where = 1
+        i = self._tn
+        self._tn += 1
+        while i > 0:
+            parent = (i - 1) >> 2
+            if not _entry_less(&e, &self._theap[parent]):
+                break
+            self._theap[i] = self._theap[parent]
+            i = parent
+        self._theap[i] = e
+        return 0
+
+    cdef inline void _heap_pop(self) noexcept:
+        """Remove the top entry; its reference passes to the caller."""
+        cdef Py_ssize_t n
+        self._tn -= 1
+        n = self._tn
+        if n > 0:
+            _sift_down(self._theap, n, 0, self._theap[n])
+
+    cdef void _drop_cancelled_top(self) noexcept:
+        cdef TimerHandle h
+        while self._tn and (<TimerHandle>self._theap[0].timer)._cancelled:
+            h = <TimerHandle>self._theap[0].timer
+            self._heap_pop()
+            self._tdead -= 1
+            h._where = 0
+            _retrack(<PyObject *>h, 2)
+            Py_DECREF(h)
+
+    cdef int _arm(self) except -1:
+        """Arm the context timer at the earliest live deadline (or disarm it)."""
+        cdef int64_t key
+        self._drop_cancelled_top()
+        if self._tn == 0:
+            if self._armed >= 0:
+                self._armed = -1
+                self._ctx_timer.tl.remove(self._ctx_timer)
+            return 0
+        key = self._theap[0].key
+        if key < 0:
+            key = 0
+        if key != self._armed or not self._ctx_timer.seq:
+            self._armed = key
+            self._ctx_timer.tl.insert(self._ctx_timer, key)
+        return 0
+
+    cdef void _timer_cancelled(self) noexcept:
+        self._tdead += 1
+        if self._tdead > TIMER_COMPACT_MIN and self._tdead * 2 > self._tn:
+            self._compact_timers()
+
+    def _timer_handle_cancelled(self, handle):
+        pass  # asyncio's hook; qloop's TimerHandle reports through _timer_cancelled
+
+    cdef void _compact_timers(self) noexcept:
+        cdef Py_ssize_t i, j = 0, nstale
+        cdef TimerEntry e
+        for i in range(self._tn):
+            if not (<TimerHandle>self._theap[i].timer)._cancelled:
+                if i != j:
+                    e = self._theap[j]
+                    self._theap[j] = self._theap[i]
+                    self._theap[i] = e
+                j += 1
+        nstale = self._tn - j
+        self._tn = j
+        self._tdead = 0
+        i = (self._tn - 2) // 4
+        while i >= 0:
+            _sift_down(self._theap, self._tn, i, self._theap[i])
+            i -= 1
+        for i in range(nstale):
+            (<TimerHandle>self._theap[self._tn + i].timer)._where = 0
+            _retrack(<PyObject *>self._theap[self._tn + i].timer, 1)
+        _decref_entries(self._theap + self._tn, nstale, False)
+
+    cdef TimerHandle _call_at(self, double when, int64_t when_ns, int64_t now_ns,
+                              object callback, object args, object context, str method):
+        cdef TimerHandle h
+        self._check_closed()
+        _check_aio_callback(callback, method)
+        if context is not None and not PyContext_CheckExact(context):
+            raise TypeError(f"context must be a contextvars.Context, "
+                            f"not {type(context).__name__}")
+        h = TimerHandle._new_timer(self, when, when_ns, callback, args, context)
+        if self._debug:
+            h._source_traceback_ = _source_traceback()
+        if when_ns <= now_ns:
+            # already due: runs in the next iteration, after what is queued now (asyncio)
+            h._where = 2
+            self._fresh.append(h)
+            self._ctx._bh_enqueue(self._bh, BH_SCHEDULED)
+            return h
+        self._heap_push(h)
+        if self._theap[0].timer == <void *>h and (
+                self._armed < 0 or when_ns < self._armed or not self._ctx_timer.seq):
+            self._armed = when_ns
+            self._ctx_timer.tl.insert(self._ctx_timer, when_ns)
+        return h
+
+    def call_later(self, delay, callback, *args, context=None):
+        """Call ``callback(*args)`` at ``self.time() + delay``; returns a TimerHandle."""
+        cdef double d = _time_arg(delay, "delay")
+        cdef int64_t now = _clock_now(self._clock)
+        cdef double when = <double>now / 1e9 + d
+        if self._debug:
+            self._check_thread()
+        return self._call_at(when, now if d <= 0 else _when_to_ns(when), now, callback, args,
+                             context, "call_at")
+
+    def call_at(self, when, callback, *args, context=None):
+        """Call ``callback(*args)`` at loop time ``when``; returns a TimerHandle."""
+        cdef double w = _time_arg(when, "when")
+        if self._debug:
+            self._check_thread()
+        return self._call_at(w, _when_to_ns(w), _clock_now(self._clock), callback, args,
+                             context, "call_at")
+
+    cdef int _absorb_fresh(self) except -1:
+        cdef TimerHandle h
+        fresh = self._fresh
+        self._fresh = []
+        for obj in fresh:
+            h = <TimerHandle>obj
+            h._where = 0
+            if h._cancelled:
+                continue
+            self._heap_push(h)
+        self._arm()
+        return 0
+
+    def _on_timer(self):
+        """The context timer: run every TimerHandle due at one reading of the clock."""
+        cdef int64_t now = _clock_now(self._clock)
+        cdef TimerHandle h
+        self._armed = -1
+        prev = self._enter()
+        try:
+            while self._tn:
+                h = <TimerHandle>self._theap[0].timer
+                if h._cancelled:
+                    self._heap_pop()
+                    self._tdead -= 1
+                    h._where = 0
+                    _retrack(<PyObject *>h, 2)
+                    Py_DECREF(h)
+                    continue
+                if self._theap[0].key > now:
+                    break
+                self._heap_pop()
+                _retrack(<PyObject *>h, 2)
+                Py_DECREF(h)  # the heap's reference (h holds one)
+                h._where = 0
+                _run_handle(h)
+        finally:
+            if not self._closed:
+                self._arm()
+            self._leave(prev)
+
+    def _timers_pending(self):
+        """(heap entries, cancelled ones, fresh ones): for tests and debugging."""
+        return (self._tn, self._tdead, len(self._fresh))
+
+    # ---- readers and writers
+
+    cdef int _update_fd(self, int fd, _FdEntry entry) except -1:
+        if entry.reader is None and entry.writer is None:
+            del self._fds[fd]
+            self._ctx._set_fd_owner(fd, None, False, False)
+        else:
+            self._ctx._set_fd_owner(fd, entry, entry.reader is not None,
+                                    entry.writer is not None)
+        return 0
+
+    cdef Handle _add_fd_handle(self, int fd, bint reader, object callback, object args,
+                               str method):
+        cdef _FdEntry entry
+        cdef Handle h, old
+        self._check_closed()
+        _check_aio_callback(callback, method)
+        h = Handle._new(self, callback, args, None)
+        obj = self._fds.get(fd)
+        if obj is None:
+            entry = _FdEntry.__new__(_FdEntry)
+            entry.loop = self
+            entry.fd = fd
+            self._fds[fd] = entry
+        else:
+            entry = <_FdEntry>obj
+        if reader:
+            old = entry.reader
+            entry.reader = h
+        else:
+            old = entry.writer
+            entry.writer = h
+        try:
+            if old is None:
+                self._update_fd(fd, entry)
+        except BaseException:
+            if reader:
+                entry.reader = None
+            else:
+                entry.writer = None
+            if entry.reader is None and entry.writer is None:
+                self._fds.pop(fd, None)
+            raise
+        if old is not None:
+            old.cancel()
+        return h
+
+    cdef bint _remove_fd_handle(self, int fd, bint reader) except -1:
+        cdef _FdEntry entry
+        cdef Handle old
+        obj = self._fds.get(fd)
+        if obj is None:
+            return False
+        entry = <_FdEntry>obj
+        if reader:
+            old = entry.reader
+            entry.reader = None
+        else:
+            old = entry.writer
+            entry.writer = None
+        if old is None:
+            return False
+        if not self._ctx.closed:
+            self._update_fd(fd, entry)
+        else:
+            del self._fds[fd]
+        old.cancel()
+        return True
+
+    def _add_reader(self, int fd, callback, args):
+        """add_reader() after its fd checks; returns the Handle."""
+        return self._add_fd_handle(fd, True, callback, args, "add_reader")
+
+    def _add_writer(self, int fd, callback, args):
+        return self._add_fd_handle(fd, False, callback, args, "add_writer")
+
+    def _remove_reader(self, int fd):
+        return self._remove_fd_handle(fd, True)
+
+    def _remove_writer(self, int fd):
+        return self._remove_fd_handle(fd, False)
+
+    def _fd_handles(self, int fd):
+        """(reader, writer) Handles registered for ``fd`` (None where there is none)."""
+        obj = self._fds.get(fd)
+        if obj is None:
+            return (None, None)
+        return ((<_FdEntry>obj).reader, (<_FdEntry>obj).writer)
+
+    # ---- running
+
+    def _run_loop(self):
+        """The body of ``run_forever()``: one ``ctx.poll()`` per iteration until stopped."""
+        cdef AioContext ctx = self._ctx
+        cdef unsigned long me = PyThread_get_thread_ident()
+        if ctx.walkers and ctx.poll_thread != me:
+            raise RuntimeError("the event loop's AioContext is being driven by another thread")
+        self._thread_ident = me
+        self._running = True
+        try:
+            while True:
+                ctx._poll(not self._stopping)
+                # While nothing else is registered on the context, the next iterations
+                # would only run the next ready batches: run them without the poll
+                # machinery (no fd to poll, no other BH, no timer due in between).
+                while self._rlen and not self._stopping and ctx._only_bh_pending(self._bh):
+                    self._run_batch()
+                if self._stopping:
+                    break
+        finally:
+            self._running = False
+            self._stopping = False
+
+    # ---- closing
+
+    cdef void _clear_queues(self) noexcept:
+        # detach first: dropping a reference may run Python code
+        cdef PyObject **ring = self._ring
+        cdef Py_ssize_t head = self._rhead, n = self._rlen, mask = self._rmask, i
+        cdef TimerEntry *heap = self._theap
+        cdef Py_ssize_t tn = self._tn
+        self._rlen = 0
+        self._rhead = 0
+        self._theap = NULL
+        self._tn = self._tcap = self._tdead = 0
+        for i in range(tn):
+            (<TimerHandle>heap[i].timer)._where = 0
+            _retrack(<PyObject *>heap[i].timer, 1)
+        for i in range(n):
+            _retrack(ring[(head + i) & mask], 1)
+        for i in range(n):
+            Py_DECREF(<object>ring[(head + i) & mask])
+        _decref_entries(heap, tn, False)
+        PyMem_Free(heap)
+
+    def _close_base(self):
+        """Drop queued handles and timers and release the context's BH, timer and fd handlers
+        (closing the context when the loop owns it)."""
+        cdef AioContext ctx = self._ctx
+        self._closed = True
+        self._clear_queues()
+        fresh, self._fresh = self._fresh, []
+        for h in fresh:
+            (<TimerHandle>h)._where = 0
+        fds, self._fds = self._fds, {}
+        if ctx is None:
+            return
+        if self._owns_ctx:
+            if not ctx.closed:
+                ctx.close()
+            return
+        if not ctx.closed:
+            self._bh.delete()
+            self._ctx_timer.tl.remove(self._ctx_timer)
+            for fd in fds:
+                ctx._set_fd_owner(fd, None, False, False)
+
+    def _owns_context(self):
+        return self._owns_ctx
+
+    # ---- futures (hot: asyncio's C Future calls get_debug() when it is created)
+
+    def create_future(self):
+        """A new ``asyncio.Future`` attached to this loop."""
+        return _Future(loop=self)
+
+
+cdef object _Future = _asyncio.Future
+
+
+# The ring and the heap hold references the generated GC hooks cannot see: visit them too.
+cdef traverseproc _loop_base_traverse = (<PyTypeObject_gc *>_LoopBase).tp_traverse
+cdef inquiry _loop_base_clear = (<PyTypeObject_gc *>_LoopBase).tp_clear
+
+
+cdef int _loop_traverse(PyObject *o, visitproc visit, void *arg) noexcept:
+    cdef _LoopBase loop = <_LoopBase>o
+    cdef Py_ssize_t i
+    cdef int r
+    for i in range(loop._rlen):
+        r = visit(loop._ring[(loop._rhead + i) & loop._rmask], arg)
+        if r:
+            return r
+    for i in range(loop._tn):
+        r = visit(<PyObject *>loop._theap[i].timer, arg)
+        if r:
+            return r
+    return _loop_base_traverse(o, visit, arg)
+
+
+cdef int _loop_clear(PyObject *o) noexcept:
+    (<_LoopBase>o)._clear_queues()
+    return _loop_base_clear(o)
+
+
+(<PyTypeObject_gc *>_LoopBase).tp_traverse = _loop_traverse
+(<PyTypeObject_gc *>_LoopBase).tp_clear = _loop_clear

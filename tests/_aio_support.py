@@ -1,0 +1,156 @@
+"""Fixtures for the asyncio event loop tests (``tests/test_aio_*.py``).
+
+Import into a test module with ``from _aio_support import loop_impl, loop_factory, loop`` (the
+tests directory is on ``sys.path``).  ``loop_impl`` runs a test on qloop's two implementations
+(``qloop-core``, marked ``c_extension``; ``qloop-fallback``) and on asyncio's own loop
+(``asyncio``), the reference: a test written once passes on all three unless it checks
+something only qloop has (those take ``qloop_loop_factory``, over the two qloop arms only).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import importlib
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any, Callable, Iterator, List, Optional
+
+import pytest
+
+from conftest import c_extensions_disabled
+
+# Every blocking wait in these tests is bounded: run() fails a test instead of hanging it.
+TIMEOUT = 10.0
+
+
+@dataclass(frozen=True)
+class LoopImpl:
+    """One event loop implementation under test."""
+
+    name: str  # "qloop-core", "qloop-fallback" or "asyncio"
+
+    @property
+    def is_qloop(self) -> bool:
+        return self.name != "asyncio"
+
+    @property
+    def module(self) -> Optional[ModuleType]:
+        if self.name == "qloop-core":
+            return importlib.import_module("qloop._core")
+        if self.name == "qloop-fallback":
+            return importlib.import_module("qloop._fallback")
+        return None
+
+    def new_loop(self, **kwargs: Any) -> asyncio.AbstractEventLoop:
+        mod = self.module
+        if mod is None:
+            assert not kwargs
+            return asyncio.new_event_loop()
+        return mod.new_event_loop(**kwargs)  # type: ignore[no-any-return]
+
+
+ALL_IMPLS = (
+    pytest.param(LoopImpl("qloop-core"), marks=pytest.mark.c_extension, id="qloop-core"),
+    pytest.param(LoopImpl("qloop-fallback"), id="qloop-fallback"),
+    pytest.param(LoopImpl("asyncio"), id="asyncio"),
+)
+
+
+@pytest.fixture(params=ALL_IMPLS)
+def loop_impl(request: pytest.FixtureRequest) -> LoopImpl:
+    impl: LoopImpl = request.param
+    if impl.name == "qloop-core":
+        reason = c_extensions_disabled(request.config)
+        if reason is not None:
+            pytest.skip(reason)
+    return impl
+
+
+class LoopFactory:
+    """Creates loops of one implementation; closes them all at teardown."""
+
+    def __init__(self, impl: LoopImpl) -> None:
+        self.impl = impl
+        self.loops: List[asyncio.AbstractEventLoop] = []
+
+    def __call__(self, **kwargs: Any) -> asyncio.AbstractEventLoop:
+        loop = self.impl.new_loop(**kwargs)
+        self.loops.append(loop)
+        return loop
+
+    def close_all(self) -> None:
+        for loop in self.loops:
+            if not loop.is_closed():
+                loop.close()
+        assert asyncio.events._get_running_loop() is None, "a test left a running loop"
+
+
+@pytest.fixture
+def loop_factory(loop_impl: LoopImpl) -> Iterator[LoopFactory]:
+    factory = LoopFactory(loop_impl)
+    yield factory
+    factory.close_all()
+
+
+@pytest.fixture
+def loop(loop_factory: LoopFactory) -> asyncio.AbstractEventLoop:
+    return loop_factory()
+
+
+@pytest.fixture
+def qloop_loop_factory(qloop_module: ModuleType) -> Iterator[LoopFactory]:
+    """Like ``loop_factory`` over qloop's two implementations only (``qloop_module``)."""
+    name = "qloop-fallback" if qloop_module.__name__ == "qloop._fallback" else "qloop-core"
+    factory = LoopFactory(LoopImpl(name))
+    yield factory
+    factory.close_all()
+
+
+@pytest.fixture
+def qloop_loop(qloop_loop_factory: LoopFactory) -> asyncio.AbstractEventLoop:
+    return qloop_loop_factory()
+
+
+def run(loop: asyncio.AbstractEventLoop, coro: Any, timeout: float = TIMEOUT) -> Any:
+    """``loop.run_until_complete(coro)``, failing (not hanging) after ``timeout`` seconds."""
+    return loop.run_until_complete(asyncio.wait_for(coro, timeout))
+
+
+def run_once(loop: asyncio.AbstractEventLoop) -> None:
+    """Exactly one iteration of ``loop`` (asyncio's idiom: stop() before run_forever())."""
+    loop.stop()
+    loop.run_forever()
+
+
+def collect() -> None:
+    for _ in range(3):
+        gc.collect()
+
+
+class Recorder:
+    """Collects exception-handler contexts (``loop.set_exception_handler(rec)``)."""
+
+    def __init__(self) -> None:
+        self.contexts: List[dict] = []
+
+    def __call__(self, loop: Any, context: dict) -> None:
+        self.contexts.append(context)
+
+
+def watchdog(loop: asyncio.AbstractEventLoop, seconds: float = TIMEOUT) -> Callable[[], None]:
+    """Stop ``loop`` after ``seconds`` so a blocking run_forever() cannot hang a test; returns
+    a function that tells whether it fired."""
+    fired = []
+
+    def fire() -> None:
+        fired.append(True)
+        loop.stop()
+
+    handle = loop.call_later(seconds, fire)
+
+    def check() -> None:
+        handle.cancel()
+        assert not fired, f"the loop did not finish within {seconds} s"
+
+    return check
