@@ -98,3 +98,26 @@ def pytest_benchmark_update_json(config, benchmarks, output_json):
         "other_load_by_test": dict(_OTHER_LOAD_BY_TEST),
         "other_load_during_run": _summarise_other_load(_OTHER_LOAD_BY_TEST),
     }
+
+
+# ---------------------------------------------------------------------------------------------
+# asyncio event-loop workloads (bench/test_aio_*.py): five loops through the asyncio API
+
+from bench import _aio  # noqa: E402
+
+
+@pytest.fixture(params=_aio.AIO_IMPLS)
+def loop_impl(request) -> _common.Impl:
+    """The event loop under test: qloop-core, qloop-fallback, asyncio, uvloop or rloop.
+
+    ``impl.open()`` returns a new event loop.  A loop that cannot be imported is skipped, or
+    fails under QLOOP_BENCH_STRICT.
+    """
+    name = request.param
+    try:
+        return _aio.load_loop_impl(name)
+    except ImportError as exc:
+        message = f"{name} is not available: {exc}"
+        if _common.STRICT:
+            pytest.fail(message + " (QLOOP_BENCH_STRICT is set)")
+        pytest.skip(message)

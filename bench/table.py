@@ -141,7 +141,8 @@ def machine_meta() -> dict:
 
 def _impl_of(bench: dict) -> str | None:
     params = bench.get("params") or {}
-    impl = params.get("impl")
+    # "loop_impl": the asyncio event-loop workloads (bench/test_aio_*.py)
+    impl = params.get("impl") or params.get("loop_impl")
     if (
         impl is None
     ):  # fall back to the test id: test_x[qloop-core] / test_x[armed_1k-uvloop]
@@ -155,6 +156,7 @@ def _impl_of(bench: dict) -> str | None:
 def _variant_of(bench: dict) -> str | None:
     params = dict(bench.get("params") or {})
     params.pop("impl", None)
+    params.pop("loop_impl", None)
     if not params:
         return None
     return "-".join(str(v) for _, v in sorted(params.items()))
@@ -670,6 +672,149 @@ def render(report: dict) -> str:
     return "\n".join(lines)
 
 
+# ---------------------------------------------------------------------------------------------
+# The asyncio event loop (bench/test_aio_*.py): five loops through the asyncio API, own table
+
+AIO_IMPLS = ("qloop-core", "qloop-fallback", "asyncio", "uvloop", "rloop")
+AIO_PEERS = ("asyncio", "uvloop", "rloop")
+AIO_SHORT = {**SHORT, "rloop": "rloop"}
+# group -> (label, unit); echo groups are measured in round trips per server CPU-second
+AIO_WORKLOADS = {
+    "aio_call_soon_chain": ("call_soon chain", "callbacks/s"),
+    "aio_call_soon_batch": ("call_soon batches (1,000)", "callbacks/s"),
+    "aio_call_later": ("call_later (1/10 cancelled)", "timers/s"),
+    "aio_tasks": ("tasks (100 x sleep(0))", "task steps/s"),
+    "aio_futures": ("futures via call_soon", "futures/s"),
+    "aio_threadsafe": ("call_soon_threadsafe", "round trips/s"),
+    "aio_echo_protocol": ("Protocol echo (server)", "rt per server CPU-s"),
+    "aio_echo_streams": ("streams echo (server)", "rt per server CPU-s"),
+    "aio_tcp_throughput": ("TCP throughput", "GB/s"),
+    "aio_udp_echo": ("UDP echo", "round trips/s"),
+}
+AIO_BAR = "core >= best peer; fallback >= asyncio"
+
+
+def _aio_values(group: str, recs: dict) -> dict:
+    if group.startswith("aio_echo_"):
+        out = {}
+        for impl, rec in recs.items():
+            cpu = rec["extra_info"].get("server_cpu_per_rt")
+            out[impl] = (1.0 / cpu) if cpu else None
+        return out
+    return {impl: rec["ops_per_s"] for impl, rec in recs.items()}
+
+
+def build_aio_rows(results: dict) -> list[dict]:
+    """One row per aio_* workload: the core against the best peer, the fallback against asyncio."""
+    rows = []
+    for group, (label, unit) in AIO_WORKLOADS.items():
+        recs = results.get((group, None), {})
+        if not recs:
+            continue
+        values = _aio_values(group, recs)
+        peers = {p: values[p] for p in AIO_PEERS if values.get(p)}
+        best = max(peers, key=peers.get) if peers else None
+        core_best = _ratio(values.get("qloop-core"), peers.get(best) if best else None)
+        fb_asyncio = _ratio(values.get("qloop-fallback"), values.get("asyncio"))
+        checks = {
+            "core/best peer": None if core_best is None else core_best >= 1.0,
+            "fallback/asyncio": None if fb_asyncio is None else fb_asyncio >= 1.0,
+        }
+        detail = _partial_note(checks)
+        if group.startswith("aio_echo_"):
+            detail = "; ".join(
+                filter(
+                    None,
+                    [
+                        "server CPU us/rt: "
+                        + ", ".join(
+                            f"{AIO_SHORT[i]} {1e6 / values[i]:.1f}"
+                            for i in AIO_IMPLS
+                            if values.get(i)
+                        ),
+                        detail,
+                    ],
+                )
+            )
+        rows.append(
+            {
+                "workload": group,
+                "label": label,
+                "unit": unit,
+                "values": {impl: values.get(impl) for impl in AIO_IMPLS},
+                "best_peer": best,
+                "ratios": {"core/best peer": core_best, "fallback/asyncio": fb_asyncio},
+                "bar": AIO_BAR,
+                "status": _status(_all_known(checks)),
+                "detail": detail,
+            }
+        )
+    return rows
+
+
+def _fmt_aio(v, unit: str) -> str:
+    if v is not None and unit == "GB/s":  # ops are bytes
+        return f"{v / 1e9:.2f}"
+    return _fmt(v)
+
+
+def render_aio(report: dict) -> str:
+    rows = report.get("aio_rows") or []
+    if not rows:
+        return ""
+    headers = [
+        "workload",
+        "unit",
+        *(AIO_SHORT[i] for i in AIO_IMPLS),
+        "best peer",
+        "core/best",
+        "fb/asyncio",
+        "result",
+    ]
+    table = [
+        [
+            row["label"],
+            row["unit"],
+            *(_fmt_aio(row["values"].get(i), row["unit"]) for i in AIO_IMPLS),
+            row["best_peer"] or "-",
+            _fmt_ratio(row["ratios"].get("core/best peer")),
+            _fmt_ratio(row["ratios"].get("fallback/asyncio")),
+            row["status"],
+        ]
+        for row in rows
+    ]
+    widths = [max(len(h), *(len(r[k]) for r in table)) for k, h in enumerate(headers)]
+
+    def fmt_row(cells):
+        return "  ".join(
+            c.ljust(w) for c, w in zip(cells, widths, strict=True)
+        ).rstrip()
+
+    lines = [
+        "",
+        "",
+        f"asyncio event loop: five loops through the asyncio API (bars: {AIO_BAR})",
+        "",
+        fmt_row(headers),
+        fmt_row(["-" * w for w in widths]),
+        *(fmt_row(r) for r in table),
+    ]
+    notes = [f"  {row['label']}: {row['detail']}" for row in rows if row["detail"]]
+    if notes:
+        lines += ["", "notes:", *notes]
+    missing = [i for i in AIO_IMPLS if not any(r["values"].get(i) for r in rows)]
+    if missing:
+        lines += ["", "not measured (unavailable or skipped): " + ", ".join(missing)]
+    counts = {
+        s: sum(1 for r in rows if r["status"] == s) for s in ("PASS", "FAIL", "n/a")
+    }
+    lines += [
+        "",
+        f"asyncio loop bars: {counts['PASS']} PASS, {counts['FAIL']} FAIL, {counts['n/a']} n/a",
+    ]
+    return "\n".join(lines)
+
+
 def run_pytest(json_path: Path, pytest_args: list[str]) -> int:
     cmd = [
         sys.executable,
@@ -755,6 +900,7 @@ def main(argv=None) -> int:
         "meta": meta,
         "stat": args.stat,
         "rows": build_rows(results),
+        "aio_rows": build_aio_rows(results),
         "benchmarks": [
             {"group": g, "variant": v, "impl": impl, **rec}
             for (g, v), recs in sorted(
@@ -764,7 +910,7 @@ def main(argv=None) -> int:
         ],
         "pytest_exit_code": rc,
     }
-    text = render(report)
+    text = render(report) + render_aio(report)
     print(text)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -772,7 +918,9 @@ def main(argv=None) -> int:
     print(f"\nwritten: {out}", file=sys.stderr)
     if rc:
         return rc
-    if args.strict and any(r["status"] == "FAIL" for r in report["rows"]):
+    if args.strict and any(
+        r["status"] == "FAIL" for r in report["rows"] + report["aio_rows"]
+    ):
         return 1
     return 0
 

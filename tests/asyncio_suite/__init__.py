@@ -1,0 +1,1 @@
+"""CPython's own asyncio test suite (``test.test_asyncio``) run on qloop's event loop."""

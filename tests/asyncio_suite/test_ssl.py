@@ -1,0 +1,7 @@
+"""CPython's test_ssl: TestSSL makes its loop with ``asyncio.new_event_loop()`` (the policy)."""
+
+from ._harness import for_each_loop, import_cpython_module
+
+cpython = import_cpython_module("test_ssl")
+
+for_each_loop(globals(), cpython.TestSSL)
