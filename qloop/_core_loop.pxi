@@ -103,16 +103,35 @@ cdef inline double _time_arg(object value, str what) except? -1.0:
     return _time_arg_slow(value, what)
 
 
-# Queued handles are not tracked by the cycle collector (the loop holds them, and its own
-# traverse visits them): a young collection then does not walk every queued handle.  A handle
-# leaving the queue is tracked again when someone else still holds it.
-cdef inline void _untrack(object h) noexcept:
+# Queued handles, with the args tuple and the context copy they own, are not tracked by the
+# cycle collector: the loop holds them (its own traverse visits them) and nothing else can
+# reach the tuple or the copy, so a young collection need not walk them.  Untracked objects are
+# only ever treated as alive.  A handle leaving the queue is tracked again (with what it owns)
+# when something else still holds it, so cycles through it stay collectable.
+cdef inline void _untrack_queued(Handle h) noexcept:
     PyObject_GC_UnTrack(<PyObject *>h)
+    if PyTuple_GET_SIZE(h._args):
+        PyObject_GC_UnTrack(<PyObject *>h._args)
+    if h._own_ctx:
+        PyObject_GC_UnTrack(<PyObject *>h._context)
 
 
-cdef inline void _retrack(PyObject *h, Py_ssize_t ours) noexcept:
-    if Py_REFCNT(h) > ours and not PyObject_GC_IsTracked(h):
-        PyObject_GC_Track(h)
+cdef inline void _retrack_owned(Handle h) noexcept:
+    # before the callback runs: it may drop the handle (and with it its context copy)
+    if h._own_ctx and not PyObject_GC_IsTracked(<PyObject *>h._context):
+        PyObject_GC_Track(<PyObject *>h._context)
+
+
+cdef inline void _retrack(PyObject *p, Py_ssize_t ours) noexcept:
+    # what the handle owns is tracked again in any case: some types' deallocators require it
+    cdef Handle h = <Handle>p
+    if h._args is not None and PyTuple_GET_SIZE(h._args) and \
+            not PyObject_GC_IsTracked(<PyObject *>h._args):
+        PyObject_GC_Track(<PyObject *>h._args)
+    if h._own_ctx and not PyObject_GC_IsTracked(<PyObject *>h._context):
+        PyObject_GC_Track(<PyObject *>h._context)
+    if Py_REFCNT(p) > ours and not PyObject_GC_IsTracked(p):
+        PyObject_GC_Track(p)
 
 
 # --------------------------------------------------------------------------------------------
@@ -131,6 +150,7 @@ cdef class Handle:
     cdef bint _cancelled
     cdef object _source_traceback_
     cdef object _repr
+    cdef bint _own_ctx              # _context is a copy made for this handle
 
     def __init__(self, *args, **kwargs):
         raise TypeError("Handle objects are created by the event loop (call_soon and friends)")
@@ -143,6 +163,7 @@ cdef class Handle:
         h._args = args
         if context is None:
             context = PyContext_CopyCurrent()
+            h._own_ctx = True
         h._context = context
         return h
 
@@ -201,6 +222,7 @@ cdef class TimerHandle(Handle):
         h._args = args
         if context is None:
             context = PyContext_CopyCurrent()
+            h._own_ctx = True
         h._context = context
         h._when = when
         h._when_ns = when_ns
@@ -500,7 +522,7 @@ cdef class _LoopBase:
             self._grow_ring()
         self._ring[(self._rhead + self._rlen) & self._rmask] = <PyObject *>h
         Py_INCREF(h)
-        _untrack(h)
+        _untrack_queued(h)
         self._rlen += 1
         if self._rlen == 1:
             self._ctx._bh_enqueue(self._bh, BH_SCHEDULED)
@@ -551,10 +573,11 @@ cdef class _LoopBase:
                 self._rhead = (self._rhead + 1) & self._rmask
                 self._rlen -= 1
                 h = <Handle>ptr
-                _retrack(<PyObject *>h, 2)
                 Py_DECREF(h)  # the ring's reference (h holds one)
+                _retrack_owned(h)
                 if not h._cancelled:
                     _run_handle(h)
+                _retrack(<PyObject *>h, 1)
         finally:
             if self._rlen and not self._closed:
                 self._ctx._bh_enqueue(self._bh, BH_SCHEDULED)
@@ -579,7 +602,7 @@ cdef class _LoopBase:
         e.seq = self._tseq
         e.timer = <void *>h
         Py_INCREF(h)
-        _untrack(h)
+        _untrack_queued(h)
         h._where = 1
         i = self._tn
         self._tn += 1
@@ -731,10 +754,11 @@ cdef class _LoopBase:
                 if self._theap[0].key > now:
                     break
                 self._heap_pop()
-                _retrack(<PyObject *>h, 2)
                 Py_DECREF(h)  # the heap's reference (h holds one)
                 h._where = 0
+                _retrack_owned(h)
                 _run_handle(h)
+                _retrack(<PyObject *>h, 1)
         finally:
             if not self._closed:
                 self._arm()

@@ -45,7 +45,34 @@ cdef enum:
     WRITE_IOV_MAX = 64          # buffers per sendmsg
     READ_ROUNDS = 16            # reads per readiness event while they fill the buffer
 
-cdef char _read_buf[READ_MAX]   # the GIL is held from recv to the bytes copy
+# Reads go into a spare bytes object of READ_MAX bytes: a read that fills it is handed over as
+# it is (no copy), a shorter one is copied out and the spare kept.  The GIL is held from recv
+# to the hand-over, so one spare serves every transport.
+cdef PyObject *_spare = NULL
+
+cdef extern from "Python.h":
+    PyObject *_bytes_new "PyBytes_FromStringAndSize"(const char *v, Py_ssize_t n) except NULL
+    char *_bytes_ptr "PyBytes_AS_STRING"(PyObject *o)
+
+
+cdef inline char *_spare_buffer() except NULL:
+    global _spare
+    if _spare == NULL:
+        _spare = _bytes_new(NULL, READ_MAX)
+    return _bytes_ptr(_spare)
+
+
+cdef inline object _take_read(Py_ssize_t n):
+    """The first ``n`` bytes read into the spare, as a bytes object."""
+    global _spare
+    cdef PyObject *p
+    if n < READ_MAX:
+        return PyBytes_FromStringAndSize(_bytes_ptr(_spare), n)
+    p = _spare
+    _spare = NULL
+    data = <object>p
+    Py_DECREF(data)  # the spare's reference passes to data
+    return data
 cdef object _BufferedProtocol = _aio_protocols.BufferedProtocol
 cdef object _set_result_unless_cancelled = _eventloop._set_result_unless_cancelled
 cdef object _fatal_error_report = _transport_support.fatal_error
@@ -116,7 +143,7 @@ cdef class _StreamTransport(_FdOwner):
             return 0
         if self._data_received is None:
             return self._read_into_buffer()
-        n = c_recv(self._fd, _read_buf, READ_MAX, 0)
+        n = c_recv(self._fd, _spare_buffer(), READ_MAX, 0)
         if n < 0:
             err = errno
             if err == EAGAIN or err == EINTR:
@@ -125,7 +152,7 @@ cdef class _StreamTransport(_FdOwner):
         try:
             while True:
                 if n > 0:
-                    data = PyBytes_FromStringAndSize(_read_buf, n)
+                    data = _take_read(n)
                     try:
                         self._data_received(data)
                     except (SystemExit, KeyboardInterrupt):
@@ -139,7 +166,7 @@ cdef class _StreamTransport(_FdOwner):
                     rounds -= 1
                     if n < READ_MAX or not rounds or self._conn_lost or not self._reg_read:
                         return 0
-                    n = c_recv(self._fd, _read_buf, READ_MAX, 0)
+                    n = c_recv(self._fd, _spare_buffer(), READ_MAX, 0)
                     if n < 0:
                         err = errno
                         if err == EAGAIN or err == EINTR:
