@@ -88,6 +88,19 @@ def protocol_failed(transport: Any, loop: Any, protocol: Any, exc: BaseException
         })
 
 
+def callback_failed(transport: Any, loop: Any, protocol: Any, exc: BaseException,
+                    what: str) -> None:
+    """A protocol callback raised (datagram_received, error_received): reported, the
+    transport goes on, as asyncio's handle running it would have it."""
+    if loop is not None:
+        loop.call_exception_handler({
+            "message": f"Exception in callback {type(protocol).__name__}.{what}()",
+            "exception": exc,
+            "transport": transport,
+            "protocol": protocol,
+        })
+
+
 def lost_write_warning() -> None:
     asyncio.log.logger.warning("socket.send() raised exception.")
 
