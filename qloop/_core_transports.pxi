@@ -662,7 +662,8 @@ cdef class _DatagramTransport(_TransportBase):
 
     @property
     def __class__(self):
-        return _DatagramTransportShadow  # isinstance(t, asyncio.DatagramTransport) holds
+        return _DatagramTransportShadow  # isinstance(t, asyncio.DatagramTransport) holds,
+        # and isinstance(t, asyncio.Transport) as for asyncio's own
 
     cdef int _report_error(self, object exc) except -1:
         try:
@@ -887,7 +888,7 @@ def _make_datagram_transport(_LoopBase loop, sock, protocol, address=None, waite
 
 
 _DatagramTransportShadow = _transport_support.shadow_class(
-    "qloop._core", "_DatagramTransport", _asyncio.DatagramTransport)
+    "qloop._core", "_DatagramTransport", _asyncio.DatagramTransport, _asyncio.Transport)
 
 
 cdef object _aio_log_debug = _asyncio.log.logger.debug

@@ -23,6 +23,8 @@ import stat
 import sys
 import weakref
 from asyncio import futures, sslproto, staggered, tasks, trsock
+
+from . import _pipes
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 try:
@@ -1078,4 +1080,4 @@ def _sock_accept_cb(fut: Any, sock: Any) -> None:
         fut.set_result((conn, address))
 
 
-MIXINS: Tuple[Any, ...] = (NetworkMixin,)
+MIXINS: Tuple[Any, ...] = (NetworkMixin, _pipes.PipeMixin)

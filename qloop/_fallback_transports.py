@@ -522,7 +522,7 @@ def _make_stream_transport(loop: Any, sock: socket.socket, protocol: Any, waiter
 # Datagrams
 
 
-class _DatagramTransport(_TransportBase, asyncio.DatagramTransport):
+class _DatagramTransport(_TransportBase, asyncio.DatagramTransport, asyncio.Transport):
     """A datagram socket transport (asyncio's DatagramTransport API); created by the loop."""
 
     __slots__ = ("_datagram_received", "_error_received", "_address", "_connected", "_wbuf")

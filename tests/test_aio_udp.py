@@ -60,6 +60,7 @@ def test_udp_echo(loop: asyncio.AbstractEventLoop) -> None:
                                                          local_addr=("127.0.0.1", 0))
         addr = st.get_extra_info("sockname")
         assert st.get_extra_info("peername") is None
+        assert isinstance(st, asyncio.Transport)  # what asyncio's own is
         if hasattr(loop, "aio_context"):  # asyncio's own is not a DatagramTransport
             assert isinstance(st, asyncio.DatagramTransport)
         ct, client = await loop.create_datagram_endpoint(lambda: Dgram(loop),
