@@ -312,10 +312,35 @@ cdef class _StreamTransport(_TransportBase):
     cdef public object _empty_waiter
 
     _start_tls_compatible = True
+    _sendfile_native = True
 
     def _start_reading(self):
         if not self._closing and not self._paused:
             self._register(True, self._reg_write)
+
+    def _writing_paused(self):
+        """Whether the protocol was told to pause writing (for sendfile's fallback)."""
+        return self._protocol_paused
+
+    def _make_empty_waiter(self):
+        """A future done once the write buffer is empty (sendfile waits for it)."""
+        if self._empty_waiter is not None:
+            raise RuntimeError("Empty waiter is already set")
+        self._empty_waiter = self._loop.create_future()
+        if not self._wsize:
+            self._empty_waiter.set_result(None)
+        return self._empty_waiter
+
+    def _reset_empty_waiter(self):
+        self._empty_waiter = None
+
+    def _call_connection_lost(self, exc):
+        try:
+            _TransportBase._call_connection_lost(self, exc)
+        finally:
+            waiter = self._empty_waiter
+            if waiter is not None and not waiter.done():
+                waiter.set_exception(ConnectionError("Connection is closed by peer"))
 
     cdef int _clear_buffer(self) except -1:
         del self._wbuf[:]

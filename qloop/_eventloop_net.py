@@ -24,7 +24,7 @@ import sys
 import weakref
 from asyncio import futures, sslproto, staggered, tasks, trsock
 
-from . import _pipes
+from . import _pipes, _sendfile
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 try:
@@ -1080,4 +1080,4 @@ def _sock_accept_cb(fut: Any, sock: Any) -> None:
         fut.set_result((conn, address))
 
 
-MIXINS: Tuple[Any, ...] = (NetworkMixin, _pipes.PipeMixin)
+MIXINS: Tuple[Any, ...] = (NetworkMixin, _pipes.PipeMixin, _sendfile.SendfileMixin)

@@ -237,10 +237,35 @@ class _StreamTransport(_TransportBase, asyncio.Transport):
     _send: Any
 
     _start_tls_compatible = True
+    _sendfile_native = True
 
     def _start_reading(self) -> None:
         if not self._closing and not self._paused:
             self._register(True, self._reg_write)
+
+    def _writing_paused(self) -> bool:
+        """Whether the protocol was told to pause writing (for sendfile's fallback)."""
+        return self._protocol_paused
+
+    def _make_empty_waiter(self) -> Any:
+        """A future done once the write buffer is empty (sendfile waits for it)."""
+        if self._empty_waiter is not None:
+            raise RuntimeError("Empty waiter is already set")
+        self._empty_waiter = self._loop.create_future()
+        if not self._wsize:
+            self._empty_waiter.set_result(None)
+        return self._empty_waiter
+
+    def _reset_empty_waiter(self) -> None:
+        self._empty_waiter = None
+
+    def _call_connection_lost(self, exc: Optional[BaseException]) -> None:
+        try:
+            _TransportBase._call_connection_lost(self, exc)
+        finally:
+            waiter = self._empty_waiter
+            if waiter is not None and not waiter.done():
+                waiter.set_exception(ConnectionError("Connection is closed by peer"))
 
     def _clear_buffer(self) -> None:
         del self._wbuf[:]
