@@ -19,7 +19,7 @@
 
 from cpython.contextvars cimport PyContext_CheckExact, PyContext_CopyCurrent
 from cpython.float cimport PyFloat_AsDouble
-from cpython.tuple cimport PyTuple_GET_SIZE
+from cpython.tuple cimport PyTuple_GET_SIZE, PyTuple_New, PyTuple_SET_ITEM
 from libc.math cimport isnan
 
 import asyncio as _asyncio
@@ -542,15 +542,8 @@ cdef class _LoopBase:
         self._push(h)
         return h
 
-    def call_soon(self, callback, *args, context=None):
-        """Call ``callback(*args)`` in the next iteration (FIFO); returns a Handle."""
-        if self._debug:
-            self._check_thread()
-        return self._call_soon(callback, args, context, "call_soon")
-
-    def call_soon_threadsafe(self, callback, *args, context=None):
-        """``call_soon`` from any thread (or a signal handler): wakes the loop."""
-        return self._call_soon(callback, args, context, "call_soon_threadsafe")
+    # call_soon() and call_soon_threadsafe() are C methods installed below the class
+    # (_install_fastcall_methods) over _call_soon().
 
     def _run_ready(self):
         """The ready-queue BH: run the handles queued when it starts."""
@@ -936,6 +929,95 @@ cdef class _LoopBase:
 
 
 cdef object _Future = _asyncio.Future
+
+
+# --------------------------------------------------------------------------------------------
+# call_soon as a METH_FASTCALL|METH_KEYWORDS C method: asyncio's C Task and Future call
+# loop.call_soon(cb, arg, context=ctx) by keyword for every step and every callback, and
+# Cython's generic keyword parsing is a fair share of that call's cost.
+
+cdef extern from "Python.h":
+    ctypedef struct PyMethodDef_raw "PyMethodDef":
+        const char *ml_name
+        void *ml_meth
+        int ml_flags
+        const char *ml_doc
+    enum:
+        METH_FASTCALL
+        METH_KEYWORDS
+    ctypedef struct PyTypeObject_dict "PyTypeObject":
+        PyObject *tp_dict
+    object PyDescr_NewMethod(PyTypeObject_dict *type, PyMethodDef_raw *meth)
+    void PyType_Modified(PyTypeObject_dict *type)
+
+cdef str _CONTEXT_KW = "context"
+
+
+cdef object _fast_call_soon(object self, PyObject **args, Py_ssize_t nargs,
+                            PyObject *kwnames, str method):
+    cdef _LoopBase loop = <_LoopBase>self
+    cdef Py_ssize_t i, nkw = 0
+    cdef object context = None
+    if kwnames != NULL:
+        nkw = PyTuple_GET_SIZE(<object>kwnames)
+        for i in range(nkw):
+            name = (<tuple>kwnames)[i]
+            if name is _CONTEXT_KW or name == _CONTEXT_KW:
+                context = <object>args[nargs + i]
+            else:
+                raise TypeError(f"{method}() got an unexpected keyword argument '{name}'")
+    if nargs < 1:
+        raise TypeError(f"{method}() missing 1 required positional argument: 'callback'")
+    cbargs = PyTuple_New(nargs - 1) if nargs > 1 else ()
+    for i in range(1, nargs):
+        item = <object>args[i]
+        Py_INCREF(item)
+        PyTuple_SET_ITEM(cbargs, i - 1, item)
+    if method is _CALL_SOON and loop._debug:
+        loop._check_thread()
+    return loop._call_soon(<object>args[0], cbargs, context, method)
+
+
+cdef str _CALL_SOON = "call_soon"
+cdef str _CALL_SOON_THREADSAFE = "call_soon_threadsafe"
+
+
+cdef object _call_soon_fastcall(object self, PyObject **args, Py_ssize_t nargs,
+                                PyObject *kwnames):
+    return _fast_call_soon(self, args, nargs, kwnames, _CALL_SOON)
+
+
+cdef object _call_soon_threadsafe_fastcall(object self, PyObject **args, Py_ssize_t nargs,
+                                           PyObject *kwnames):
+    return _fast_call_soon(self, args, nargs, kwnames, _CALL_SOON_THREADSAFE)
+
+
+cdef PyMethodDef_raw _call_soon_def
+_call_soon_def.ml_name = "call_soon"
+_call_soon_def.ml_meth = <void *>_call_soon_fastcall
+_call_soon_def.ml_flags = METH_FASTCALL | METH_KEYWORDS
+_call_soon_def.ml_doc = ("call_soon($self, callback, /, *args, context=None)\n--\n\n"
+                         "Call ``callback(*args)`` in the next iteration (FIFO); returns a "
+                         "Handle.")
+cdef PyMethodDef_raw _call_soon_threadsafe_def
+_call_soon_threadsafe_def.ml_name = "call_soon_threadsafe"
+_call_soon_threadsafe_def.ml_meth = <void *>_call_soon_threadsafe_fastcall
+_call_soon_threadsafe_def.ml_flags = METH_FASTCALL | METH_KEYWORDS
+_call_soon_threadsafe_def.ml_doc = (
+    "call_soon_threadsafe($self, callback, /, *args, context=None)\n--\n\n"
+    "``call_soon`` from any thread (or a signal handler): wakes the loop.")
+
+
+cdef int _install_fastcall_methods() except -1:
+    cdef PyTypeObject_dict *tp = <PyTypeObject_dict *>_LoopBase
+    (<dict>tp.tp_dict)["call_soon"] = PyDescr_NewMethod(tp, &_call_soon_def)
+    (<dict>tp.tp_dict)["call_soon_threadsafe"] = PyDescr_NewMethod(
+        tp, &_call_soon_threadsafe_def)
+    PyType_Modified(tp)
+    return 0
+
+
+_install_fastcall_methods()
 
 
 # The ring and the heap hold references the generated GC hooks cannot see: visit them too.
