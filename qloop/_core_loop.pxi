@@ -23,6 +23,7 @@ from cpython.tuple cimport PyTuple_GET_SIZE, PyTuple_New, PyTuple_SET_ITEM
 from libc.math cimport isnan
 
 import asyncio as _asyncio
+import functools as _functools
 import sys as _sys
 from asyncio import events as _aio_events
 
@@ -52,6 +53,7 @@ cdef object _get_running_loop = _aio_events._get_running_loop
 cdef object _set_running_loop = _aio_events._set_running_loop
 cdef object _NOT_ENTERED = object()
 cdef object _check_callback_slow = _eventloop._check_callback_slow
+cdef object _partial = _functools.partial
 cdef object _source_traceback = _eventloop._source_traceback
 cdef object _log_slow_callback = _eventloop._log_slow_callback
 cdef object _handle_repr = _eventloop._handle_repr
@@ -69,6 +71,8 @@ cdef inline int _check_aio_callback(object cb, str method) except -1:
     """asyncio's callback check (TypeError for a coroutine (function) or a non-callable), with
     the common kinds of callable handled in C."""
     cdef object f = cb
+    while type(f) is _partial:
+        f = (<object>f).func
     if PyMethod_Check(f):
         f = <object>PyMethod_GET_FUNCTION_raw(f)
     if PyFunction_Check(f):

@@ -16,6 +16,7 @@ Same classes and methods in the same order as the compiled one (``Handle``, ``Ti
 
 from __future__ import annotations
 
+import functools
 import heapq
 import threading
 import time
@@ -53,6 +54,7 @@ _HEAPTYPE = 1 << 9
 _INT64_MAX = 2**63 - 1
 _TIMER_COMPACT_MIN = 64
 _Future = asyncio.Future
+_partial = functools.partial
 _FunctionType = FunctionType
 # types whose instances passed the callback check: C types (never coroutine functions)
 _plain_types = {BuiltinFunctionType}
@@ -63,6 +65,9 @@ def _check_aio_callback(cb: Any, method: str) -> None:
     common kinds of callable first."""
     f = cb
     tp = type(f)
+    while tp is _partial:
+        f = f.func
+        tp = type(f)
     if tp is MethodType:
         f = f.__func__
         tp = type(f)
