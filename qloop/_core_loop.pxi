@@ -871,6 +871,7 @@ cdef class _LoopBase:
                 # would only run the next ready batches: run them without the poll
                 # machinery (no fd to poll, no other BH, no timer due in between).
                 while self._rlen and not self._stopping and ctx._only_bh_pending(self._bh):
+                    PyErr_CheckSignals()  # callbacks in C only would never run the handlers
                     self._run_batch()
                 if self._stopping:
                     break
