@@ -2278,7 +2278,7 @@ include "_core_transports.pxi"
 
 _loop_exports = _eventloop.build_implementation(
     "qloop._core", _LoopBase, Handle, TimerHandle, AioContext, _eventloop_net,
-    _make_stream_transport)
+    _make_stream_transport, _make_datagram_transport)
 globals().update(_loop_exports)
 __all__ += list(_loop_exports)
 

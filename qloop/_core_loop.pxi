@@ -19,10 +19,11 @@
 
 from cpython.contextvars cimport PyContext_CheckExact, PyContext_CopyCurrent
 from cpython.float cimport PyFloat_AsDouble
-from cpython.tuple cimport PyTuple_GET_SIZE
+from cpython.tuple cimport PyTuple_GET_SIZE, PyTuple_New, PyTuple_SET_ITEM
 from libc.math cimport isnan
 
 import asyncio as _asyncio
+import functools as _functools
 import sys as _sys
 from asyncio import events as _aio_events
 
@@ -52,6 +53,7 @@ cdef object _get_running_loop = _aio_events._get_running_loop
 cdef object _set_running_loop = _aio_events._set_running_loop
 cdef object _NOT_ENTERED = object()
 cdef object _check_callback_slow = _eventloop._check_callback_slow
+cdef object _partial = _functools.partial
 cdef object _source_traceback = _eventloop._source_traceback
 cdef object _log_slow_callback = _eventloop._log_slow_callback
 cdef object _handle_repr = _eventloop._handle_repr
@@ -69,6 +71,8 @@ cdef inline int _check_aio_callback(object cb, str method) except -1:
     """asyncio's callback check (TypeError for a coroutine (function) or a non-callable), with
     the common kinds of callable handled in C."""
     cdef object f = cb
+    while type(f) is _partial:
+        f = (<object>f).func
     if PyMethod_Check(f):
         f = <object>PyMethod_GET_FUNCTION_raw(f)
     if PyFunction_Check(f):
@@ -103,16 +107,35 @@ cdef inline double _time_arg(object value, str what) except? -1.0:
     return _time_arg_slow(value, what)
 
 
-# Queued handles are not tracked by the cycle collector (the loop holds them, and its own
-# traverse visits them): a young collection then does not walk every queued handle.  A handle
-# leaving the queue is tracked again when someone else still holds it.
-cdef inline void _untrack(object h) noexcept:
+# Queued handles, with the args tuple and the context copy they own, are not tracked by the
+# cycle collector: the loop holds them (its own traverse visits them) and nothing else can
+# reach the tuple or the copy, so a young collection need not walk them.  Untracked objects are
+# only ever treated as alive.  A handle leaving the queue is tracked again (with what it owns)
+# when something else still holds it, so cycles through it stay collectable.
+cdef inline void _untrack_queued(Handle h) noexcept:
     PyObject_GC_UnTrack(<PyObject *>h)
+    if PyTuple_GET_SIZE(h._args):
+        PyObject_GC_UnTrack(<PyObject *>h._args)
+    if h._own_ctx:
+        PyObject_GC_UnTrack(<PyObject *>h._context)
 
 
-cdef inline void _retrack(PyObject *h, Py_ssize_t ours) noexcept:
-    if _refcnt(h) > ours and not PyObject_GC_IsTracked(h):
-        PyObject_GC_Track(h)
+cdef inline void _retrack_owned(Handle h) noexcept:
+    # before the callback runs: it may drop the handle (and with it its context copy)
+    if h._own_ctx and not PyObject_GC_IsTracked(<PyObject *>h._context):
+        PyObject_GC_Track(<PyObject *>h._context)
+
+
+cdef inline void _retrack(PyObject *p, Py_ssize_t ours) noexcept:
+    # what the handle owns is tracked again in any case: some types' deallocators require it
+    cdef Handle h = <Handle>p
+    if h._args is not None and PyTuple_GET_SIZE(h._args) and \
+            not PyObject_GC_IsTracked(<PyObject *>h._args):
+        PyObject_GC_Track(<PyObject *>h._args)
+    if h._own_ctx and not PyObject_GC_IsTracked(<PyObject *>h._context):
+        PyObject_GC_Track(<PyObject *>h._context)
+    if _refcnt(p) > ours and not PyObject_GC_IsTracked(p):
+        PyObject_GC_Track(p)
 
 
 # --------------------------------------------------------------------------------------------
@@ -131,6 +154,7 @@ cdef class Handle:
     cdef bint _cancelled
     cdef object _source_traceback_
     cdef object _repr
+    cdef bint _own_ctx              # _context is a copy made for this handle
 
     def __init__(self, *args, **kwargs):
         raise TypeError("Handle objects are created by the event loop (call_soon and friends)")
@@ -143,6 +167,7 @@ cdef class Handle:
         h._args = args
         if context is None:
             context = PyContext_CopyCurrent()
+            h._own_ctx = True
         h._context = context
         return h
 
@@ -201,6 +226,7 @@ cdef class TimerHandle(Handle):
         h._args = args
         if context is None:
             context = PyContext_CopyCurrent()
+            h._own_ctx = True
         h._context = context
         h._when = when
         h._when_ns = when_ns
@@ -511,7 +537,7 @@ cdef class _LoopBase:
             self._grow_ring()
         self._ring[(self._rhead + self._rlen) & self._rmask] = <PyObject *>h
         Py_INCREF(h)
-        _untrack(h)
+        _untrack_queued(h)
         self._rlen += 1
         if self._rlen == 1:
             self._ctx._bh_enqueue(self._bh, BH_SCHEDULED)
@@ -531,15 +557,8 @@ cdef class _LoopBase:
         self._push(h)
         return h
 
-    def call_soon(self, callback, *args, context=None):
-        """Call ``callback(*args)`` in the next iteration (FIFO); returns a Handle."""
-        if self._debug:
-            self._check_thread()
-        return self._call_soon(callback, args, context, "call_soon")
-
-    def call_soon_threadsafe(self, callback, *args, context=None):
-        """``call_soon`` from any thread (or a signal handler): wakes the loop."""
-        return self._call_soon(callback, args, context, "call_soon_threadsafe")
+    # call_soon() and call_soon_threadsafe() are C methods installed below the class
+    # (_install_fastcall_methods) over _call_soon().
 
     def _run_ready(self):
         """The ready-queue BH: run the handles queued when it starts."""
@@ -562,10 +581,11 @@ cdef class _LoopBase:
                 self._rhead = (self._rhead + 1) & self._rmask
                 self._rlen -= 1
                 h = <Handle>ptr
-                _retrack(<PyObject *>h, 2)
                 Py_DECREF(h)  # the ring's reference (h holds one)
+                _retrack_owned(h)
                 if not h._cancelled:
                     _run_handle(h)
+                _retrack(<PyObject *>h, 1)
         finally:
             if self._rlen and not self._closed:
                 self._ctx._bh_enqueue(self._bh, BH_SCHEDULED)
@@ -590,7 +610,7 @@ cdef class _LoopBase:
         e.seq = self._tseq
         e.timer = <void *>h
         Py_INCREF(h)
-        _untrack(h)
+        _untrack_queued(h)
         h._where = 1
         i = self._tn
         self._tn += 1
@@ -742,10 +762,11 @@ cdef class _LoopBase:
                 if self._theap[0].key > now:
                     break
                 self._heap_pop()
-                _retrack(<PyObject *>h, 2)
                 Py_DECREF(h)  # the heap's reference (h holds one)
                 h._where = 0
+                _retrack_owned(h)
                 _run_handle(h)
+                _retrack(<PyObject *>h, 1)
         finally:
             if not self._closed:
                 self._arm()
@@ -861,6 +882,7 @@ cdef class _LoopBase:
                 # would only run the next ready batches: run them without the poll
                 # machinery (no fd to poll, no other BH, no timer due in between).
                 while self._rlen and not self._stopping and ctx._only_bh_pending(self._bh):
+                    PyErr_CheckSignals()  # callbacks in C only would never run the handlers
                     self._run_batch()
                 if self._stopping:
                     break
@@ -923,6 +945,95 @@ cdef class _LoopBase:
 
 
 cdef object _Future = _asyncio.Future
+
+
+# --------------------------------------------------------------------------------------------
+# call_soon as a METH_FASTCALL|METH_KEYWORDS C method: asyncio's C Task and Future call
+# loop.call_soon(cb, arg, context=ctx) by keyword for every step and every callback, and
+# Cython's generic keyword parsing is a fair share of that call's cost.
+
+cdef extern from "Python.h":
+    ctypedef struct PyMethodDef_raw "PyMethodDef":
+        const char *ml_name
+        void *ml_meth
+        int ml_flags
+        const char *ml_doc
+    enum:
+        METH_FASTCALL
+        METH_KEYWORDS
+    ctypedef struct PyTypeObject_dict "PyTypeObject":
+        PyObject *tp_dict
+    object PyDescr_NewMethod(PyTypeObject_dict *type, PyMethodDef_raw *meth)
+    void _type_modified "PyType_Modified"(PyTypeObject_dict *type)
+
+cdef str _CONTEXT_KW = "context"
+
+
+cdef object _fast_call_soon(object self, PyObject **args, Py_ssize_t nargs,
+                            PyObject *kwnames, str method):
+    cdef _LoopBase loop = <_LoopBase>self
+    cdef Py_ssize_t i, nkw = 0
+    cdef object context = None
+    if kwnames != NULL:
+        nkw = PyTuple_GET_SIZE(<object>kwnames)
+        for i in range(nkw):
+            name = (<tuple>kwnames)[i]
+            if name is _CONTEXT_KW or name == _CONTEXT_KW:
+                context = <object>args[nargs + i]
+            else:
+                raise TypeError(f"{method}() got an unexpected keyword argument '{name}'")
+    if nargs < 1:
+        raise TypeError(f"{method}() missing 1 required positional argument: 'callback'")
+    cbargs = PyTuple_New(nargs - 1) if nargs > 1 else ()
+    for i in range(1, nargs):
+        item = <object>args[i]
+        Py_INCREF(item)
+        PyTuple_SET_ITEM(cbargs, i - 1, item)
+    if method is _CALL_SOON and loop._debug:
+        loop._check_thread()
+    return loop._call_soon(<object>args[0], cbargs, context, method)
+
+
+cdef str _CALL_SOON = "call_soon"
+cdef str _CALL_SOON_THREADSAFE = "call_soon_threadsafe"
+
+
+cdef object _call_soon_fastcall(object self, PyObject **args, Py_ssize_t nargs,
+                                PyObject *kwnames):
+    return _fast_call_soon(self, args, nargs, kwnames, _CALL_SOON)
+
+
+cdef object _call_soon_threadsafe_fastcall(object self, PyObject **args, Py_ssize_t nargs,
+                                           PyObject *kwnames):
+    return _fast_call_soon(self, args, nargs, kwnames, _CALL_SOON_THREADSAFE)
+
+
+cdef PyMethodDef_raw _call_soon_def
+_call_soon_def.ml_name = "call_soon"
+_call_soon_def.ml_meth = <void *>_call_soon_fastcall
+_call_soon_def.ml_flags = METH_FASTCALL | METH_KEYWORDS
+_call_soon_def.ml_doc = ("call_soon($self, callback, /, *args, context=None)\n--\n\n"
+                         "Call ``callback(*args)`` in the next iteration (FIFO); returns a "
+                         "Handle.")
+cdef PyMethodDef_raw _call_soon_threadsafe_def
+_call_soon_threadsafe_def.ml_name = "call_soon_threadsafe"
+_call_soon_threadsafe_def.ml_meth = <void *>_call_soon_threadsafe_fastcall
+_call_soon_threadsafe_def.ml_flags = METH_FASTCALL | METH_KEYWORDS
+_call_soon_threadsafe_def.ml_doc = (
+    "call_soon_threadsafe($self, callback, /, *args, context=None)\n--\n\n"
+    "``call_soon`` from any thread (or a signal handler): wakes the loop.")
+
+
+cdef int _install_fastcall_methods() except -1:
+    cdef PyTypeObject_dict *tp = <PyTypeObject_dict *>_LoopBase
+    (<dict>tp.tp_dict)["call_soon"] = PyDescr_NewMethod(tp, &_call_soon_def)
+    (<dict>tp.tp_dict)["call_soon_threadsafe"] = PyDescr_NewMethod(
+        tp, &_call_soon_threadsafe_def)
+    _type_modified(tp)
+    return 0
+
+
+_install_fastcall_methods()
 
 
 # The ring and the heap hold references the generated GC hooks cannot see: visit them too.

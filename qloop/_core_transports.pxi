@@ -29,9 +29,19 @@ cdef extern from "<sys/uio.h>" nogil:
         size_t iov_len
 
 cdef extern from "<sys/socket.h>" nogil:
+    ctypedef unsigned int socklen_t
+    ctypedef unsigned short sa_family_t
+    struct sockaddr:
+        sa_family_t sa_family
+    struct sockaddr_storage:
+        sa_family_t ss_family
     struct msghdr:
         iovec *msg_iov
         size_t msg_iovlen
+    ssize_t c_recvfrom "recvfrom"(int fd, void *buf, size_t n, int flags, sockaddr *addr,
+                                  socklen_t *addrlen)
+    ssize_t c_sendto "sendto"(int fd, const void *buf, size_t n, int flags,
+                              const sockaddr *addr, socklen_t addrlen)
     ssize_t c_recv "recv"(int fd, void *buf, size_t n, int flags)
     ssize_t c_send "send"(int fd, const void *buf, size_t n, int flags)
     ssize_t c_sendmsg "sendmsg"(int fd, const msghdr *msg, int flags)
@@ -39,13 +49,67 @@ cdef extern from "<sys/socket.h>" nogil:
     enum:
         MSG_NOSIGNAL
         SHUT_WR
+        AF_INET
+        AF_INET6
+
+cdef extern from "<netinet/in.h>" nogil:
+    struct in_addr:
+        unsigned int s_addr
+    struct in6_addr:
+        unsigned char s6_addr[16]
+    struct sockaddr_in:
+        sa_family_t sin_family
+        unsigned short sin_port
+        in_addr sin_addr
+    struct sockaddr_in6:
+        sa_family_t sin6_family
+        unsigned short sin6_port
+        unsigned int sin6_flowinfo
+        in6_addr sin6_addr
+        unsigned int sin6_scope_id
+    unsigned short ntohs(unsigned short)
+    unsigned short htons(unsigned short)
+    unsigned int ntohl(unsigned int)
+    unsigned int htonl(unsigned int)
+
+cdef extern from "<arpa/inet.h>" nogil:
+    const char *inet_ntop(int af, const void *src, char *dst, socklen_t size)
+    int inet_pton(int af, const char *src, void *dst)
 
 cdef enum:
     READ_MAX = 262144           # bytes per recv (asyncio's max_size)
     WRITE_IOV_MAX = 64          # buffers per sendmsg
     READ_ROUNDS = 16            # reads per readiness event while they fill the buffer
+    DGRAM_ROUNDS = 32           # datagrams read per readiness event at most
 
-cdef char _read_buf[READ_MAX]   # the GIL is held from recv to the bytes copy
+# Reads go into a spare bytes object of READ_MAX bytes: a read that fills it is handed over as
+# it is (no copy), a shorter one is copied out and the spare kept.  The GIL is held from recv
+# to the hand-over, so one spare serves every transport.
+cdef PyObject *_spare = NULL
+
+cdef extern from "Python.h":
+    PyObject *_bytes_new "PyBytes_FromStringAndSize"(const char *v, Py_ssize_t n) except NULL
+    char *_bytes_ptr "PyBytes_AS_STRING"(PyObject *o)
+
+
+cdef inline char *_spare_buffer() except NULL:
+    global _spare
+    if _spare == NULL:
+        _spare = _bytes_new(NULL, READ_MAX)
+    return _bytes_ptr(_spare)
+
+
+cdef inline object _take_read(Py_ssize_t n):
+    """The first ``n`` bytes read into the spare, as a bytes object."""
+    global _spare
+    cdef PyObject *p
+    if n < READ_MAX:
+        return PyBytes_FromStringAndSize(_bytes_ptr(_spare), n)
+    p = _spare
+    _spare = NULL
+    data = <object>p
+    Py_DECREF(data)  # the spare's reference passes to data
+    return data
 cdef object _BufferedProtocol = _aio_protocols.BufferedProtocol
 cdef object _set_result_unless_cancelled = _eventloop._set_result_unless_cancelled
 cdef object _fatal_error_report = _transport_support.fatal_error
@@ -57,38 +121,39 @@ cdef object _os_error(int err):
 
 
 @cython.auto_pickle(False)
-cdef class _StreamTransport(_FdOwner):
-    """A socket stream transport (asyncio's Transport API); created by the event loop."""
+cdef class _TransportBase(_FdOwner):
+    """What qloop's socket transports share: the loop, the socket, closing, flow control."""
 
     cdef _LoopBase _loop
     cdef object _sock
     cdef int _fd
     cdef object _protocol
-    cdef object _data_received      # protocol.data_received, or None for a BufferedProtocol
-    cdef object _get_buffer
-    cdef object _buffer_updated
     cdef object _server
     cdef dict _extra
     cdef bint _closing
-    cdef bint _eof                  # write_eof() was called
-    cdef bint _paused               # pause_reading() was called
     cdef bint _reg_read             # what is registered with the context
     cdef bint _reg_write
     cdef bint _protocol_paused      # pause_writing() was called
     cdef bint _protocol_connected
     cdef int _conn_lost
-    cdef list _wbuf                 # pending bytes; the first one from _wpos
-    cdef Py_ssize_t _wpos
-    cdef Py_ssize_t _wsize
+    cdef Py_ssize_t _wsize          # bytes waiting to be sent
     cdef Py_ssize_t _high
     cdef Py_ssize_t _low
-    cdef public object _empty_waiter
     cdef object __weakref__
-
-    _start_tls_compatible = True
 
     def __init__(self, *args, **kwargs):
         raise TypeError("transports are created by the event loop")
+
+    cdef int _setup(self, _LoopBase loop, object sock, object protocol, dict extra) except -1:
+        self._loop = loop
+        self._sock = sock
+        self._fd = sock.fileno()
+        self._extra = extra
+        self._high = _transport_support.HIGH_WATER
+        self._low = _transport_support.HIGH_WATER // 4
+        self.set_protocol(protocol)
+        loop._transports[self._fd] = self
+        return 0
 
     # ---- registration with the context
 
@@ -103,8 +168,189 @@ cdef class _StreamTransport(_FdOwner):
         return 0
 
     def _start_reading(self):
+        if not self._closing:
+            self._register(True, self._reg_write)
+
+    cdef int _clear_buffer(self) except -1:
+        self._wsize = 0
+        return 0
+
+    cdef int _forget_protocol(self) except -1:
+        return 0
+
+    # ---- flow control
+
+    cdef int _maybe_pause_protocol(self) except -1:
+        if self._wsize <= self._high or self._protocol_paused:
+            return 0
+        self._protocol_paused = True
+        try:
+            self._protocol.pause_writing()
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            _protocol_failed(self, self._loop, self._protocol, exc, "pause_writing")
+        return 0
+
+    cdef int _maybe_resume_protocol(self) except -1:
+        if self._protocol_paused and self._wsize <= self._low:
+            self._protocol_paused = False
+            try:
+                self._protocol.resume_writing()
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except BaseException as exc:
+                _protocol_failed(self, self._loop, self._protocol, exc, "resume_writing")
+        return 0
+
+    def set_write_buffer_limits(self, high=None, low=None):
+        """Call ``pause_writing()`` above ``high`` buffered bytes, ``resume_writing()`` at or
+        below ``low`` (defaults: 64 KiB, high / 4)."""
+        if high is None:
+            high = _transport_support.HIGH_WATER if low is None else 4 * low
+        if low is None:
+            low = high // 4
+        if not high >= low >= 0:
+            raise ValueError(f"high ({high!r}) must be >= low ({low!r}) must be >= 0")
+        self._high = high
+        self._low = low
+        self._maybe_pause_protocol()
+
+    def get_write_buffer_limits(self):
+        return (self._low, self._high)
+
+    def get_write_buffer_size(self):
+        return self._wsize
+
+    # ---- closing
+
+    def is_closing(self):
+        return self._closing
+
+    def close(self):
+        """Close after the buffered data is sent; ``connection_lost(None)`` follows."""
+        if self._closing:
+            return
+        self._closing = True
+        self._register(False, self._reg_write)
+        if not self._wsize:
+            self._conn_lost += 1
+            self._register(False, False)
+            self._loop.call_soon(self._call_connection_lost, None)
+
+    def abort(self):
+        """Close now, dropping buffered data; ``connection_lost(None)`` follows."""
+        self._force_close(None)
+
+    def _force_close(self, exc):
+        if self._conn_lost:
+            return
+        if self._wsize:
+            self._clear_buffer()
+        self._register(False, False)
+        self._closing = True
+        self._conn_lost += 1
+        self._loop.call_soon(self._call_connection_lost, exc)
+
+    def _fatal_error(self, exc, message="Fatal error on transport"):
+        _fatal_error_report(self, self._loop, self._protocol, exc, message)
+        self._force_close(exc)
+
+    def _call_connection_lost(self, exc):
+        try:
+            if self._protocol_connected:
+                self._protocol.connection_lost(exc)
+        finally:
+            self._register(False, False)
+            sock = self._sock
+            self._sock = None
+            if sock is not None:
+                sock.close()
+            self._protocol = None
+            self._forget_protocol()
+            self._loop = None
+            server = self._server
+            self._server = None
+            if server is not None:
+                server._detach(self)
+
+    # ---- the rest of the Transport API
+
+    def get_extra_info(self, name, default=None):
+        return self._extra.get(name, default)
+
+    def set_protocol(self, protocol):
+        self._protocol = protocol
+        self._protocol_connected = True
+
+    def get_protocol(self):
+        return self._protocol
+
+    def __repr__(self):
+        return _transport_support.transport_repr(
+            type(self).__name__, self._fd, self._sock is None, self._closing,
+            self._reg_read, self._reg_write, self._wsize)
+
+    def __del__(self):
+        if self._sock is not None:
+            _warnings.warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
+            self._sock.close()
+            self._sock = None
+
+
+@cython.auto_pickle(False)
+cdef class _StreamTransport(_TransportBase):
+    """A socket stream transport (asyncio's Transport API); created by the event loop."""
+
+    cdef object _data_received      # protocol.data_received, or None for a BufferedProtocol
+    cdef object _get_buffer
+    cdef object _buffer_updated
+    cdef bint _eof                  # write_eof() was called
+    cdef bint _paused               # pause_reading() was called
+    cdef list _wbuf                 # pending bytes; the first one from _wpos
+    cdef Py_ssize_t _wpos
+    cdef public object _empty_waiter
+
+    _start_tls_compatible = True
+    _sendfile_native = True
+
+    def _start_reading(self):
         if not self._closing and not self._paused:
             self._register(True, self._reg_write)
+
+    def _writing_paused(self):
+        """Whether the protocol was told to pause writing (for sendfile's fallback)."""
+        return self._protocol_paused
+
+    def _make_empty_waiter(self):
+        """A future done once the write buffer is empty (sendfile waits for it)."""
+        if self._empty_waiter is not None:
+            raise RuntimeError("Empty waiter is already set")
+        self._empty_waiter = self._loop.create_future()
+        if not self._wsize:
+            self._empty_waiter.set_result(None)
+        return self._empty_waiter
+
+    def _reset_empty_waiter(self):
+        self._empty_waiter = None
+
+    def _call_connection_lost(self, exc):
+        try:
+            _TransportBase._call_connection_lost(self, exc)
+        finally:
+            waiter = self._empty_waiter
+            if waiter is not None and not waiter.done():
+                waiter.set_exception(ConnectionError("Connection is closed by peer"))
+
+    cdef int _clear_buffer(self) except -1:
+        del self._wbuf[:]
+        self._wsize = 0
+        self._wpos = 0
+        return 0
+
+    cdef int _forget_protocol(self) except -1:
+        self._data_received = self._get_buffer = self._buffer_updated = None
+        return 0
 
     # ---- the read path
 
@@ -116,7 +362,7 @@ cdef class _StreamTransport(_FdOwner):
             return 0
         if self._data_received is None:
             return self._read_into_buffer()
-        n = c_recv(self._fd, _read_buf, READ_MAX, 0)
+        n = c_recv(self._fd, _spare_buffer(), READ_MAX, 0)
         if n < 0:
             err = errno
             if err == EAGAIN or err == EINTR:
@@ -125,7 +371,7 @@ cdef class _StreamTransport(_FdOwner):
         try:
             while True:
                 if n > 0:
-                    data = PyBytes_FromStringAndSize(_read_buf, n)
+                    data = _take_read(n)
                     try:
                         self._data_received(data)
                     except (SystemExit, KeyboardInterrupt):
@@ -139,7 +385,7 @@ cdef class _StreamTransport(_FdOwner):
                     rounds -= 1
                     if n < READ_MAX or not rounds or self._conn_lost or not self._reg_read:
                         return 0
-                    n = c_recv(self._fd, _read_buf, READ_MAX, 0)
+                    n = c_recv(self._fd, _spare_buffer(), READ_MAX, 0)
                     if n < 0:
                         err = errno
                         if err == EAGAIN or err == EINTR:
@@ -338,48 +584,6 @@ cdef class _StreamTransport(_FdOwner):
         if k:
             del wbuf[:k]
 
-    cdef int _maybe_pause_protocol(self) except -1:
-        if self._wsize <= self._high or self._protocol_paused:
-            return 0
-        self._protocol_paused = True
-        try:
-            self._protocol.pause_writing()
-        except (SystemExit, KeyboardInterrupt):
-            raise
-        except BaseException as exc:
-            _protocol_failed(self, self._loop, self._protocol, exc, "pause_writing")
-        return 0
-
-    cdef int _maybe_resume_protocol(self) except -1:
-        if self._protocol_paused and self._wsize <= self._low:
-            self._protocol_paused = False
-            try:
-                self._protocol.resume_writing()
-            except (SystemExit, KeyboardInterrupt):
-                raise
-            except BaseException as exc:
-                _protocol_failed(self, self._loop, self._protocol, exc, "resume_writing")
-        return 0
-
-    def set_write_buffer_limits(self, high=None, low=None):
-        """Call ``pause_writing()`` above ``high`` buffered bytes, ``resume_writing()`` at or
-        below ``low`` (defaults: 64 KiB, high / 4)."""
-        if high is None:
-            high = _transport_support.HIGH_WATER if low is None else 4 * low
-        if low is None:
-            low = high // 4
-        if not high >= low >= 0:
-            raise ValueError(f"high ({high!r}) must be >= low ({low!r}) must be >= 0")
-        self._high = high
-        self._low = low
-        self._maybe_pause_protocol()
-
-    def get_write_buffer_limits(self):
-        return (self._low, self._high)
-
-    def get_write_buffer_size(self):
-        return self._wsize
-
     def write_eof(self):
         """Close the write side once the buffer is flushed (shutdown(SHUT_WR))."""
         if self._closing or self._eof:
@@ -409,65 +613,6 @@ cdef class _StreamTransport(_FdOwner):
         self._paused = False
         self._register(True, self._reg_write)
 
-    # ---- closing
-
-    def is_closing(self):
-        return self._closing
-
-    def close(self):
-        """Close after the buffered data is sent; ``connection_lost(None)`` follows."""
-        if self._closing:
-            return
-        self._closing = True
-        self._register(False, self._reg_write)
-        if not self._wsize:
-            self._conn_lost += 1
-            self._register(False, False)
-            self._loop.call_soon(self._call_connection_lost, None)
-
-    def abort(self):
-        """Close now, dropping buffered data; ``connection_lost(None)`` follows."""
-        self._force_close(None)
-
-    def _force_close(self, exc):
-        if self._conn_lost:
-            return
-        if self._wsize:
-            del self._wbuf[:]
-            self._wsize = 0
-            self._wpos = 0
-        self._register(False, False)
-        self._closing = True
-        self._conn_lost += 1
-        self._loop.call_soon(self._call_connection_lost, exc)
-
-    def _fatal_error(self, exc, message="Fatal error on transport"):
-        _fatal_error_report(self, self._loop, self._protocol, exc, message)
-        self._force_close(exc)
-
-    def _call_connection_lost(self, exc):
-        try:
-            if self._protocol_connected:
-                self._protocol.connection_lost(exc)
-        finally:
-            self._register(False, False)
-            sock = self._sock
-            self._sock = None
-            if sock is not None:
-                sock.close()
-            self._protocol = None
-            self._data_received = self._get_buffer = self._buffer_updated = None
-            self._loop = None
-            server = self._server
-            self._server = None
-            if server is not None:
-                server._detach(self)
-
-    # ---- the rest of the Transport API
-
-    def get_extra_info(self, name, default=None):
-        return self._extra.get(name, default)
-
     def set_protocol(self, protocol):
         if isinstance(protocol, _BufferedProtocol):
             self._data_received = None
@@ -476,26 +621,299 @@ cdef class _StreamTransport(_FdOwner):
         else:
             self._data_received = protocol.data_received
             self._get_buffer = self._buffer_updated = None
-        self._protocol = protocol
-        self._protocol_connected = True
-
-    def get_protocol(self):
-        return self._protocol
+        _TransportBase.set_protocol(self, protocol)
 
     @property
     def __class__(self):
         return _StreamTransportShadow  # so isinstance(t, asyncio.Transport) holds
 
-    def __repr__(self):
-        return _transport_support.transport_repr(
-            type(self).__name__, self._fd, self._sock is None, self._closing,
-            self._reg_read, self._reg_write, self._wsize)
 
-    def __del__(self):
-        if self._sock is not None:
-            _warnings.warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
-            self._sock.close()
-            self._sock = None
+# --------------------------------------------------------------------------------------------
+# Datagrams (UDP, and Unix datagram sockets through the socket's own methods)
+
+from libc.string cimport memcmp, memcpy
+
+cdef object _callback_failed = _transport_support.callback_failed
+
+
+cdef object _addr_to_py(sockaddr_storage *ss):
+    """An IPv4/IPv6 socket address as the socket module gives it; None for other families."""
+    cdef char host[64]
+    cdef sockaddr_in *sin
+    cdef sockaddr_in6 *sin6
+    if ss.ss_family == AF_INET:
+        sin = <sockaddr_in *>ss
+        inet_ntop(AF_INET, &sin.sin_addr, host, sizeof(host))
+        return (host.decode("ascii"), ntohs(sin.sin_port))
+    if ss.ss_family == AF_INET6:
+        sin6 = <sockaddr_in6 *>ss
+        inet_ntop(AF_INET6, &sin6.sin6_addr, host, sizeof(host))
+        return (host.decode("ascii"), ntohs(sin6.sin6_port), ntohl(sin6.sin6_flowinfo),
+                sin6.sin6_scope_id)
+    return None
+
+
+@cython.auto_pickle(False)
+cdef class _DatagramTransport(_TransportBase):
+    """A datagram socket transport (asyncio's DatagramTransport API); created by the loop."""
+
+    cdef object _datagram_received
+    cdef object _error_received
+    cdef object _address            # the remote address given at creation, or None
+    cdef bint _connected            # the socket has a peer: send() rather than sendto()
+    cdef bint _c_addrs              # IPv4/IPv6: addresses converted in C
+    cdef int _family
+    cdef list _wbuf                 # pending (bytes, address) pairs
+    cdef sockaddr_storage _raddr    # the last source address and its Python form
+    cdef socklen_t _raddr_len
+    cdef object _raddr_obj
+    cdef sockaddr_storage _saddr    # the last destination and its Python form
+    cdef socklen_t _saddr_len
+    cdef object _saddr_obj
+
+    cdef int _clear_buffer(self) except -1:
+        del self._wbuf[:]
+        self._wsize = 0
+        return 0
+
+    cdef int _forget_protocol(self) except -1:
+        self._datagram_received = self._error_received = None
+        return 0
+
+    def set_protocol(self, protocol):
+        self._datagram_received = protocol.datagram_received
+        self._error_received = protocol.error_received
+        _TransportBase.set_protocol(self, protocol)
+
+    @property
+    def __class__(self):
+        return _DatagramTransportShadow  # isinstance(t, asyncio.DatagramTransport) holds,
+        # and isinstance(t, asyncio.Transport) as for asyncio's own
+
+    cdef int _report_error(self, object exc) except -1:
+        try:
+            self._error_received(exc)
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc2:
+            _callback_failed(self, self._loop, self._protocol, exc2, "error_received")
+        return 0
+
+    # ---- the read path
+
+    cdef int _on_read(self) except -1:
+        cdef sockaddr_storage ss
+        cdef socklen_t slen
+        cdef ssize_t n
+        cdef int err, rounds = DGRAM_ROUNDS
+        cdef _LoopBase loop = self._loop
+        if self._conn_lost:
+            return 0
+        prev = loop._enter()
+        try:
+            while rounds and self._reg_read and not self._conn_lost:
+                rounds -= 1
+                if not self._c_addrs:
+                    try:
+                        data, addr = self._sock.recvfrom(READ_MAX)
+                    except (BlockingIOError, InterruptedError):
+                        return 0
+                    except OSError as exc:
+                        self._report_error(exc)
+                        return 0
+                else:
+                    slen = sizeof(ss)
+                    n = c_recvfrom(self._fd, _spare_buffer(), READ_MAX, 0, <sockaddr *>&ss,
+                                   &slen)
+                    if n < 0:
+                        err = errno
+                        if err != EAGAIN and err != EINTR:
+                            self._report_error(_os_error(err))
+                        return 0
+                    data = _take_read(n)
+                    if (slen == self._raddr_len and self._raddr_obj is not None
+                            and memcmp(&ss, &self._raddr, slen) == 0):
+                        addr = self._raddr_obj
+                    else:
+                        addr = _addr_to_py(&ss)
+                        memcpy(&self._raddr, &ss, slen)
+                        self._raddr_len = slen
+                        self._raddr_obj = addr
+                try:
+                    self._datagram_received(data, addr)
+                except (SystemExit, KeyboardInterrupt):
+                    raise
+                except BaseException as exc:
+                    _callback_failed(self, loop, self._protocol, exc, "datagram_received")
+        finally:
+            loop._leave(prev)
+        return 0
+
+    # ---- the write path
+
+    cdef int _c_sockaddr(self, object addr) except -1:
+        """Make ``_saddr`` the C form of ``addr``: 1, or 0 when it is not a numeric
+        IPv4/IPv6 address (the socket module then resolves it)."""
+        cdef sockaddr_storage ss
+        cdef socklen_t slen
+        cdef sockaddr_in *sin = <sockaddr_in *>&ss
+        cdef sockaddr_in6 *sin6 = <sockaddr_in6 *>&ss
+        cdef Py_ssize_t size
+        if addr is self._saddr_obj and addr is not None:
+            return 1
+        if self._saddr_obj is not None and addr == self._saddr_obj:
+            self._saddr_obj = addr
+            return 1
+        if not self._c_addrs or type(addr) is not tuple:
+            return 0
+        size = len(addr)
+        if size < 2 or type(addr[0]) is not str or type(addr[1]) is not int:
+            return 0
+        host = (<str>addr[0]).encode("ascii", "replace")
+        port = addr[1]
+        if not 0 <= port <= 65535:
+            return 0
+        memset(&ss, 0, sizeof(ss))
+        if self._family == AF_INET and size == 2:
+            if inet_pton(AF_INET, host, &sin.sin_addr) != 1:
+                return 0
+            sin.sin_family = AF_INET
+            sin.sin_port = htons(port)
+            slen = sizeof(sockaddr_in)
+        elif self._family == AF_INET6 and size <= 4:
+            if inet_pton(AF_INET6, host, &sin6.sin6_addr) != 1:
+                return 0
+            sin6.sin6_family = AF_INET6
+            sin6.sin6_port = htons(port)
+            if size > 2:
+                if type(addr[2]) is not int or not 0 <= addr[2] <= 0xFFFFFFFF:
+                    return 0
+                sin6.sin6_flowinfo = htonl(addr[2])
+            if size > 3:
+                if type(addr[3]) is not int or not 0 <= addr[3] <= 0xFFFFFFFF:
+                    return 0
+                sin6.sin6_scope_id = addr[3]
+            slen = sizeof(sockaddr_in6)
+        else:
+            return 0
+        memcpy(&self._saddr, &ss, slen)
+        self._saddr_len = slen
+        self._saddr_obj = addr
+        return 1
+
+    cdef int _send_one(self, object data, object addr) except -2:
+        """Send one datagram now: 1 sent, 0 would block, -1 failed (error_received called)."""
+        cdef Py_buffer view
+        cdef ssize_t n
+        cdef int err = 0
+        if self._connected or not self._c_sockaddr(addr):
+            try:
+                if self._connected:
+                    self._sock.send(data)
+                else:
+                    self._sock.sendto(data, addr)
+                return 1
+            except (BlockingIOError, InterruptedError):
+                return 0
+            except OSError as exc:
+                self._report_error(exc)
+                return -1
+        PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+        n = c_sendto(self._fd, view.buf, view.len, MSG_NOSIGNAL, <sockaddr *>&self._saddr,
+                     self._saddr_len)
+        if n < 0:
+            err = errno
+        PyBuffer_Release(&view)
+        if n >= 0:
+            return 1
+        if err == EAGAIN or err == EINTR:
+            return 0
+        self._report_error(_os_error(err))
+        return -1
+
+    def sendto(self, data, addr=None):
+        """Send the datagram ``data`` to ``addr`` (the remote address of a connected
+        endpoint by default)."""
+        cdef int r
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"data argument must be a bytes-like object, "
+                            f"not {type(data).__name__!r}")
+        if self._address:
+            if addr is not None and addr != self._address:
+                raise ValueError(f"Invalid address: must be None or {self._address}")
+            addr = self._address
+        if self._conn_lost and self._address:
+            if self._conn_lost >= _transport_support.CONNLOST_LOG_THRESHOLD:
+                _transport_support.lost_write_warning()
+            self._conn_lost += 1
+            return
+        if not self._wbuf:
+            try:
+                r = self._send_one(data, addr)
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except BaseException as exc:
+                self._fatal_error(exc, "Fatal write error on datagram transport")
+                return
+            if r:
+                return
+            self._register(self._reg_read, True)
+        data = bytes(data)  # what is buffered must not change
+        self._wbuf.append((data, addr))
+        self._wsize += len(data)
+        self._maybe_pause_protocol()
+
+    cdef int _on_write(self) except -1:
+        cdef int r
+        cdef _LoopBase loop = self._loop
+        cdef list wbuf = self._wbuf
+        prev = loop._enter()
+        try:
+            while wbuf:
+                data, addr = wbuf[0]
+                try:
+                    r = self._send_one(data, addr)
+                except (SystemExit, KeyboardInterrupt):
+                    raise
+                except BaseException as exc:
+                    self._fatal_error(exc, "Fatal write error on datagram transport")
+                    return 0
+                if r == 0:
+                    break
+                del wbuf[0]
+                self._wsize -= len(data)
+                if r < 0:
+                    return 0
+            self._maybe_resume_protocol()
+            if not wbuf:
+                self._register(self._reg_read, False)
+                if self._closing:
+                    self._call_connection_lost(None)
+        finally:
+            loop._leave(prev)
+        return 0
+
+
+def _make_datagram_transport(_LoopBase loop, sock, protocol, address=None, waiter=None,
+                             extra=None):
+    """A datagram transport on ``sock`` (non-blocking) for ``protocol``; ``address`` is the
+    remote address of a connected endpoint."""
+    cdef _DatagramTransport t = _DatagramTransport.__new__(_DatagramTransport)
+    t._wbuf = []
+    t._setup(loop, sock, protocol, _transport_support.stream_extra(sock, extra))
+    t._address = address
+    t._family = sock.family
+    t._c_addrs = t._family == AF_INET or t._family == AF_INET6
+    t._connected = t._extra.get("peername") is not None
+    loop.call_soon(protocol.connection_made, t)
+    loop.call_soon(t._start_reading)
+    if waiter is not None:
+        loop.call_soon(_set_result_unless_cancelled, waiter, None)
+    return t
+
+
+_DatagramTransportShadow = _transport_support.shadow_class(
+    "qloop._core", "_DatagramTransport", _asyncio.DatagramTransport, _asyncio.Transport)
 
 
 cdef object _aio_log_debug = _asyncio.log.logger.debug
@@ -507,18 +925,11 @@ def _make_stream_transport(_LoopBase loop, sock, protocol, waiter=None, extra=No
     """A stream transport on ``sock`` (non-blocking, connected) for ``protocol``; schedules
     ``connection_made``, then reading, then ``waiter``'s result (asyncio's order)."""
     cdef _StreamTransport t = _StreamTransport.__new__(_StreamTransport)
-    t._loop = loop
-    t._sock = sock
-    t._fd = sock.fileno()
-    t._extra = _transport_support.stream_extra(sock, extra)
     t._wbuf = []
-    t._high = _transport_support.HIGH_WATER
-    t._low = _transport_support.HIGH_WATER // 4
-    t.set_protocol(protocol)
+    t._setup(loop, sock, protocol, _transport_support.stream_extra(sock, extra))
     t._server = server
     if server is not None:
         server._attach(t)
-    loop._transports[t._fd] = t
     _transport_support.set_nodelay(sock)
     loop.call_soon(protocol.connection_made, t)
     loop.call_soon(t._start_reading)

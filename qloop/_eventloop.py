@@ -580,7 +580,8 @@ _BasePolicy: Any = getattr(events, "BaseDefaultEventLoopPolicy", None) or getatt
 
 def build_implementation(module: str, base: Any, handle_cls: Any, timer_handle_cls: Any,
                          context_cls: Any, net: Any,
-                         make_stream_transport: Callable[..., Any]) -> Dict[str, Any]:
+                         make_stream_transport: Callable[..., Any],
+                         make_datagram_transport: Callable[..., Any]) -> Dict[str, Any]:
     """The public asyncio names of one implementation: ``EventLoop``, ``new_event_loop``,
     ``EventLoopPolicy``, ``install`` and ``run``."""
 
@@ -592,9 +593,14 @@ def build_implementation(module: str, base: Any, handle_cls: Any, timer_handle_c
                                extra: Any = None, server: Any = None) -> Any:
         return make_stream_transport(self, sock, protocol, waiter, extra, server)
 
+    def _make_datagram_transport(self: Any, sock: Any, protocol: Any, address: Any = None,
+                                 waiter: Any = None, extra: Any = None) -> Any:
+        return make_datagram_transport(self, sock, protocol, address, waiter, extra)
+
     namespace: Dict[str, Any] = {
         "__init__": __init__,
         "_make_socket_transport": _make_socket_transport,
+        "_make_datagram_transport": _make_datagram_transport,
         "__module__": module,
         "__qualname__": "EventLoop",
         "__doc__": (

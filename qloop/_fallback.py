@@ -1931,7 +1931,7 @@ from . import _eventloop, _eventloop_net, _fallback_loop, _fallback_transports  
 _loop_exports = _eventloop.build_implementation(
     "qloop._fallback", _fallback_loop._LoopBase, _fallback_loop.Handle,
     _fallback_loop.TimerHandle, AioContext, _eventloop_net,
-    _fallback_transports._make_stream_transport)
+    _fallback_transports._make_stream_transport, _fallback_transports._make_datagram_transport)
 EventLoop = _loop_exports["EventLoop"]
 new_event_loop = _loop_exports["new_event_loop"]
 EventLoopPolicy = _loop_exports["EventLoopPolicy"]

@@ -16,6 +16,7 @@ Same classes and methods in the same order as the compiled one (``Handle``, ``Ti
 
 from __future__ import annotations
 
+import functools
 import heapq
 import threading
 import time
@@ -53,6 +54,7 @@ _HEAPTYPE = 1 << 9
 _INT64_MAX = 2**63 - 1
 _TIMER_COMPACT_MIN = 64
 _Future = asyncio.Future
+_partial = functools.partial
 _FunctionType = FunctionType
 # types whose instances passed the callback check: C types (never coroutine functions)
 _plain_types = {BuiltinFunctionType}
@@ -63,6 +65,9 @@ def _check_aio_callback(cb: Any, method: str) -> None:
     common kinds of callable first."""
     f = cb
     tp = type(f)
+    while tp is _partial:
+        f = f.func
+        tp = type(f)
     if tp is MethodType:
         f = f.__func__
         tp = type(f)
@@ -417,7 +422,7 @@ class _LoopBase:
             h._source_traceback_ = _source_traceback()
         return h
 
-    def call_soon(self, callback: Any, *args: Any, context: Any = None) -> Handle:
+    def call_soon(self, callback: Any, /, *args: Any, context: Any = None) -> Handle:
         """Call ``callback(*args)`` in the next iteration (FIFO); returns a Handle."""
         if self._debug:
             self._check_thread()
@@ -447,7 +452,7 @@ class _LoopBase:
             self._bh.schedule()
         return h
 
-    def call_soon_threadsafe(self, callback: Any, *args: Any, context: Any = None) -> Handle:
+    def call_soon_threadsafe(self, callback: Any, /, *args: Any, context: Any = None) -> Handle:
         """``call_soon`` from any thread (or a signal handler): wakes the loop."""
         h = self._new_handle(callback, args, context, "call_soon_threadsafe")
         self._ready.append(h)

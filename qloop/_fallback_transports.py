@@ -18,7 +18,7 @@ from typing import Any, Dict, List, Optional, Tuple
 from . import _eventloop, _transport_support
 from ._fallback_loop import _NOT_ENTERED
 
-__all__ = ["_StreamTransport"]
+__all__ = ["_DatagramTransport", "_StreamTransport"]
 
 _READ_MAX = _transport_support.READ_MAX
 _WRITE_IOV_MAX = 64
@@ -27,46 +27,50 @@ _BufferedProtocol = protocols.BufferedProtocol
 _set_result_unless_cancelled = _eventloop._set_result_unless_cancelled
 _fatal_error_report = _transport_support.fatal_error
 _protocol_failed = _transport_support.protocol_failed
+_callback_failed = _transport_support.callback_failed
+_DGRAM_ROUNDS = 32  # datagrams read per readiness event at most
 
 
-class _StreamTransport(asyncio.Transport):
-    """A socket stream transport (asyncio's Transport API); created by the event loop."""
+class _TransportBase(asyncio.BaseTransport):
+    """What qloop's socket transports share: the loop, the socket, closing, flow control."""
 
-    __slots__ = ("_loop", "_sock", "_fd", "_protocol", "_data_received", "_get_buffer",
-                 "_buffer_updated", "_server", "_closing", "_eof", "_paused",
-                 "_reg_read", "_reg_write", "_protocol_paused", "_protocol_connected",
-                 "_conn_lost", "_wbuf", "_wpos", "_wsize", "_high", "_low", "_empty_waiter",
-                 "_recv", "_send", "__weakref__")
+    __slots__ = ("_loop", "_sock", "_fd", "_protocol", "_server", "_closing", "_reg_read",
+                 "_reg_write", "_protocol_paused", "_protocol_connected", "_conn_lost",
+                 "_wsize", "_high", "_low", "__weakref__")
     _loop: Any
     _sock: Any
     _fd: int
     _protocol: Any
-    _data_received: Any
-    _get_buffer: Any
-    _buffer_updated: Any
     _server: Any
     _extra: Dict[str, Any]
     _closing: bool
-    _eof: bool
-    _paused: bool
     _reg_read: bool
     _reg_write: bool
     _protocol_paused: bool
     _protocol_connected: bool
     _conn_lost: int
-    _wbuf: List[Any]
-    _wpos: int
     _wsize: int
     _high: int
     _low: int
-    _empty_waiter: Any
-    _recv: Any
-    _send: Any
-
-    _start_tls_compatible = True
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         raise TypeError("transports are created by the event loop")
+
+    def _setup(self, loop: Any, sock: Any, protocol: Any, extra: Dict[str, Any]) -> None:
+        self._loop = loop
+        self._sock = sock
+        self._fd = sock.fileno()
+        self._extra = extra
+        self._server = None
+        self._closing = False
+        self._reg_read = self._reg_write = False
+        self._protocol_paused = self._protocol_connected = False
+        self._conn_lost = 0
+        self._wsize = 0
+        self._high = _transport_support.HIGH_WATER
+        self._low = _transport_support.HIGH_WATER // 4
+        self.set_protocol(protocol)
+        loop._transports[self._fd] = self
 
     # ---- registration with the context
 
@@ -81,8 +85,196 @@ class _StreamTransport(asyncio.Transport):
         self._reg_write = on_write
 
     def _start_reading(self) -> None:
+        if not self._closing:
+            self._register(True, self._reg_write)
+
+    def _on_read(self) -> None:
+        raise NotImplementedError
+
+    def _on_write(self) -> None:
+        raise NotImplementedError
+
+    def _clear_buffer(self) -> None:
+        self._wsize = 0
+
+    def _forget_protocol(self) -> None:
+        pass
+
+    # ---- flow control
+
+    def _maybe_pause_protocol(self) -> None:
+        if self._wsize <= self._high or self._protocol_paused:
+            return
+        self._protocol_paused = True
+        try:
+            self._protocol.pause_writing()
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            _protocol_failed(self, self._loop, self._protocol, exc, "pause_writing")
+
+    def _maybe_resume_protocol(self) -> None:
+        if self._protocol_paused and self._wsize <= self._low:
+            self._protocol_paused = False
+            try:
+                self._protocol.resume_writing()
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except BaseException as exc:
+                _protocol_failed(self, self._loop, self._protocol, exc, "resume_writing")
+
+    def set_write_buffer_limits(self, high: Optional[int] = None,
+                                low: Optional[int] = None) -> None:
+        """Call ``pause_writing()`` above ``high`` buffered bytes, ``resume_writing()`` at or
+        below ``low`` (defaults: 64 KiB, high / 4)."""
+        if high is None:
+            high = _transport_support.HIGH_WATER if low is None else 4 * low
+        if low is None:
+            low = high // 4
+        if not high >= low >= 0:
+            raise ValueError(f"high ({high!r}) must be >= low ({low!r}) must be >= 0")
+        self._high = high
+        self._low = low
+        self._maybe_pause_protocol()
+
+    def get_write_buffer_limits(self) -> Tuple[int, int]:
+        return (self._low, self._high)
+
+    def get_write_buffer_size(self) -> int:
+        return self._wsize
+
+    # ---- closing
+
+    def is_closing(self) -> bool:
+        return self._closing
+
+    def close(self) -> None:
+        """Close after the buffered data is sent; ``connection_lost(None)`` follows."""
+        if self._closing:
+            return
+        self._closing = True
+        self._register(False, self._reg_write)
+        if not self._wsize:
+            self._conn_lost += 1
+            self._register(False, False)
+            self._loop.call_soon(self._call_connection_lost, None)
+
+    def abort(self) -> None:
+        """Close now, dropping buffered data; ``connection_lost(None)`` follows."""
+        self._force_close(None)
+
+    def _force_close(self, exc: Optional[BaseException]) -> None:
+        if self._conn_lost:
+            return
+        if self._wsize:
+            self._clear_buffer()
+        self._register(False, False)
+        self._closing = True
+        self._conn_lost += 1
+        self._loop.call_soon(self._call_connection_lost, exc)
+
+    def _fatal_error(self, exc: BaseException, message: str = "Fatal error on transport") -> None:
+        _fatal_error_report(self, self._loop, self._protocol, exc, message)
+        self._force_close(exc)
+
+    def _call_connection_lost(self, exc: Optional[BaseException]) -> None:
+        try:
+            if self._protocol_connected:
+                self._protocol.connection_lost(exc)
+        finally:
+            self._register(False, False)
+            sock = self._sock
+            self._sock = None
+            if sock is not None:
+                sock.close()
+            self._protocol = None
+            self._forget_protocol()
+            self._loop = None
+            server = self._server
+            self._server = None
+            if server is not None:
+                server._detach(self)
+
+    # ---- the rest of the Transport API
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self._extra.get(name, default)
+
+    def set_protocol(self, protocol: Any) -> None:
+        self._protocol = protocol
+        self._protocol_connected = True
+
+    def get_protocol(self) -> Any:
+        return self._protocol
+
+    def __repr__(self) -> str:
+        return _transport_support.transport_repr(
+            type(self).__name__, self._fd, self._sock is None, self._closing,
+            self._reg_read, self._reg_write, self._wsize)
+
+    def __del__(self) -> None:
+        sock = getattr(self, "_sock", None)
+        if sock is not None:
+            warnings.warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
+            sock.close()
+            self._sock = None
+
+
+class _StreamTransport(_TransportBase, asyncio.Transport):
+    """A socket stream transport (asyncio's Transport API); created by the event loop."""
+
+    __slots__ = ("_data_received", "_get_buffer", "_buffer_updated", "_eof", "_paused",
+                 "_wbuf", "_wpos", "_empty_waiter", "_recv", "_send")
+    _data_received: Any
+    _get_buffer: Any
+    _buffer_updated: Any
+    _eof: bool
+    _paused: bool
+    _wbuf: List[Any]
+    _wpos: int
+    _empty_waiter: Any
+    _recv: Any
+    _send: Any
+
+    _start_tls_compatible = True
+    _sendfile_native = True
+
+    def _start_reading(self) -> None:
         if not self._closing and not self._paused:
             self._register(True, self._reg_write)
+
+    def _writing_paused(self) -> bool:
+        """Whether the protocol was told to pause writing (for sendfile's fallback)."""
+        return self._protocol_paused
+
+    def _make_empty_waiter(self) -> Any:
+        """A future done once the write buffer is empty (sendfile waits for it)."""
+        if self._empty_waiter is not None:
+            raise RuntimeError("Empty waiter is already set")
+        self._empty_waiter = self._loop.create_future()
+        if not self._wsize:
+            self._empty_waiter.set_result(None)
+        return self._empty_waiter
+
+    def _reset_empty_waiter(self) -> None:
+        self._empty_waiter = None
+
+    def _call_connection_lost(self, exc: Optional[BaseException]) -> None:
+        try:
+            _TransportBase._call_connection_lost(self, exc)
+        finally:
+            waiter = self._empty_waiter
+            if waiter is not None and not waiter.done():
+                waiter.set_exception(ConnectionError("Connection is closed by peer"))
+
+    def _clear_buffer(self) -> None:
+        del self._wbuf[:]
+        self._wsize = 0
+        self._wpos = 0
+
+    def _forget_protocol(self) -> None:
+        self._data_received = self._get_buffer = self._buffer_updated = None
+        self._recv = self._send = None
 
     # ---- the read path
 
@@ -287,47 +479,6 @@ class _StreamTransport(asyncio.Transport):
         if k:
             del wbuf[:k]
 
-    def _maybe_pause_protocol(self) -> None:
-        if self._wsize <= self._high or self._protocol_paused:
-            return
-        self._protocol_paused = True
-        try:
-            self._protocol.pause_writing()
-        except (SystemExit, KeyboardInterrupt):
-            raise
-        except BaseException as exc:
-            _protocol_failed(self, self._loop, self._protocol, exc, "pause_writing")
-
-    def _maybe_resume_protocol(self) -> None:
-        if self._protocol_paused and self._wsize <= self._low:
-            self._protocol_paused = False
-            try:
-                self._protocol.resume_writing()
-            except (SystemExit, KeyboardInterrupt):
-                raise
-            except BaseException as exc:
-                _protocol_failed(self, self._loop, self._protocol, exc, "resume_writing")
-
-    def set_write_buffer_limits(self, high: Optional[int] = None,
-                                low: Optional[int] = None) -> None:
-        """Call ``pause_writing()`` above ``high`` buffered bytes, ``resume_writing()`` at or
-        below ``low`` (defaults: 64 KiB, high / 4)."""
-        if high is None:
-            high = _transport_support.HIGH_WATER if low is None else 4 * low
-        if low is None:
-            low = high // 4
-        if not high >= low >= 0:
-            raise ValueError(f"high ({high!r}) must be >= low ({low!r}) must be >= 0")
-        self._high = high
-        self._low = low
-        self._maybe_pause_protocol()
-
-    def get_write_buffer_limits(self) -> Tuple[int, int]:
-        return (self._low, self._high)
-
-    def get_write_buffer_size(self) -> int:
-        return self._wsize
-
     def write_eof(self) -> None:
         """Close the write side once the buffer is flushed (shutdown(SHUT_WR))."""
         if self._closing or self._eof:
@@ -357,66 +508,6 @@ class _StreamTransport(asyncio.Transport):
         self._paused = False
         self._register(True, self._reg_write)
 
-    # ---- closing
-
-    def is_closing(self) -> bool:
-        return self._closing
-
-    def close(self) -> None:
-        """Close after the buffered data is sent; ``connection_lost(None)`` follows."""
-        if self._closing:
-            return
-        self._closing = True
-        self._register(False, self._reg_write)
-        if not self._wsize:
-            self._conn_lost += 1
-            self._register(False, False)
-            self._loop.call_soon(self._call_connection_lost, None)
-
-    def abort(self) -> None:
-        """Close now, dropping buffered data; ``connection_lost(None)`` follows."""
-        self._force_close(None)
-
-    def _force_close(self, exc: Optional[BaseException]) -> None:
-        if self._conn_lost:
-            return
-        if self._wsize:
-            del self._wbuf[:]
-            self._wsize = 0
-            self._wpos = 0
-        self._register(False, False)
-        self._closing = True
-        self._conn_lost += 1
-        self._loop.call_soon(self._call_connection_lost, exc)
-
-    def _fatal_error(self, exc: BaseException, message: str = "Fatal error on transport") -> None:
-        _fatal_error_report(self, self._loop, self._protocol, exc, message)
-        self._force_close(exc)
-
-    def _call_connection_lost(self, exc: Optional[BaseException]) -> None:
-        try:
-            if self._protocol_connected:
-                self._protocol.connection_lost(exc)
-        finally:
-            self._register(False, False)
-            sock = self._sock
-            self._sock = None
-            if sock is not None:
-                sock.close()
-            self._protocol = None
-            self._data_received = self._get_buffer = self._buffer_updated = None
-            self._recv = self._send = None
-            self._loop = None
-            server = self._server
-            self._server = None
-            if server is not None:
-                server._detach(self)
-
-    # ---- the rest of the Transport API
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return self._extra.get(name, default)
-
     def set_protocol(self, protocol: Any) -> None:
         if isinstance(protocol, _BufferedProtocol):
             self._data_received = None
@@ -425,23 +516,7 @@ class _StreamTransport(asyncio.Transport):
         else:
             self._data_received = protocol.data_received
             self._get_buffer = self._buffer_updated = None
-        self._protocol = protocol
-        self._protocol_connected = True
-
-    def get_protocol(self) -> Any:
-        return self._protocol
-
-    def __repr__(self) -> str:
-        return _transport_support.transport_repr(
-            type(self).__name__, self._fd, self._sock is None, self._closing,
-            self._reg_read, self._reg_write, self._wsize)
-
-    def __del__(self) -> None:
-        sock = getattr(self, "_sock", None)
-        if sock is not None:
-            warnings.warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
-            sock.close()
-            self._sock = None
+        _TransportBase.set_protocol(self, protocol)
 
 
 def _make_stream_transport(loop: Any, sock: socket.socket, protocol: Any, waiter: Any = None,
@@ -450,27 +525,16 @@ def _make_stream_transport(loop: Any, sock: socket.socket, protocol: Any, waiter
     """A stream transport on ``sock`` (non-blocking, connected) for ``protocol``; schedules
     ``connection_made``, then reading, then ``waiter``'s result (asyncio's order)."""
     t = object.__new__(_StreamTransport)
-    t._loop = loop
-    t._sock = sock
-    t._fd = sock.fileno()
     t._recv = sock.recv
     t._send = sock.send
-    t._extra = _transport_support.stream_extra(sock, extra)
     t._wbuf = []
     t._wpos = 0
-    t._wsize = 0
-    t._high = _transport_support.HIGH_WATER
-    t._low = _transport_support.HIGH_WATER // 4
-    t._closing = t._eof = t._paused = False
-    t._reg_read = t._reg_write = False
-    t._protocol_paused = t._protocol_connected = False
-    t._conn_lost = 0
+    t._eof = t._paused = False
     t._empty_waiter = None
-    t.set_protocol(protocol)
+    t._setup(loop, sock, protocol, _transport_support.stream_extra(sock, extra))
     t._server = server
     if server is not None:
         server._attach(t)
-    loop._transports[t._fd] = t
     _transport_support.set_nodelay(sock)
     loop.call_soon(protocol.connection_made, t)
     loop.call_soon(t._start_reading)
@@ -478,3 +542,157 @@ def _make_stream_transport(loop: Any, sock: socket.socket, protocol: Any, waiter
         loop.call_soon(_set_result_unless_cancelled, waiter, None)
     return t
 
+
+# --------------------------------------------------------------------------------------------
+# Datagrams
+
+
+class _DatagramTransport(_TransportBase, asyncio.DatagramTransport, asyncio.Transport):
+    """A datagram socket transport (asyncio's DatagramTransport API); created by the loop."""
+
+    __slots__ = ("_datagram_received", "_error_received", "_address", "_connected", "_wbuf")
+    _datagram_received: Any
+    _error_received: Any
+    _address: Any
+    _connected: bool
+    _wbuf: List[Tuple[bytes, Any]]
+
+    def _clear_buffer(self) -> None:
+        del self._wbuf[:]
+        self._wsize = 0
+
+    def _forget_protocol(self) -> None:
+        self._datagram_received = self._error_received = None
+
+    def set_protocol(self, protocol: Any) -> None:
+        self._datagram_received = protocol.datagram_received
+        self._error_received = protocol.error_received
+        _TransportBase.set_protocol(self, protocol)
+
+    def _report_error(self, exc: BaseException) -> None:
+        try:
+            self._error_received(exc)
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc2:
+            _callback_failed(self, self._loop, self._protocol, exc2, "error_received")
+
+    # ---- the read path
+
+    def _on_read(self) -> None:
+        loop = self._loop
+        if self._conn_lost:
+            return
+        prev = loop._enter()
+        try:
+            rounds = _DGRAM_ROUNDS
+            recvfrom = self._sock.recvfrom
+            while rounds and self._reg_read and not self._conn_lost:
+                rounds -= 1
+                try:
+                    data, addr = recvfrom(_READ_MAX)
+                except (BlockingIOError, InterruptedError):
+                    return
+                except OSError as exc:
+                    self._report_error(exc)
+                    return
+                try:
+                    self._datagram_received(data, addr)
+                except (SystemExit, KeyboardInterrupt):
+                    raise
+                except BaseException as exc:
+                    _callback_failed(self, loop, self._protocol, exc, "datagram_received")
+        finally:
+            loop._leave(prev)
+
+    # ---- the write path
+
+    def _send_one(self, data: Any, addr: Any) -> int:
+        """Send one datagram now: 1 sent, 0 would block, -1 failed (error_received called)."""
+        try:
+            if self._connected:
+                self._sock.send(data)
+            else:
+                self._sock.sendto(data, addr)
+            return 1
+        except (BlockingIOError, InterruptedError):
+            return 0
+        except OSError as exc:
+            self._report_error(exc)
+            return -1
+
+    def sendto(self, data: Any, addr: Any = None) -> None:
+        """Send the datagram ``data`` to ``addr`` (the remote address of a connected
+        endpoint by default)."""
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"data argument must be a bytes-like object, "
+                            f"not {type(data).__name__!r}")
+        if self._address:
+            if addr is not None and addr != self._address:
+                raise ValueError(f"Invalid address: must be None or {self._address}")
+            addr = self._address
+        if self._conn_lost and self._address:
+            if self._conn_lost >= _transport_support.CONNLOST_LOG_THRESHOLD:
+                _transport_support.lost_write_warning()
+            self._conn_lost += 1
+            return
+        if not self._wbuf:
+            try:
+                r = self._send_one(data, addr)
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except BaseException as exc:
+                self._fatal_error(exc, "Fatal write error on datagram transport")
+                return
+            if r:
+                return
+            self._register(self._reg_read, True)
+        data = bytes(data)  # what is buffered must not change
+        self._wbuf.append((data, addr))
+        self._wsize += len(data)
+        self._maybe_pause_protocol()
+
+    def _on_write(self) -> None:
+        loop = self._loop
+        wbuf = self._wbuf
+        prev = loop._enter()
+        try:
+            while wbuf:
+                data, addr = wbuf[0]
+                try:
+                    r = self._send_one(data, addr)
+                except (SystemExit, KeyboardInterrupt):
+                    raise
+                except BaseException as exc:
+                    self._fatal_error(exc, "Fatal write error on datagram transport")
+                    return
+                if r == 0:
+                    break
+                del wbuf[0]
+                self._wsize -= len(data)
+                if r < 0:
+                    return
+            self._maybe_resume_protocol()
+            if not wbuf:
+                self._register(self._reg_read, False)
+                if self._closing:
+                    self._call_connection_lost(None)
+        finally:
+            loop._leave(prev)
+
+
+def _make_datagram_transport(loop: Any, sock: socket.socket, protocol: Any, address: Any = None,
+                             waiter: Any = None,
+                             extra: Optional[Dict[str, Any]] = None) -> _DatagramTransport:
+    """A datagram transport on ``sock`` (non-blocking) for ``protocol``; ``address`` is the
+    remote address of a connected endpoint."""
+    t = object.__new__(_DatagramTransport)
+    t._wbuf = []
+    t._setup(loop, sock, protocol, _transport_support.stream_extra(sock, extra))
+    t._address = address
+    t._connected = t._extra.get("peername") is not None
+    loop.call_soon(protocol.connection_made, t)
+    loop.call_soon(t._start_reading)
+    if waiter is not None:
+        loop.call_soon(_set_result_unless_cancelled, waiter, None)
+    return t

@@ -88,13 +88,26 @@ def protocol_failed(transport: Any, loop: Any, protocol: Any, exc: BaseException
         })
 
 
+def callback_failed(transport: Any, loop: Any, protocol: Any, exc: BaseException,
+                    what: str) -> None:
+    """A protocol callback raised (datagram_received, error_received): reported, the
+    transport goes on, as asyncio's handle running it would have it."""
+    if loop is not None:
+        loop.call_exception_handler({
+            "message": f"Exception in callback {type(protocol).__name__}.{what}()",
+            "exception": exc,
+            "transport": transport,
+            "protocol": protocol,
+        })
+
+
 def lost_write_warning() -> None:
     asyncio.log.logger.warning("socket.send() raised exception.")
 
 
-def shadow_class(module: str, name: str, base: type = asyncio.Transport) -> type:
+def shadow_class(module: str, name: str, *bases: type) -> type:
     """What a compiled transport reports as its ``__class__``: a subclass of asyncio's
     ``Transport`` with the same name, so that ``isinstance(t, asyncio.Transport)`` holds (a C
     class cannot inherit from asyncio's).  ``type(t)`` is still the C class."""
-    return type(name, (base,), {"__slots__": (), "__module__": module,
-                                "__qualname__": name})
+    return type(name, bases or (asyncio.Transport,), {"__slots__": (), "__module__": module,
+                                                      "__qualname__": name})
