@@ -375,6 +375,28 @@ def clock_advance_virtual_time(dest_ns):
     return dest
 
 
+cdef int _virtual_jump(AioContext own, int64_t dest) except -1:
+    """A virtual-time event loop's autojump (docs/virtual-time.md): move the manual VIRTUAL
+    clock forward to ``dest`` (never back) without running any timer here.  ``own`` runs its
+    due timers in its next poll; another context whose VIRTUAL timers fall due is woken to run
+    them in its own thread."""
+    global _manual_ns
+    cdef AioContext ctx
+    cdef int64_t e
+    if not _manual or dest <= _manual_ns:
+        return 0
+    _manual_ns = dest
+    if len(_contexts) > 1:
+        for c in list(_contexts):
+            ctx = <AioContext>c
+            if ctx is own or ctx._closed:
+                continue
+            e = _soonest(ctx.tl1.head_expire(), ctx.tl3.head_expire())
+            if 0 <= e <= dest:
+                ctx._notify()
+    return 0
+
+
 # --------------------------------------------------------------------------------------------
 # EventNotifier (§7)
 

@@ -305,6 +305,26 @@ def clock_advance_virtual_time(dest_ns: int) -> int:
     return dest
 
 
+def _virtual_jump(own: "AioContext", dest: int) -> None:
+    """A virtual-time event loop's autojump (docs/virtual-time.md): move the manual VIRTUAL
+    clock forward to ``dest`` (never back) without running any timer here.  ``own`` runs its
+    due timers in its next poll; another context whose VIRTUAL timers fall due is woken to run
+    them in its own thread."""
+    st = _clocks
+    if not st.manual or dest <= st.manual_ns:
+        return
+    st.manual_ns = dest
+    if len(_contexts) > 1:
+        for ctx in list(_contexts):
+            if ctx is own or ctx._closed:
+                continue
+            lists = ctx._timer_lists
+            e = soonest_timeout(lists[ClockType.VIRTUAL].head_expire(),
+                                lists[ClockType.VIRTUAL_RT].head_expire())
+            if 0 <= e <= dest:
+                ctx._notify()
+
+
 # --------------------------------------------------------------------------------------------
 # EventNotifier (§7)
 
@@ -1937,7 +1957,10 @@ new_event_loop = _loop_exports["new_event_loop"]
 EventLoopPolicy = _loop_exports["EventLoopPolicy"]
 install = _loop_exports["install"]
 run = _loop_exports["run"]
+VirtualTimeDeadlock = _loop_exports["VirtualTimeDeadlock"]
+advance = _loop_exports["advance"]
 Handle = _fallback_loop.Handle
 TimerHandle = _fallback_loop.TimerHandle
 
-__all__ += ["EventLoop", "EventLoopPolicy", "install", "new_event_loop", "run"]
+__all__ += ["EventLoop", "EventLoopPolicy", "VirtualTimeDeadlock", "advance", "install",
+            "new_event_loop", "run"]
