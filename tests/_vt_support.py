@@ -32,9 +32,15 @@ class VTLoopFactory:
 
     def close_all(self) -> None:
         for loop in self.loops:
-            if not loop.is_closed():
-                for task in asyncio.all_tasks(loop):
+            if loop.is_closed():
+                continue
+            try:  # what asyncio.run does with the tasks left (e.g. after a deadlock)
+                pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
+                for task in pending:
                     task.cancel()
+                if pending:
+                    run(loop, asyncio.gather(*pending, return_exceptions=True))
+            finally:
                 loop.close()
 
 
