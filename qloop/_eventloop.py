@@ -598,7 +598,7 @@ def build_implementation(module: str, base: Any, handle_cls: Any, timer_handle_c
 
     def __init__(self: Any, *, ctx: Any = None, virtual_time: bool = False,
                  autojump: bool = True, start: float = 0.0,
-                 autojump_after: Optional[float] = None) -> None:
+                 autojump_after: float | None = None) -> None:
         options = _virtual_time.check_options(virtual_time, autojump, start, autojump_after)
         base.__init__(self, ctx)
         self._init_api()
@@ -626,7 +626,7 @@ def build_implementation(module: str, base: Any, handle_cls: Any, timer_handle_c
     loop_cls = type("EventLoop", bases, namespace)
 
     def new_event_loop(*, ctx: Any = None, virtual_time: bool = False, autojump: bool = True,
-                       start: float = 0.0, autojump_after: Optional[float] = None) -> Any:
+                       start: float = 0.0, autojump_after: float | None = None) -> Any:
         """A new qloop event loop on its own AioContext, or on ``ctx`` (for example
         ``qloop.get_aio_context()``, to run asyncio code inside ``qloop.main_loop()``).
 
@@ -639,7 +639,7 @@ def build_implementation(module: str, base: Any, handle_cls: Any, timer_handle_c
                         autojump_after=autojump_after)
 
     def __policy_init__(self: Any, *, virtual_time: bool = False, autojump: bool = True,
-                        start: float = 0.0, autojump_after: Optional[float] = None) -> None:
+                        start: float = 0.0, autojump_after: float | None = None) -> None:
         _virtual_time.check_options(virtual_time, autojump, start, autojump_after)
         _BasePolicy.__init__(self)
         self._qloop_options = {"virtual_time": virtual_time, "autojump": autojump,
@@ -664,7 +664,7 @@ def build_implementation(module: str, base: Any, handle_cls: Any, timer_handle_c
 
     def run(main: Any, *, debug: Optional[bool] = None, virtual_time: bool = False,
             autojump: bool = True, start: float = 0.0,
-            autojump_after: Optional[float] = None) -> Any:
+            autojump_after: float | None = None) -> Any:
         """Run coroutine ``main`` on a new qloop event loop and close it, like
         ``asyncio.run`` (pending tasks are cancelled, async generators and the default
         executor shut down).  The virtual-time keywords are ``new_event_loop``'s."""

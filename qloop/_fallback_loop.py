@@ -818,7 +818,8 @@ class _LoopBase:
         clocks = _impl._clocks
 
         def now_ns() -> int:
-            return clocks.virtual_now() + offset
+            now: int = clocks.virtual_now() + offset
+            return now
 
         self._now_ns = now_ns
         self._vt = True
@@ -842,11 +843,11 @@ class _LoopBase:
         """Whether an iteration now would run something (a ready handle, a BH, a due timer)."""
         return bool(self._ready or self._fresh or self._ctx._compute_timeout() == 0)
 
-    def _vt_loop_fds(self) -> Tuple[int, ...]:
+    def _vt_loop_fds(self) -> tuple[int, ...]:
         """The fds with an add_reader/add_writer handle of this loop."""
         return tuple(self._fds)
 
-    def _vt_probe(self) -> Tuple[int, bool, Tuple[int, ...]]:
+    def _vt_probe(self) -> tuple[int, bool, tuple[int, ...]]:
         """(next VIRTUAL/VIRTUAL_RT deadline of the context in clock ns or -1, whether a
         REALTIME/HOST timer is armed on it, the fds with a handler besides its notifier)."""
         ctx = self._ctx

@@ -24,7 +24,7 @@ import heapq
 import math
 import sys
 import threading
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any
 
 from . import _vt_deadlock
 from ._constants import ClockType
@@ -40,23 +40,23 @@ def _number(value: Any, what: str) -> float:
     if isinstance(value, (bool, str, bytes, bytearray)) or value is None:
         raise TypeError(f"{what} must be a number, not {type(value).__name__}")
     try:
-        value = float(value)
+        number = float(value)
     except (TypeError, ValueError):
         raise TypeError(f"{what} must be a number, not {type(value).__name__}") from None
-    if not math.isfinite(value):
-        raise ValueError(f"{what} must be finite, got {value!r}")
-    return value
+    if not math.isfinite(number):
+        raise ValueError(f"{what} must be finite, got {number!r}")
+    return number
 
 
 def check_options(virtual_time: Any, autojump: Any, start: Any,
-                  autojump_after: Any) -> Tuple[bool, bool, float, Optional[float]]:
+                  autojump_after: Any) -> tuple[bool, bool, float, float | None]:
     """The virtual-time keywords of ``new_event_loop``, checked (before anything is made)."""
     if not isinstance(virtual_time, bool):
         raise TypeError(f"virtual_time must be a bool, not {type(virtual_time).__name__}")
     if not isinstance(autojump, bool):
         raise TypeError(f"autojump must be a bool, not {type(autojump).__name__}")
     start_s = _number(start, "start")
-    grace: Optional[float] = None
+    grace: float | None = None
     if autojump_after is not None:
         grace = _number(autojump_after, "autojump_after")
         if grace < 0:
@@ -76,7 +76,7 @@ class _ClockLease:
     def __init__(self, impl: Any) -> None:
         self.impl = impl
         self.count = 0
-        self.saved: Tuple[bool, bool] = (False, False)
+        self.saved: tuple[bool, bool] = (False, False)
         self.lock = threading.Lock()
 
     def acquire(self) -> None:
@@ -98,7 +98,7 @@ class _ClockLease:
                 impl.clock_set_manual(manual)
 
 
-_leases: Dict[str, _ClockLease] = {}
+_leases: dict[str, _ClockLease] = {}
 _leases_lock = threading.Lock()
 
 
@@ -115,18 +115,18 @@ class VirtualTimeAPI:
 
     _vt_enabled: bool
     _vt_autojump: bool
-    _vt_grace_s: Optional[float]
+    _vt_grace_s: float | None
     _vt_inflight: int
-    _vt_goal: Optional[int]
-    _vt_waiters: List[Tuple[int, int, Any]]
+    _vt_goal: int | None
+    _vt_waiters: list[tuple[int, int, Any]]
     _vt_seq: int
     _vt_stop_at_goal: bool
-    _vt_lease: Optional[_ClockLease]
+    _vt_lease: _ClockLease | None
     _vt_grace_timer: Any
     _vt_grace_fired: bool
 
     def _init_virtual_time(self, virtual_time: bool, autojump: bool, start: float,
-                           autojump_after: Optional[float]) -> None:
+                           autojump_after: float | None) -> None:
         self._vt_enabled = virtual_time
         self._vt_autojump = autojump
         self._vt_grace_s = autojump_after or None
@@ -171,7 +171,7 @@ class VirtualTimeAPI:
         return self._vt_enabled and self._vt_autojump
 
     @property
-    def autojump_after(self) -> Optional[float]:
+    def autojump_after(self) -> float | None:
         """Real seconds an idle virtual-time loop waits for real I/O before it jumps (None:
         it jumps at once)."""
         return self._vt_grace_s
@@ -229,7 +229,7 @@ class VirtualTimeAPI:
             self._vt_refresh_fast()
         return self.time()  # type: ignore[attr-defined,no-any-return]
 
-    def _advance_async(self, seconds: float) -> "asyncio.Future[float]":
+    def _advance_async(self, seconds: float) -> asyncio.Future[float]:
         self._vt_check("qloop.advance()")
         target = self._vt_target(seconds)
         fut: asyncio.Future[float] = self.create_future()  # type: ignore[attr-defined]
@@ -299,7 +299,7 @@ class VirtualTimeAPI:
             return
         nxt, real_timers, fds = self._vt_probe()  # type: ignore[attr-defined]
         off: int = self._vt_offset_ns()  # type: ignore[attr-defined]
-        dest: Optional[int] = None
+        dest: int | None = None
         if nxt >= 0 and (self._vt_autojump or goal is not None):
             dest = nxt
         for bound in (waiters[0][0] if waiters else None, goal):

@@ -22,7 +22,7 @@ import asyncio
 import os
 import re
 import socket
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any
 
 __all__ = ["VirtualTimeDeadlock", "classify_fds", "deadlock_error", "describe_task"]
 
@@ -32,8 +32,8 @@ class VirtualTimeDeadlock(RuntimeError):
     work in flight and no fd that could wake it.  ``tasks`` are the pending tasks (the message
     says where each is suspended); ``loop_time`` is the virtual time it happened at."""
 
-    def __init__(self, message: str, tasks: Tuple["asyncio.Task[Any]", ...] = (),
-                 loop_time: Optional[float] = None) -> None:
+    def __init__(self, message: str, tasks: tuple[asyncio.Task[Any], ...] = (),
+                 loop_time: float | None = None) -> None:
         super().__init__(message)
         self.tasks = tuple(tasks)
         self.loop_time = loop_time
@@ -42,7 +42,7 @@ class VirtualTimeDeadlock(RuntimeError):
 _INET = (socket.AF_INET, socket.AF_INET6)
 
 
-def _socket_info(fd: int) -> Optional[Tuple[int, int, bool, Any, Any]]:
+def _socket_info(fd: int) -> tuple[int, int, bool, Any, Any] | None:
     """(family, type, listening, local address, peer address or None) of socket ``fd``, or
     None if it is not a socket."""
     try:
@@ -70,19 +70,19 @@ def _socket_info(fd: int) -> Optional[Tuple[int, int, bool, Any, Any]]:
         return (sock.family, sock.type, listening, local, peer)
 
 
-def classify_fds(loop: Any, fds: Tuple[int, ...]) -> List[Tuple[int, str, bool]]:
+def classify_fds(loop: Any, fds: tuple[int, ...]) -> list[tuple[int, str, bool]]:
     """``(fd, what it is, whether it could wake the loop)`` for each fd registered on the
     loop's context (see the module docstring for the rule)."""
     own = set(loop._vt_loop_fds()) | set(loop._transports.keys())
-    infos: Dict[int, Optional[Tuple[int, int, bool, Any, Any]]] = {
+    infos: dict[int, tuple[int, int, bool, Any, Any] | None] = {
         fd: _socket_info(fd) for fd in sorted(own | set(fds))}
-    ends: Dict[Tuple[Any, Any], int] = {}
+    ends: dict[tuple[Any, Any], int] = {}
     for fd in own:
         info = infos[fd]
         if info is not None and info[0] in _INET and info[1] == socket.SOCK_STREAM \
                 and info[4] is not None:
             ends[(info[3], info[4])] = fd
-    notes: List[Tuple[int, str, bool]] = []
+    notes: list[tuple[int, str, bool]] = []
     for fd in sorted(fds):
         info = infos.get(fd)
         if fd not in own:
@@ -102,15 +102,15 @@ def classify_fds(loop: Any, fds: Tuple[int, ...]) -> List[Tuple[int, str, bool]]
     return notes
 
 
-def _natural_key(name: str) -> Tuple[Any, ...]:
+def _natural_key(name: str) -> tuple[Any, ...]:
     return tuple(int(p) if p.isdigit() else p for p in re.split(r"(\d+)", name))
 
 
-def describe_task(task: "asyncio.Task[Any]") -> str:
+def describe_task(task: asyncio.Task[Any]) -> str:
     """``Task 'name' (coro()) suspended at file:line in func -> ...; awaiting <future>``:
     the chain of awaiting frames, outermost first."""
     coro: Any = task.get_coro()
-    where: List[str] = []
+    where: list[str] = []
     obj = coro
     while obj is not None:
         frame = (getattr(obj, "cr_frame", None) or getattr(obj, "gi_frame", None)
@@ -129,8 +129,8 @@ def describe_task(task: "asyncio.Task[Any]") -> str:
     return text
 
 
-def deadlock_error(loop: Any, *, autojump: bool, next_timer: Optional[float],
-                   fd_notes: List[Tuple[int, str, bool]]) -> VirtualTimeDeadlock:
+def deadlock_error(loop: Any, *, autojump: bool, next_timer: float | None,
+                   fd_notes: list[tuple[int, str, bool]]) -> VirtualTimeDeadlock:
     """The exception for an idle virtual-time loop that nothing could ever wake."""
     now = loop.time()
     tasks = sorted((t for t in asyncio.all_tasks(loop) if not t.done()),
@@ -142,10 +142,10 @@ def deadlock_error(loop: Any, *, autojump: bool, next_timer: Optional[float],
                "(autojump=False)")
         if next_timer is not None:
             why += f" and the next timer is due at loop time {next_timer!r}"
-    lines = [
+    lines = [(
         f"the virtual-time event loop would wait forever at loop time {now!r}: {why}, no "
         f"callback is ready, no executor job or subprocess is running and no fd could wake it"
-    ]
+    )]
     if fd_notes:
         lines.append("fds: " + "; ".join(f"{fd}: {what}" for fd, what, _ in fd_notes))
     lines.append(f"pending tasks ({len(tasks)}):")

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from typing import Any, Iterator, Optional
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -79,7 +80,7 @@ class VirtualClock:
     ``loop`` is the running loop when it is a virtual-time qloop loop, else the test's
     ``qloop_virtual_loop``."""
 
-    def __init__(self, loop: Optional[asyncio.AbstractEventLoop] = None) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
         self._loop = loop
 
     @property
@@ -127,9 +128,9 @@ def qloop_clock(request: pytest.FixtureRequest) -> VirtualClock:
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        if item.get_closest_marker(MARKER) is not None and isinstance(item, pytest.Function):
-            if "qloop_virtual_loop" not in item.fixturenames:
-                item.fixturenames.append("qloop_virtual_loop")
+        if (item.get_closest_marker(MARKER) is not None and isinstance(item, pytest.Function)
+                and "qloop_virtual_loop" not in item.fixturenames):
+            item.fixturenames.append("qloop_virtual_loop")
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -150,10 +151,10 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 
 
 @pytest.hookimpl(tryfirst=True)
-def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> Optional[bool]:
+def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
     if pyfuncitem.get_closest_marker(MARKER) is None:
         return None
-    loop = pyfuncitem.funcargs["qloop_virtual_loop"]
+    loop: Any = pyfuncitem.funcargs["qloop_virtual_loop"]
     names = pyfuncitem._fixtureinfo.argnames
     coro = pyfuncitem.obj(**{name: pyfuncitem.funcargs[name] for name in names})
     loop.run_until_complete(coro)

@@ -11,10 +11,12 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections.abc import Iterator
 from types import ModuleType
-from typing import Any, Iterator, List
+from typing import Any
 
 import pytest
+from typing_extensions import Self
 
 REAL_TIMEOUT = 10.0
 
@@ -22,7 +24,7 @@ REAL_TIMEOUT = 10.0
 class VTLoopFactory:
     def __init__(self, mod: ModuleType) -> None:
         self.mod = mod
-        self.loops: List[Any] = []
+        self.loops: list[Any] = []
 
     def __call__(self, **kwargs: Any) -> Any:
         kwargs.setdefault("virtual_time", True)
@@ -98,12 +100,12 @@ class Stopwatch:
     """Real (wall) and this thread's CPU time of a block: on a machine shared with other
     processes the CPU time stands in for the wall time when the wall time is inflated."""
 
-    def __enter__(self) -> "Stopwatch":
+    def __enter__(self) -> Self:
         self.wall0 = time.perf_counter()
         self.cpu0 = time.thread_time()
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.wall = time.perf_counter() - self.wall0
         self.cpu = time.thread_time() - self.cpu0
 

@@ -136,7 +136,7 @@ def test_a_subprocess_is_not_jumped_past(vt_loop):
         task = asyncio.ensure_future(sleeper())
         proc = await asyncio.create_subprocess_exec("sleep", "0.2")
         code = await asyncio.wait_for(proc.wait(), 0.1)
-        order.append(("exited %d" % code, vt_loop.time()))
+        order.append((f"exited {code}", vt_loop.time()))
         await task
 
     with Stopwatch() as sw:
