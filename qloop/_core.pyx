@@ -383,13 +383,20 @@ cdef int _virtual_jump(AioContext own, int64_t dest) except -1:
     global _manual_ns
     cdef AioContext ctx
     cdef int64_t e
+    cdef list refs
     if not _manual or dest <= _manual_ns:
         return 0
     _manual_ns = dest
-    if len(_contexts) > 1:
-        for c in list(_contexts):
+    # The WeakSet's own set of weak references, snapshot as a list in C: this runs at every
+    # jump, and iterating the WeakSet itself is a Python generator.
+    refs = list(_contexts.data)
+    if len(refs) > 1:
+        for ref in refs:
+            c = ref()
+            if c is None:
+                continue
             ctx = <AioContext>c
-            if ctx is own or ctx._closed:
+            if ctx is own or ctx._closed or (ctx.tl1.n == 0 and ctx.tl3.n == 0):
                 continue
             e = _soonest(ctx.tl1.head_expire(), ctx.tl3.head_expire())
             if 0 <= e <= dest:

@@ -314,13 +314,17 @@ def _virtual_jump(own: "AioContext", dest: int) -> None:
     if not st.manual or dest <= st.manual_ns:
         return
     st.manual_ns = dest
-    if len(_contexts) > 1:
-        for ctx in list(_contexts):
-            if ctx is own or ctx._closed:
+    # the WeakSet's own references: this runs at every jump, and its iterator is slower
+    refs: List[Any] = list(_contexts.data)  # type: ignore[attr-defined]
+    if len(refs) > 1:
+        for ref in refs:
+            ctx = ref()
+            if ctx is None or ctx is own or ctx._closed:
                 continue
-            lists = ctx._timer_lists
-            e = soonest_timeout(lists[ClockType.VIRTUAL].head_expire(),
-                                lists[ClockType.VIRTUAL_RT].head_expire())
+            virtual, virtual_rt = ctx._timer_lists[1], ctx._timer_lists[3]
+            if not virtual.live and not virtual_rt.live:
+                continue
+            e = soonest_timeout(virtual.head_expire(), virtual_rt.head_expire())
             if 0 <= e <= dest:
                 ctx._notify()
 

@@ -593,3 +593,36 @@ def test_the_loop_runs_on_a_borrowed_context(vt_loop_factory, qloop_module):
         assert loop.time() == 12.0
         loop.close()
         assert ctx.resource_counts() == (0, 0, 0)
+
+
+def test_a_jump_wakes_another_context_whose_virtual_timer_falls_due(vt_loop, qloop_module):
+    """Another context blocked in poll() in another thread, with a VIRTUAL timer the loop's
+    jump passes: it is woken and runs the timer in its own thread (late, at the new time)."""
+    VIRTUAL = qloop_module.ClockType.VIRTUAL
+    other = qloop_module.AioContext()
+    fired = threading.Event()
+    seen = []
+    base = qloop_module.clock_get_ns(VIRTUAL)
+
+    def on_timer():
+        seen.append((threading.current_thread().name, qloop_module.clock_get_ns(VIRTUAL)))
+        fired.set()
+
+    timer = other.timer_new_ns(VIRTUAL, on_timer)
+    timer.mod_ns(base + 5 * 10**9)
+
+    def waiter():
+        while not fired.is_set():
+            other.poll(True)
+
+    thread = threading.Thread(target=waiter, name="other-context")
+    thread.start()
+    try:
+        run(vt_loop, asyncio.sleep(10))
+        assert fired.wait(5), "the other context was not woken"
+    finally:
+        fired.set()
+        other.notify()
+        thread.join()
+        other.close()
+    assert seen == [("other-context", base + 10 * 10**9)]
