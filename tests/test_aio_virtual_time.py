@@ -87,7 +87,8 @@ def test_ten_thousand_tasks_wake_at_their_exact_deadline_in_order(vt_loop):
     assert all(t == d for t, _, d in woke)
     assert [i for _, i, _ in woke] == [i for _, i in sorted(
         ((d, i) for i, d in enumerate(durations)))]
-    assert sw.seconds < 1.0, (sw.wall, sw.cpu)
+    if not vt_loop.get_debug():  # debug mode keeps a traceback per handle: slower
+        assert sw.seconds < 1.0, (sw.wall, sw.cpu)
 
 
 def test_wait_for_times_out_at_exactly_3600_instantly(vt_loop):

@@ -12,7 +12,8 @@ import pytest
 
 import qloop
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# where the qloop under test lives (the source tree, or site-packages in CI's wheel test)
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(qloop.__file__)))
 
 
 @pytest.fixture
@@ -121,7 +122,7 @@ def pytest_asyncio_loop_factories(config, item):
 
 
 def test_pytest_asyncio_recipe(inner):
-    pytest.importorskip("pytest_asyncio")
+    pytest.importorskip("pytest_asyncio", minversion="1.5")  # its loop-factory hook
     result = inner({"conftest": PYTEST_ASYNCIO_CONFTEST, "test_recipe": """
         import asyncio
         import pytest
