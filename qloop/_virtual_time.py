@@ -310,13 +310,13 @@ class VirtualTimeAPI:
                 return  # real I/O or a thread answered: run it first
             self._vt_jump(dest)  # type: ignore[attr-defined]
             return
-        notes = _vt_deadlock.classify_fds(self, fds)
-        if real_timers or any(could_wake for _, _, could_wake in notes):
+        if real_timers or _vt_deadlock.could_wake(self, fds):
             ctx.poll(True)  # a REALTIME/HOST timer or an fd may still wake it
             return
         raise _vt_deadlock.deadlock_error(
             self, autojump=self._vt_autojump,
-            next_timer=None if nxt < 0 else (nxt + off) / 1e9, fd_notes=notes)
+            next_timer=None if nxt < 0 else (nxt + off) / 1e9,
+            fd_notes=_vt_deadlock.classify_fds(self, fds))
 
     def _vt_grace_wait(self) -> bool:
         """Wait up to ``autojump_after`` real seconds for real I/O or a thread; True if it

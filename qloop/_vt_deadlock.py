@@ -24,7 +24,8 @@ import re
 import socket
 from typing import Any
 
-__all__ = ["VirtualTimeDeadlock", "classify_fds", "deadlock_error", "describe_task"]
+__all__ = ["VirtualTimeDeadlock", "classify_fds", "could_wake", "deadlock_error",
+           "describe_task"]
 
 
 class VirtualTimeDeadlock(RuntimeError):
@@ -70,17 +71,46 @@ def _socket_info(fd: int) -> tuple[int, int, bool, Any, Any] | None:
         return (sock.family, sock.type, listening, local, peer)
 
 
+def _loop_fds(loop: Any) -> set[int]:
+    """The fds the loop itself registered: readers/writers and transports."""
+    return set(loop._vt_loop_fds()) | set(loop._transports.keys())
+
+
+def _tcp_end(info: tuple[int, int, bool, Any, Any] | None) -> bool:
+    return info is not None and info[0] in _INET and info[1] == socket.SOCK_STREAM \
+        and info[4] is not None
+
+
+def could_wake(loop: Any, fds: tuple[int, ...]) -> bool:
+    """Whether any fd registered on the loop's context could wake it (``classify_fds``'s
+    rule, stopping at the first such fd: the loop asks this every time it goes idle with no
+    timer)."""
+    own = _loop_fds(loop)
+    if any(fd not in own for fd in fds):
+        return True
+    connected = []
+    for fd in fds:
+        info = _socket_info(fd)
+        if info is None or not (info[2] or _tcp_end(info)):
+            return True
+        if not info[2]:
+            connected.append(info)
+    if not connected:
+        return False
+    ends = {(i[3], i[4]) for i in map(_socket_info, own) if i is not None and _tcp_end(i)}
+    return any((info[4], info[3]) not in ends for info in connected)
+
+
 def classify_fds(loop: Any, fds: tuple[int, ...]) -> list[tuple[int, str, bool]]:
     """``(fd, what it is, whether it could wake the loop)`` for each fd registered on the
     loop's context (see the module docstring for the rule)."""
-    own = set(loop._vt_loop_fds()) | set(loop._transports.keys())
+    own = _loop_fds(loop)
     infos: dict[int, tuple[int, int, bool, Any, Any] | None] = {
         fd: _socket_info(fd) for fd in sorted(own | set(fds))}
     ends: dict[tuple[Any, Any], int] = {}
     for fd in own:
         info = infos[fd]
-        if info is not None and info[0] in _INET and info[1] == socket.SOCK_STREAM \
-                and info[4] is not None:
+        if info is not None and _tcp_end(info):
             ends[(info[3], info[4])] = fd
     notes: list[tuple[int, str, bool]] = []
     for fd in sorted(fds):
@@ -91,7 +121,7 @@ def classify_fds(loop: Any, fds: tuple[int, ...]) -> list[tuple[int, str, bool]]
             notes.append((fd, "not a socket (a pipe, an eventfd, a file...)", True))
         elif info[2]:
             notes.append((fd, f"listening socket {info[3]!r}", False))
-        elif info[0] in _INET and info[1] == socket.SOCK_STREAM and info[4] is not None:
+        elif _tcp_end(info):
             other = ends.get((info[4], info[3]))
             if other is not None:
                 notes.append((fd, f"TCP connection to fd {other} of this loop", False))
