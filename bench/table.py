@@ -692,6 +692,14 @@ AIO_WORKLOADS = {
     "aio_udp_echo": ("UDP echo", "round trips/s"),
 }
 AIO_BAR = "core >= best peer; fallback >= asyncio"
+# Virtual time (bench/test_aio_virtual_sleep.py): qloop's virtual-time loop against looptime
+# over asyncio's loop; its own columns and bar, rendered below the table of the other rows.
+AIO_VT_WORKLOADS = {
+    "aio_virtual_sleep": ("virtual-time sleeps (1,000 tasks)", "sleeps/s"),
+}
+AIO_VT_IMPLS = ("qloop-core", "qloop-fallback", "looptime")
+AIO_VT_CORE_BAR = 5.0
+AIO_VT_BAR = f"core >= {AIO_VT_CORE_BAR:g}x looptime; fallback >= looptime"
 
 
 def _aio_values(group: str, recs: dict) -> dict:
@@ -749,6 +757,37 @@ def build_aio_rows(results: dict) -> list[dict]:
                 "detail": detail,
             }
         )
+    rows.extend(build_aio_vt_rows(results))
+    return rows
+
+
+def build_aio_vt_rows(results: dict) -> list[dict]:
+    """The virtual-time rows: qloop's two implementations against looptime."""
+    rows = []
+    for group, (label, unit) in AIO_VT_WORKLOADS.items():
+        recs = results.get((group, None), {})
+        if not recs:
+            continue
+        values = _aio_values(group, recs)
+        core = _ratio(values.get("qloop-core"), values.get("looptime"))
+        fallback = _ratio(values.get("qloop-fallback"), values.get("looptime"))
+        checks = {
+            "core/looptime": None if core is None else core >= AIO_VT_CORE_BAR,
+            "fallback/looptime": None if fallback is None else fallback >= 1.0,
+        }
+        rows.append(
+            {
+                "workload": group,
+                "kind": "virtual_time",
+                "label": label,
+                "unit": unit,
+                "values": {impl: values.get(impl) for impl in AIO_VT_IMPLS},
+                "ratios": {"core/looptime": core, "fallback/looptime": fallback},
+                "bar": AIO_VT_BAR,
+                "status": _status(_all_known(checks)),
+                "detail": _partial_note(checks),
+            }
+        )
     return rows
 
 
@@ -759,9 +798,11 @@ def _fmt_aio(v, unit: str) -> str:
 
 
 def render_aio(report: dict) -> str:
-    rows = report.get("aio_rows") or []
+    all_rows = report.get("aio_rows") or []
+    rows = [r for r in all_rows if r.get("kind") != "virtual_time"]
+    vt_rows = [r for r in all_rows if r.get("kind") == "virtual_time"]
     if not rows:
-        return ""
+        return _render_aio_vt(vt_rows, all_rows)
     headers = [
         "workload",
         "unit",
@@ -805,8 +846,44 @@ def render_aio(report: dict) -> str:
     missing = [i for i in AIO_IMPLS if not any(r["values"].get(i) for r in rows)]
     if missing:
         lines += ["", "not measured (unavailable or skipped): " + ", ".join(missing)]
+    return "\n".join(lines) + _render_aio_vt(vt_rows, all_rows)
+
+
+def _render_aio_vt(vt_rows: list[dict], all_rows: list[dict]) -> str:
+    """The virtual-time rows (their own columns), then the bar counts of the whole section."""
+    lines = []
+    if vt_rows:
+        headers = ["workload", "unit", *AIO_VT_IMPLS, "core/looptime", "fb/looptime",
+                   "result"]
+        table = [
+            [
+                row["label"],
+                row["unit"],
+                *(_fmt_aio(row["values"].get(i), row["unit"]) for i in AIO_VT_IMPLS),
+                _fmt_ratio(row["ratios"].get("core/looptime")),
+                _fmt_ratio(row["ratios"].get("fallback/looptime")),
+                row["status"],
+            ]
+            for row in vt_rows
+        ]
+        widths = [max(len(h), *(len(r[k]) for r in table)) for k, h in enumerate(headers)]
+        lines += [
+            "",
+            "",
+            f"virtual time: qloop's virtual-time loop against looptime (bars: {AIO_VT_BAR})",
+            "",
+            "  ".join(c.ljust(w) for c, w in zip(headers, widths, strict=True)).rstrip(),
+            "  ".join("-" * w for w in widths),
+            *("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+              for r in table),
+        ]
+        notes = [f"  {row['label']}: {row['detail']}" for row in vt_rows if row["detail"]]
+        if notes:
+            lines += ["", "notes:", *notes]
+    if not all_rows:
+        return ""
     counts = {
-        s: sum(1 for r in rows if r["status"] == s) for s in ("PASS", "FAIL", "n/a")
+        s: sum(1 for r in all_rows if r["status"] == s) for s in ("PASS", "FAIL", "n/a")
     }
     lines += [
         "",

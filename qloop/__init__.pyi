@@ -56,12 +56,14 @@ __all__ = [
     "RunState",
     "ShutdownCause",
     "Timer",
+    "VirtualTimeDeadlock",
     "WakeupReason",
     "__version__",
     "add_child_watch",
     "add_main_loop_poll_notifier",
     "add_signal_handler",
     "add_vm_change_state_handler",
+    "advance",
     "bh_new",
     "bql",
     "bql_lock",
@@ -437,18 +439,71 @@ class EventLoop(asyncio.AbstractEventLoop, metaclass=abc.ABCMeta):
     """An asyncio event loop whose ready queue, timers and fd watches live on an AioContext."""
 
     slow_callback_duration: float
-    def __init__(self, *, ctx: AioContext | None = None) -> None: ...
+    def __init__(
+        self,
+        *,
+        ctx: AioContext | None = None,
+        virtual_time: bool = False,
+        autojump: bool = True,
+        start: float = 0.0,
+        autojump_after: float | None = None,
+    ) -> None: ...
     @property
     def aio_context(self) -> AioContext: ...
+    # virtual time (docs/virtual-time.md)
+    @property
+    def virtual_time(self) -> bool: ...
+    @property
+    def autojump(self) -> bool: ...
+    @property
+    def autojump_after(self) -> float | None: ...
+    def advance(self, seconds: float) -> float: ...
 
 class EventLoopPolicy(asyncio.events.BaseDefaultEventLoopPolicy):
     """The asyncio policy whose new_event_loop() makes qloop event loops."""
 
+    def __init__(
+        self,
+        *,
+        virtual_time: bool = False,
+        autojump: bool = True,
+        start: float = 0.0,
+        autojump_after: float | None = None,
+    ) -> None: ...
     def new_event_loop(self) -> EventLoop: ...
     if sys.version_info < (3, 14):
         def get_child_watcher(self) -> Any: ...
         def set_child_watcher(self, watcher: Any) -> None: ...
 
-def new_event_loop(*, ctx: AioContext | None = None) -> EventLoop: ...
+class VirtualTimeDeadlock(RuntimeError):
+    """A virtual-time event loop would wait forever; the message lists the pending tasks and
+    where each is suspended (docs/virtual-time.md)."""
+
+    tasks: tuple[asyncio.Task[Any], ...]
+    loop_time: float | None
+    def __init__(
+        self,
+        message: str,
+        tasks: tuple[asyncio.Task[Any], ...] = (),
+        loop_time: float | None = None,
+    ) -> None: ...
+
+def new_event_loop(
+    *,
+    ctx: AioContext | None = None,
+    virtual_time: bool = False,
+    autojump: bool = True,
+    start: float = 0.0,
+    autojump_after: float | None = None,
+) -> EventLoop: ...
 def install() -> None: ...
-def run(main: _PyCoroutine[Any, Any, _R], *, debug: bool | None = None) -> _R: ...
+def run(
+    main: _PyCoroutine[Any, Any, _R],
+    *,
+    debug: bool | None = None,
+    virtual_time: bool = False,
+    autojump: bool = True,
+    start: float = 0.0,
+    autojump_after: float | None = None,
+) -> _R: ...
+async def advance(seconds: float) -> float: ...

@@ -375,6 +375,35 @@ def clock_advance_virtual_time(dest_ns):
     return dest
 
 
+cdef int _virtual_jump(AioContext own, int64_t dest) except -1:
+    """A virtual-time event loop's autojump (docs/virtual-time.md): move the manual VIRTUAL
+    clock forward to ``dest`` (never back) without running any timer here.  ``own`` runs its
+    due timers in its next poll; another context whose VIRTUAL timers fall due is woken to run
+    them in its own thread."""
+    global _manual_ns
+    cdef AioContext ctx
+    cdef int64_t e
+    cdef list refs
+    if not _manual or dest <= _manual_ns:
+        return 0
+    _manual_ns = dest
+    # The WeakSet's own set of weak references, snapshot as a list in C: this runs at every
+    # jump, and iterating the WeakSet itself is a Python generator.
+    refs = list(_contexts.data)
+    if len(refs) > 1:
+        for ref in refs:
+            c = ref()
+            if c is None:
+                continue
+            ctx = <AioContext>c
+            if ctx is own or ctx._closed or (ctx.tl1.n == 0 and ctx.tl3.n == 0):
+                continue
+            e = _soonest(ctx.tl1.head_expire(), ctx.tl3.head_expire())
+            if 0 <= e <= dest:
+                ctx._notify()
+    return 0
+
+
 # --------------------------------------------------------------------------------------------
 # EventNotifier (§7)
 

@@ -352,6 +352,9 @@ cdef class _LoopBase:
     cdef BH _bh
     cdef Timer _ctx_timer
     cdef int _clock                 # the qloop clock of loop.time() and the timers
+    cdef int64_t _offset            # loop time minus _clock's time, ns (virtual time: start)
+    cdef bint _vt                   # a virtual-time loop (qloop/_virtual_time.py)
+    cdef bint _vt_fast              # idle: jump straight to the next virtual deadline
     # the ready queue: a ring of owned Handle references
     cdef PyObject **_ring
     cdef Py_ssize_t _rhead
@@ -423,9 +426,24 @@ cdef class _LoopBase:
         """The AioContext this loop runs on (its own, or the ``ctx`` it was created with)."""
         return self._ctx
 
+    cdef inline int64_t _now_ns(self) noexcept:
+        return _clock_now(self._clock) + self._offset
+
+    cdef inline int64_t _clock_key(self, int64_t key) noexcept:
+        """A loop-time deadline (ns) on the context timer's clock (saturating)."""
+        cdef int64_t off = self._offset
+        if off == 0:
+            return key
+        if off < 0 and key > INT64_MAX + off:
+            return INT64_MAX
+        if off > 0 and key < -INT64_MAX + off:
+            return -INT64_MAX
+        return key - off
+
     def time(self):
-        """The loop's clock in seconds: CLOCK_MONOTONIC, the same as ``time.monotonic()``."""
-        return <double>_clock_now(self._clock) / 1e9
+        """The loop's clock in seconds: CLOCK_MONOTONIC, the same as ``time.monotonic()``
+        (a virtual-time loop: its virtual time, see docs/virtual-time.md)."""
+        return <double>self._now_ns() / 1e9
 
     def is_running(self):
         """True inside ``run_forever()``, and while one of the loop's callbacks runs when
@@ -655,7 +673,7 @@ cdef class _LoopBase:
             key = 0
         if key != self._armed or not self._ctx_timer.seq:
             self._armed = key
-            self._ctx_timer.tl.insert(self._ctx_timer, key)
+            self._ctx_timer.tl.insert(self._ctx_timer, self._clock_key(key))
         return 0
 
     cdef void _timer_cancelled(self) noexcept:
@@ -709,13 +727,13 @@ cdef class _LoopBase:
         if self._theap[0].timer == <void *>h and (
                 self._armed < 0 or when_ns < self._armed or not self._ctx_timer.seq):
             self._armed = when_ns
-            self._ctx_timer.tl.insert(self._ctx_timer, when_ns)
+            self._ctx_timer.tl.insert(self._ctx_timer, self._clock_key(when_ns))
         return h
 
     def call_later(self, delay, callback, *args, context=None):
         """Call ``callback(*args)`` at ``self.time() + delay``; returns a TimerHandle."""
         cdef double d = _time_arg(delay, "delay")
-        cdef int64_t now = _clock_now(self._clock)
+        cdef int64_t now = self._now_ns()
         cdef double when = <double>now / 1e9 + d
         if self._debug:
             self._check_thread()
@@ -727,7 +745,7 @@ cdef class _LoopBase:
         cdef double w = _time_arg(when, "when")
         if self._debug:
             self._check_thread()
-        return self._call_at(w, _when_to_ns(w), _clock_now(self._clock), callback, args,
+        return self._call_at(w, _when_to_ns(w), self._now_ns(), callback, args,
                              context, "call_at")
 
     cdef int _absorb_fresh(self) except -1:
@@ -745,7 +763,7 @@ cdef class _LoopBase:
 
     def _on_timer(self):
         """The context timer: run every TimerHandle due at one reading of the clock."""
-        cdef int64_t now = _clock_now(self._clock)
+        cdef int64_t now = self._now_ns()
         cdef TimerHandle h
         self._armed = -1
         prev = self._enter()
@@ -877,7 +895,10 @@ cdef class _LoopBase:
         self._running = True
         try:
             while True:
-                ctx._poll(not self._stopping)
+                if self._vt:
+                    self._vt_iteration()
+                else:
+                    ctx._poll(not self._stopping)
                 # While nothing else is registered on the context, the next iterations
                 # would only run the next ready batches: run them without the poll
                 # machinery (no fd to poll, no other BH, no timer due in between).
@@ -889,6 +910,72 @@ cdef class _LoopBase:
         finally:
             self._running = False
             self._stopping = False
+
+    # ---- virtual time: the hooks of qloop/_virtual_time.py (docs/virtual-time.md)
+
+    cdef int _vt_iteration(self) except -1:
+        """One iteration of a virtual-time loop: a zero-timeout poll; when it finds nothing
+        to do, jump to the next virtual deadline (or let ``_vt_idle`` decide)."""
+        cdef AioContext ctx = self._ctx
+        cdef int64_t dest
+        if ctx._poll(False) or self._stopping:
+            return 0
+        if self._rlen or self._fresh or ctx._compute_timeout() == 0:
+            return 0  # queued meanwhile (another thread), or a BH/timer is due
+        if self._vt_fast and _manual and _clock_enabled[1]:
+            dest = _soonest(ctx.tl1.head_expire(), ctx.tl3.head_expire())
+            if dest >= 0:
+                _virtual_jump(ctx, dest)
+                return 0
+        self._vt_idle()
+        return 0
+
+    def _set_virtual_clock(self, int64_t offset):
+        """Run on the VIRTUAL clock from now on, loop time = VIRTUAL + ``offset`` ns (called
+        once, before any timer is scheduled)."""
+        if self._tn or self._fresh:
+            raise RuntimeError("the loop's clock cannot change once timers are scheduled")
+        self._ctx_timer = Timer._new(self._ctx.tl1, SCALE_NS, self._on_timer, 0)
+        self._clock = 1
+        self._offset = offset
+        self._vt = True
+        self._vt_fast = True
+
+    def _vt_set_fast(self, bint fast):
+        self._vt_fast = fast
+
+    def _vt_now_ns(self):
+        """The loop time in ns."""
+        return self._now_ns()
+
+    def _vt_offset_ns(self):
+        return self._offset
+
+    def _vt_jump(self, int64_t dest):
+        """Move the manual VIRTUAL clock forward to ``dest`` (ns on the clock, not loop time)."""
+        _virtual_jump(self._ctx, dest)
+
+    def _vt_busy(self):
+        """Whether an iteration now would run something (a ready handle, a BH, a due timer)."""
+        return bool(self._rlen or self._fresh or self._ctx._compute_timeout() == 0)
+
+    def _vt_loop_fds(self):
+        """The fds with an add_reader/add_writer handle of this loop."""
+        return tuple(self._fds)
+
+    def _vt_probe(self):
+        """(next VIRTUAL/VIRTUAL_RT deadline of the context in clock ns or -1, whether a
+        REALTIME/HOST timer is armed on it, the fds with a handler besides its notifier)."""
+        cdef AioContext ctx = self._ctx
+        cdef _Handler node
+        fds = []
+        with ctx.list_lock:
+            for obj in ctx.handlers.values():
+                node = <_Handler>obj
+                if not node.is_notifier:
+                    fds.append(node.fd)
+        return (_soonest(ctx.tl1.head_expire(), ctx.tl3.head_expire()),
+                ctx.tl0.head_expire() >= 0 or ctx.tl2.head_expire() >= 0, tuple(fds))
 
     # ---- closing
 

@@ -29,6 +29,8 @@ import weakref
 from asyncio import events, format_helpers, futures, tasks
 from typing import Any, Callable, Dict, Optional, Tuple, cast
 
+from . import _virtual_time, _vt_deadlock
+
 __all__ = ["build_implementation"]
 
 _perf_counter = time.perf_counter
@@ -275,6 +277,7 @@ class EventLoopAPI:
         self._executor_shutdown_called = True
         executor = self._default_executor
         self._default_executor = None
+        self._close_virtual_time()  # type: ignore[attr-defined]
         self._close_base()  # type: ignore[attr-defined]
         if executor is not None:
             executor.shutdown(wait=False)
@@ -345,7 +348,11 @@ class EventLoopAPI:
             if executor is None:
                 executor = concurrent.futures.ThreadPoolExecutor(thread_name_prefix="asyncio")
                 self._default_executor = executor
-        return futures.wrap_future(executor.submit(func, *args), loop=self)  # type: ignore
+        cfut = executor.submit(func, *args)
+        fut = futures.wrap_future(cfut, loop=self)  # type: ignore[arg-type]
+        if self._vt_enabled:  # type: ignore[attr-defined]
+            self._track_real_work(cfut)  # type: ignore[attr-defined]  # never jumped past
+        return fut
 
     def set_default_executor(self, executor: Any) -> None:
         """The executor ``run_in_executor(None, ...)`` uses (a ThreadPoolExecutor)."""
@@ -361,6 +368,8 @@ class EventLoopAPI:
             return
         future = self.create_future()  # type: ignore[attr-defined]
         thread = threading.Thread(target=self._do_shutdown, args=(executor, future))
+        if self._vt_enabled:  # type: ignore[attr-defined]
+            self._real_work_begin()  # type: ignore[attr-defined]  # ended by _do_shutdown
         thread.start()
         try:
             await asyncio.wait_for(asyncio.shield(future), timeout)
@@ -380,6 +389,9 @@ class EventLoopAPI:
         except Exception as ex:
             if not self.is_closed() and not future.cancelled():  # type: ignore
                 self.call_soon_threadsafe(future.set_exception, ex)  # type: ignore
+        finally:
+            if self._vt_enabled:  # type: ignore[attr-defined]
+                self._real_work_done_threadsafe()  # type: ignore[attr-defined]
 
     # ---- exception handling
 
@@ -585,9 +597,17 @@ def build_implementation(module: str, base: Any, handle_cls: Any, timer_handle_c
     """The public asyncio names of one implementation: ``EventLoop``, ``new_event_loop``,
     ``EventLoopPolicy``, ``install`` and ``run``."""
 
-    def __init__(self: Any, *, ctx: Any = None) -> None:
+    def __init__(self: Any, *, ctx: Any = None, virtual_time: bool = False,
+                 autojump: bool = True, start: float = 0.0,
+                 autojump_after: float | None = None) -> None:
+        options = _virtual_time.check_options(virtual_time, autojump, start, autojump_after)
         base.__init__(self, ctx)
         self._init_api()
+        try:
+            self._init_virtual_time(*options)
+        except BaseException:
+            self.close()
+            raise
 
     def _make_socket_transport(self: Any, sock: Any, protocol: Any, waiter: Any = None,
                                extra: Any = None, server: Any = None) -> Any:
@@ -607,19 +627,40 @@ def build_implementation(module: str, base: Any, handle_cls: Any, timer_handle_c
             "qloop's asyncio event loop, on an AioContext (``aio_context``): its own, or the "
             "``ctx`` given.  Create it with ``new_event_loop()``."),
     }
-    bases: Tuple[Any, ...] = (base, EventLoopAPI, *net.MIXINS, asyncio.AbstractEventLoop)
+    bases: Tuple[Any, ...] = (base, EventLoopAPI, _virtual_time.VirtualTimeAPI, *net.MIXINS,
+                              asyncio.AbstractEventLoop)
     loop_cls = type("EventLoop", bases, namespace)
 
-    def new_event_loop(*, ctx: Any = None) -> Any:
+    def new_event_loop(*, ctx: Any = None, virtual_time: bool = False, autojump: bool = True,
+                       start: float = 0.0, autojump_after: float | None = None) -> Any:
         """A new qloop event loop on its own AioContext, or on ``ctx`` (for example
-        ``qloop.get_aio_context()``, to run asyncio code inside ``qloop.main_loop()``)."""
-        return loop_cls(ctx=ctx)
+        ``qloop.get_aio_context()``, to run asyncio code inside ``qloop.main_loop()``).
+
+        ``virtual_time=True``: ``loop.time()`` is virtual (starting at ``start``) and moves
+        only when the loop moves it: with ``autojump`` (the default) an idle loop jumps to its
+        next deadline (after ``autojump_after`` real seconds without real I/O, if given);
+        without it, only ``loop.advance()`` / ``await qloop.advance()`` move it.  See
+        docs/virtual-time.md."""
+        return loop_cls(ctx=ctx, virtual_time=virtual_time, autojump=autojump, start=start,
+                        autojump_after=autojump_after)
+
+    def __policy_init__(self: Any, *, virtual_time: bool = False, autojump: bool = True,
+                        start: float = 0.0, autojump_after: float | None = None) -> None:
+        _virtual_time.check_options(virtual_time, autojump, start, autojump_after)
+        _BasePolicy.__init__(self)
+        self._qloop_options = {"virtual_time": virtual_time, "autojump": autojump,
+                               "start": start, "autojump_after": autojump_after}
+
+    def _policy_loop_factory(self: Any) -> Any:
+        return new_event_loop(**self._qloop_options)
 
     policy_cls = type("EventLoopPolicy", (_BasePolicy,), {
         "__module__": module,
         "__qualname__": "EventLoopPolicy",
-        "__doc__": "An asyncio event loop policy whose loops are qloop's.",
-        "_loop_factory": staticmethod(new_event_loop),
+        "__doc__": ("An asyncio event loop policy whose loops are qloop's (created with the "
+                    "keywords given, e.g. ``EventLoopPolicy(virtual_time=True)``)."),
+        "__init__": __policy_init__,
+        "_loop_factory": _policy_loop_factory,
         "__repr__": lambda self: f"<{module}.EventLoopPolicy>",
     })
 
@@ -627,17 +668,25 @@ def build_implementation(module: str, base: Any, handle_cls: Any, timer_handle_c
         """Make qloop's loop asyncio's default (``asyncio.set_event_loop_policy``)."""
         asyncio.set_event_loop_policy(policy_cls())
 
-    def run(main: Any, *, debug: Optional[bool] = None) -> Any:
+    def run(main: Any, *, debug: Optional[bool] = None, virtual_time: bool = False,
+            autojump: bool = True, start: float = 0.0,
+            autojump_after: float | None = None) -> Any:
         """Run coroutine ``main`` on a new qloop event loop and close it, like
         ``asyncio.run`` (pending tasks are cancelled, async generators and the default
-        executor shut down)."""
+        executor shut down).  The virtual-time keywords are ``new_event_loop``'s."""
+        _virtual_time.check_options(virtual_time, autojump, start, autojump_after)
+
+        def factory() -> Any:
+            return new_event_loop(virtual_time=virtual_time, autojump=autojump, start=start,
+                                  autojump_after=autojump_after)
+
         if sys.version_info >= (3, 12):
             return asyncio.run(main, debug=debug,  # type: ignore[call-arg]
-                               loop_factory=new_event_loop)
+                               loop_factory=factory)
         if sys.version_info >= (3, 11):
-            with asyncio.Runner(debug=debug, loop_factory=new_event_loop) as runner:
+            with asyncio.Runner(debug=debug, loop_factory=factory) as runner:
                 return runner.run(main)
-        return _run_310(new_event_loop, main, debug)
+        return _run_310(factory, main, debug)
 
     return {
         "EventLoop": loop_cls,
@@ -645,6 +694,8 @@ def build_implementation(module: str, base: Any, handle_cls: Any, timer_handle_c
         "EventLoopPolicy": policy_cls,
         "install": install,
         "run": run,
+        "VirtualTimeDeadlock": _vt_deadlock.VirtualTimeDeadlock,
+        "advance": _virtual_time.advance,
     }
 
 

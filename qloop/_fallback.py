@@ -305,6 +305,30 @@ def clock_advance_virtual_time(dest_ns: int) -> int:
     return dest
 
 
+def _virtual_jump(own: "AioContext", dest: int) -> None:
+    """A virtual-time event loop's autojump (docs/virtual-time.md): move the manual VIRTUAL
+    clock forward to ``dest`` (never back) without running any timer here.  ``own`` runs its
+    due timers in its next poll; another context whose VIRTUAL timers fall due is woken to run
+    them in its own thread."""
+    st = _clocks
+    if not st.manual or dest <= st.manual_ns:
+        return
+    st.manual_ns = dest
+    # the WeakSet's own references: this runs at every jump, and its iterator is slower
+    refs: List[Any] = list(_contexts.data)  # type: ignore[attr-defined]
+    if len(refs) > 1:
+        for ref in refs:
+            ctx = ref()
+            if ctx is None or ctx is own or ctx._closed:
+                continue
+            virtual, virtual_rt = ctx._timer_lists[1], ctx._timer_lists[3]
+            if not virtual.live and not virtual_rt.live:
+                continue
+            e = soonest_timeout(virtual.head_expire(), virtual_rt.head_expire())
+            if 0 <= e <= dest:
+                ctx._notify()
+
+
 # --------------------------------------------------------------------------------------------
 # EventNotifier (§7)
 
@@ -1937,7 +1961,10 @@ new_event_loop = _loop_exports["new_event_loop"]
 EventLoopPolicy = _loop_exports["EventLoopPolicy"]
 install = _loop_exports["install"]
 run = _loop_exports["run"]
+VirtualTimeDeadlock = _loop_exports["VirtualTimeDeadlock"]
+advance = _loop_exports["advance"]
 Handle = _fallback_loop.Handle
 TimerHandle = _fallback_loop.TimerHandle
 
-__all__ += ["EventLoop", "EventLoopPolicy", "install", "new_event_loop", "run"]
+__all__ += ["EventLoop", "EventLoopPolicy", "VirtualTimeDeadlock", "advance", "install",
+            "new_event_loop", "run"]

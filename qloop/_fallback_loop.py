@@ -56,6 +56,8 @@ _TIMER_COMPACT_MIN = 64
 _Future = asyncio.Future
 _partial = functools.partial
 _FunctionType = FunctionType
+# the implementation module (qloop._fallback imports this one: set by the first loop)
+_impl: Any = None
 # types whose instances passed the callback check: C types (never coroutine functions)
 _plain_types = {BuiltinFunctionType}
 
@@ -269,7 +271,10 @@ class _LoopBase:
     slow_callback_duration: float = 0.1
 
     def __init__(self, ctx: Any = None) -> None:
+        global _impl
         from . import _fallback  # the implementation module (imports this one)
+
+        _impl = _fallback
 
         if self._ctx is not None:
             raise RuntimeError("the event loop is already initialised")
@@ -284,6 +289,10 @@ class _LoopBase:
         self._ctx = ctx
         self._owns_ctx = owns
         self._clock = int(ClockType.REALTIME)  # CLOCK_MONOTONIC, like time.monotonic()
+        self._offset = 0  # loop time minus _clock's time, ns (virtual time: start)
+        self._now_ns: Any = _monotonic_ns  # the loop time in ns
+        self._vt = False  # a virtual-time loop (qloop/_virtual_time.py)
+        self._vt_fast = False  # idle: jump straight to the next virtual deadline
         self._ready: Deque[Handle] = deque()
         self._bh_pending = False
         self._heap: List[Tuple[int, int, TimerHandle]] = []
@@ -310,9 +319,16 @@ class _LoopBase:
         """The AioContext this loop runs on (its own, or the ``ctx`` it was created with)."""
         return self._ctx
 
+    def _clock_key(self, key: int) -> int:
+        """A loop-time deadline (ns) on the context timer's clock (saturating)."""
+        key -= self._offset
+        return key if -_INT64_MAX <= key <= _INT64_MAX else (
+            _INT64_MAX if key > 0 else -_INT64_MAX)
+
     def time(self) -> float:
-        """The loop's clock in seconds: CLOCK_MONOTONIC, the same as ``time.monotonic()``."""
-        return _monotonic_ns() / 1e9
+        """The loop's clock in seconds: CLOCK_MONOTONIC, the same as ``time.monotonic()``
+        (a virtual-time loop: its virtual time, see docs/virtual-time.md)."""
+        return self._now_ns() / 1e9  # type: ignore[no-any-return]
 
     def is_running(self) -> bool:
         """True inside ``run_forever()``, and while one of the loop's callbacks runs when
@@ -527,7 +543,7 @@ class _LoopBase:
             key = 0
         if key != self._armed or not self._ctx_timer.pending:
             self._armed = key
-            self._ctx_timer.mod_ns(key)
+            self._ctx_timer.mod_ns(self._clock_key(key) if self._offset else key)
 
     def _timer_cancelled(self) -> None:
         self._tdead += 1
@@ -587,7 +603,7 @@ class _LoopBase:
         if heap[0][2] is h and (self._armed < 0 or when_ns < self._armed
                                 or not self._ctx_timer.pending):
             self._armed = when_ns
-            self._ctx_timer.mod_ns(when_ns)
+            self._ctx_timer.mod_ns(self._clock_key(when_ns) if self._offset else when_ns)
         return h
 
     def call_later(self, delay: Any, callback: Any, *args: Any,
@@ -595,7 +611,7 @@ class _LoopBase:
         """Call ``callback(*args)`` at ``self.time() + delay``; returns a TimerHandle."""
         if type(delay) is not float:
             delay = _time_arg(delay, "delay")
-        now = _monotonic_ns()
+        now = self._now_ns()
         when = now / 1e9 + delay
         if self._debug:
             self._check_thread()
@@ -613,7 +629,7 @@ class _LoopBase:
             when = _time_arg(when, "when")
         if self._debug:
             self._check_thread()
-        return self._call_at(when, _when_to_ns(when), _monotonic_ns(), callback, args, context,
+        return self._call_at(when, _when_to_ns(when), self._now_ns(), callback, args, context,
                              "call_at")
 
     def _absorb_fresh(self) -> None:
@@ -627,7 +643,7 @@ class _LoopBase:
 
     def _on_timer(self) -> None:
         """The context timer: run every TimerHandle due at one reading of the clock."""
-        now = _monotonic_ns()
+        now = self._now_ns()
         self._armed = -1
         prev = self._enter()
         heap = self._heap
@@ -757,9 +773,13 @@ class _LoopBase:
         only_bh_pending = ctx._only_bh_pending
         bh = self._bh
         ready = self._ready
+        vt_iteration = self._vt_iteration if self._vt else None
         try:
             while True:
-                poll(not self._stopping)
+                if vt_iteration is not None:
+                    vt_iteration()
+                else:
+                    poll(not self._stopping)
                 # While nothing else is registered on the context, the next iterations
                 # would only run the next ready batches: run them without the poll
                 # machinery (no fd to poll, no other BH, no timer due in between).
@@ -770,6 +790,79 @@ class _LoopBase:
         finally:
             self._running = False
             self._stopping = False
+
+    # ---- virtual time: the hooks of qloop/_virtual_time.py (docs/virtual-time.md)
+
+    def _vt_iteration(self) -> None:
+        """One iteration of a virtual-time loop: a zero-timeout poll; when it finds nothing
+        to do, jump to the next virtual deadline (or let ``_vt_idle`` decide)."""
+        ctx = self._ctx
+        if ctx.poll(False) or self._stopping:
+            return
+        if self._ready or self._fresh or ctx._compute_timeout() == 0:
+            return  # queued meanwhile (another thread), or a BH/timer is due
+        clocks = _impl._clocks
+        if self._vt_fast and clocks.manual and clocks.enabled[ClockType.VIRTUAL]:
+            lists = ctx._timer_lists
+            dest = _impl.soonest_timeout(lists[ClockType.VIRTUAL].head_expire(),
+                                         lists[ClockType.VIRTUAL_RT].head_expire())
+            if dest >= 0:
+                _impl._virtual_jump(ctx, dest)
+                return
+        self._vt_idle()  # type: ignore[attr-defined]
+
+    def _set_virtual_clock(self, offset: int) -> None:
+        """Run on the VIRTUAL clock from now on, loop time = VIRTUAL + ``offset`` ns (called
+        once, before any timer is scheduled)."""
+        if self._heap or self._fresh:
+            raise RuntimeError("the loop's clock cannot change once timers are scheduled")
+        offset = int(offset)
+        self._ctx_timer = self._ctx.timer_new_ns(ClockType.VIRTUAL, self._on_timer)
+        self._clock = int(ClockType.VIRTUAL)
+        self._offset = offset
+        clocks = _impl._clocks
+
+        def now_ns() -> int:
+            now: int = clocks.virtual_now() + offset
+            return now
+
+        self._now_ns = now_ns
+        self._vt = True
+        self._vt_fast = True
+
+    def _vt_set_fast(self, fast: bool) -> None:
+        self._vt_fast = bool(fast)
+
+    def _vt_now_ns(self) -> int:
+        """The loop time in ns."""
+        return self._now_ns()  # type: ignore[no-any-return]
+
+    def _vt_offset_ns(self) -> int:
+        return self._offset
+
+    def _vt_jump(self, dest: int) -> None:
+        """Move the manual VIRTUAL clock forward to ``dest`` (ns on the clock, not loop time)."""
+        _impl._virtual_jump(self._ctx, dest)
+
+    def _vt_busy(self) -> bool:
+        """Whether an iteration now would run something (a ready handle, a BH, a due timer)."""
+        return bool(self._ready or self._fresh or self._ctx._compute_timeout() == 0)
+
+    def _vt_loop_fds(self) -> tuple[int, ...]:
+        """The fds with an add_reader/add_writer handle of this loop."""
+        return tuple(self._fds)
+
+    def _vt_probe(self) -> tuple[int, bool, tuple[int, ...]]:
+        """(next VIRTUAL/VIRTUAL_RT deadline of the context in clock ns or -1, whether a
+        REALTIME/HOST timer is armed on it, the fds with a handler besides its notifier)."""
+        ctx = self._ctx
+        with ctx._list_lock:
+            fds = tuple(node.fd for node in ctx._handlers.values() if not node.is_notifier)
+        lists = ctx._timer_lists
+        return (_impl.soonest_timeout(lists[ClockType.VIRTUAL].head_expire(),
+                                      lists[ClockType.VIRTUAL_RT].head_expire()),
+                lists[ClockType.REALTIME].head_expire() >= 0
+                or lists[ClockType.HOST].head_expire() >= 0, fds)
 
     # ---- closing
 

@@ -30,6 +30,14 @@ class Block(NamedTuple):
     def needs_gi(self) -> bool:
         return bool(re.search(r"^\s*(import gi|from gi\b)", self.code, re.MULTILINE))
 
+    @property
+    def test_names(self) -> list[str]:
+        """The pytest tests the block defines, if it is a test module (it imports pytest):
+        such a block runs under pytest rather than as a script."""
+        if not re.search(r"^import pytest$", self.code, re.MULTILINE):
+            return []
+        return re.findall(r"^(?:async )?def (test_\w+)\(", self.code, re.MULTILINE)
+
 
 def blocks(path: str = README, lang: str | None = "python") -> list[Block]:
     """The fenced blocks of ``path`` (only those of ``lang`` unless it is None)."""

@@ -23,6 +23,10 @@ from types import ModuleType
 
 import pytest
 
+# pytester runs inner pytest sessions (the plugin tests); qloop's own plugin is registered by
+# its module name, the name its entry point has once qloop is installed (then this is a no-op).
+pytest_plugins = ("pytester", "qloop.pytest_plugin")
+
 
 @dataclass(frozen=True)
 class QloopImplementation:

@@ -180,7 +180,37 @@ CASES = [
     ("timeout_ns_to_ms(ns)", "ns=2**64 (saturates)", lambda m, c, s: m.timeout_ns_to_ms(2**64)),
     ("NotifierList.add(cb)", "cb=3", lambda m, c, s: m.NotifierList().add(3)),
     ("NotifierList.remove(cb)", "cb not added", lambda m, c, s: m.NotifierList().remove(CB)),
+    ("new_event_loop(virtual_time=)", "virtual_time='yes'",
+     lambda m, c, s: _loop_then_close(m, virtual_time="yes")),
+    ("new_event_loop(autojump=)", "autojump=None", lambda m, c, s: _loop_then_close(
+        m, virtual_time=True, autojump=None)),
+    ("new_event_loop(autojump=, start=, autojump_after=)", "without virtual_time=True",
+     lambda m, c, s: _loop_then_close(m, start=1.0)),
+    ("new_event_loop(start=)", "start=nan", lambda m, c, s: _loop_then_close(
+        m, virtual_time=True, start=float("nan"))),
+    ("new_event_loop(start=)", "start='0'", lambda m, c, s: _loop_then_close(
+        m, virtual_time=True, start="0")),
+    ("new_event_loop(start=)", "start=1e12 (beyond int64 ns)", lambda m, c, s: _loop_then_close(
+        m, virtual_time=True, start=1e12)),
+    ("new_event_loop(autojump_after=)", "autojump_after=-1", lambda m, c, s: _loop_then_close(
+        m, virtual_time=True, autojump_after=-1)),
+    ("loop.advance(seconds)", "seconds=-1", lambda m, c, s: _advance(m, -1)),
+    ("loop.advance(seconds)", "seconds=inf", lambda m, c, s: _advance(m, float("inf"))),
+    ("loop.advance(seconds)", "seconds=None", lambda m, c, s: _advance(m, None)),
+    ("loop.advance(seconds)", "a real-time loop", lambda m, c, s: _advance(m, 1, False)),
 ]
+
+
+def _loop_then_close(m, **kwargs):
+    m.new_event_loop(**kwargs).close()
+
+
+def _advance(m, seconds, virtual_time=True):
+    loop = m.new_event_loop(virtual_time=virtual_time)
+    try:
+        loop.advance(seconds)
+    finally:
+        loop.close()
 
 
 def _closed_sock():

@@ -121,3 +121,39 @@ def test_wheel_metadata_declares_license_and_glib_extras():
             assert any(n.endswith((".dist-info/licenses/LICENSE", ".dist-info/LICENSE"))
                        for n in names), names
             assert "qloop/__init__.pyi" in names and "qloop/py.typed" in names
+
+
+PLUGIN_ENTRY_POINT = "qloop.pytest_plugin = qloop.pytest_plugin"
+
+
+def _entry_points_have_the_pytest_plugin(text: str | None) -> bool:
+    """entry_points.txt declares qloop's pytest plugin in the pytest11 group."""
+    section = ""
+    for line in (text or "").splitlines():
+        line = line.strip()
+        if line.startswith("[") and line.endswith("]"):
+            section = line[1:-1]
+        elif section == "pytest11" and line.replace(" ", "") == \
+                PLUGIN_ENTRY_POINT.replace(" ", ""):
+            return True
+    return False
+
+
+def test_sdist_declares_the_pytest_plugin(sdist):
+    with tarfile.open(sdist) as tar:
+        names = {m.name.split("/", 1)[1]: m for m in tar.getmembers() if "/" in m.name}
+        assert "qloop/pytest_plugin.py" in names
+        f = tar.extractfile(names["qloop.egg-info/entry_points.txt"])
+        assert f is not None
+        assert _entry_points_have_the_pytest_plugin(f.read().decode())
+
+
+def test_wheel_declares_the_pytest_plugin():
+    if not DIST_DIR:
+        pytest.skip("needs the wheel CI built (QLOOP_DIST_DIR)")
+    for wheel in glob.glob(os.path.join(DIST_DIR, "qloop-*.whl")):
+        with zipfile.ZipFile(wheel) as z:
+            names = z.namelist()
+            assert "qloop/pytest_plugin.py" in names
+            (ep,) = [n for n in names if n.endswith(".dist-info/entry_points.txt")]
+            assert _entry_points_have_the_pytest_plugin(z.read(ep).decode())

@@ -31,13 +31,24 @@ PYTHON_BLOCKS = blocks()
 
 
 @pytest.mark.parametrize("block", PYTHON_BLOCKS, ids=[b.name for b in PYTHON_BLOCKS])
-def test_readme_python_block_runs(block):
+def test_readme_python_block_runs(block, tmp_path):
+    """A script block runs with ``python -c``; a test-module block (it imports pytest and
+    defines tests) is saved as a file and run by pytest with qloop's plugin, and every test
+    in it must pass."""
     if block.needs_gi and importlib.util.find_spec("gi") is None:
         pytest.skip("needs PyGObject (pip install 'qloop[glib]' or 'qloop[glib-legacy]')")
+    tests = block.test_names
+    if tests:
+        path = tmp_path / f"test_{block.name}.py"
+        path.write_text(block.code, encoding="utf-8")
+        cmd = [sys.executable, "-m", "pytest", "-p", "qloop.pytest_plugin", "-p",
+               "no:cacheprovider", "-q", str(path)]
+    else:
+        cmd = [sys.executable, "-c", block.code]
     proc = subprocess.run(
-        [sys.executable, "-c", block.code],
+        cmd,
         env=qloop_env(),
-        cwd=tempfile.gettempdir(),
+        cwd=str(tmp_path) if tests else tempfile.gettempdir(),
         capture_output=True,
         text=True,
         timeout=TIMEOUT_S,
@@ -45,6 +56,8 @@ def test_readme_python_block_runs(block):
     )
     assert proc.returncode == 0, (
         f"README.md line {block.line} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    if tests:
+        assert f"{len(tests)} passed" in proc.stdout, proc.stdout
 
 
 def test_readme_starts_with_exactly_three_commands():

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import socket
-from typing import Literal
+from typing import Any, Literal
 
 from typing_extensions import assert_type
 
@@ -242,6 +242,30 @@ def asyncio_loop_api() -> None:
     with asyncio.Runner(loop_factory=qloop.new_event_loop) as runner:
         assert_type(runner.run(asyncio_main()), int)
     qloop.install()
+
+
+async def virtual_time_main() -> float:
+    await asyncio.sleep(3600)
+    assert_type(await qloop.advance(1.5), float)
+    return asyncio.get_running_loop().time()
+
+
+def virtual_time_api() -> None:
+    loop = qloop.new_event_loop(virtual_time=True, autojump=False, start=10.0,
+                                autojump_after=None)
+    assert_type(loop.virtual_time, bool)
+    assert_type(loop.autojump, bool)
+    assert_type(loop.autojump_after, float | None)
+    assert_type(loop.advance(60), float)
+    loop.close()
+    assert_type(qloop.run(virtual_time_main(), virtual_time=True, autojump_after=0.01), float)
+    policy = qloop.EventLoopPolicy(virtual_time=True, start=0.0, autojump=True)
+    policy.new_event_loop().close()
+    try:
+        qloop.run(asyncio.Event().wait(), virtual_time=True)
+    except qloop.VirtualTimeDeadlock as exc:
+        assert_type(exc.tasks, tuple[asyncio.Task[Any], ...])
+        assert_type(exc.loop_time, float | None)
 
 
 def package() -> None:
