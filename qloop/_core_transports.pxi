@@ -18,6 +18,7 @@ from libc.string cimport memset, strerror
 
 import socket as _socket_mod
 import warnings as _warnings
+from asyncio import constants as _aio_constants
 from asyncio import protocols as _aio_protocols
 
 from qloop import _transport_support
@@ -74,7 +75,7 @@ cdef class _StreamTransport(_FdOwner):
     cdef bint _paused               # pause_reading() was called
     cdef bint _reg_read             # what is registered with the context
     cdef bint _reg_write
-    cdef bint _protocol_paused      # pause_writing() was called
+    cdef readonly bint _protocol_paused  # pause_writing() was called (read by sendfile)
     cdef bint _protocol_connected
     cdef int _conn_lost
     cdef list _wbuf                 # pending bytes; the first one from _wpos
@@ -86,6 +87,7 @@ cdef class _StreamTransport(_FdOwner):
     cdef object __weakref__
 
     _start_tls_compatible = True
+    _sendfile_compatible = _aio_constants._SendfileMode.TRY_NATIVE  # loop.sendfile: os.sendfile
 
     def __init__(self, *args, **kwargs):
         raise TypeError("transports are created by the event loop")

@@ -305,11 +305,6 @@ class Server(asyncio.AbstractServer):
 class NetworkMixin:
     """Stream networking of qloop's EventLoop (plain Python over the transports)."""
 
-    async def sock_sendfile(self, sock: Any, file: Any, offset: int = 0,
-                            count: Any = None, *, fallback: bool = True) -> int:
-        """Not supported yet: raises NotImplementedError."""
-        raise NotImplementedError("qloop's event loop does not support sock_sendfile yet")
-
     # ---- name resolution
 
     async def _ensure_resolved(self, address: Any, *, family: int = 0,

@@ -12,7 +12,7 @@ import asyncio
 import asyncio.log
 import socket
 import warnings
-from asyncio import protocols
+from asyncio import constants, protocols
 from typing import Any, Dict, List, Optional, Tuple
 
 from . import _eventloop, _transport_support
@@ -64,6 +64,7 @@ class _StreamTransport(asyncio.Transport):
     _send: Any
 
     _start_tls_compatible = True
+    _sendfile_compatible = constants._SendfileMode.TRY_NATIVE  # loop.sendfile: os.sendfile
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         raise TypeError("transports are created by the event loop")
