@@ -279,3 +279,30 @@ def test_main_loop_shutdown_by_an_asyncio_signal_handler(main_loop: ModuleType,
     finally:
         loop.close()
     assert signal.getsignal(signal.SIGUSR1) == signal.SIG_DFL
+
+
+def test_signal_storm_from_many_threads(loop: asyncio.AbstractEventLoop) -> None:
+    # deliveries coalesce (Python's rule) but none is lost after the last one, nothing breaks
+    count = [0]
+    loop.add_signal_handler(signal.SIGUSR1, lambda: count.__setitem__(0, count[0] + 1))
+    pid = os.getpid()
+
+    def storm() -> None:
+        for _ in range(200):
+            os.kill(pid, signal.SIGUSR1)
+
+    async def main() -> int:
+        threads = [threading.Thread(target=storm) for _ in range(4)]
+        for t in threads:
+            t.start()
+        await loop.run_in_executor(None, lambda: [t.join() for t in threads])
+        before = count[0]
+        os.kill(pid, signal.SIGUSR1)  # the one after the storm always gets through
+        await until(lambda: count[0] > before)
+        return count[0]
+
+    try:
+        n = run(loop, main())
+    finally:
+        assert loop.remove_signal_handler(signal.SIGUSR1)
+    assert 2 <= n <= 801
