@@ -448,6 +448,9 @@ cdef class _StreamTransport(_FdOwner):
         self._force_close(exc)
 
     def _call_connection_lost(self, exc):
+        # from here on the fd may be closed and reused: writes must not reach it
+        if not self._conn_lost:
+            self._conn_lost = 1
         try:
             if self._protocol_connected:
                 self._protocol.connection_lost(exc)

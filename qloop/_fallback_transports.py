@@ -395,6 +395,9 @@ class _StreamTransport(asyncio.Transport):
         self._force_close(exc)
 
     def _call_connection_lost(self, exc: Optional[BaseException]) -> None:
+        # from here on the fd may be closed and reused: writes must not reach it
+        if not self._conn_lost:
+            self._conn_lost = 1
         try:
             if self._protocol_connected:
                 self._protocol.connection_lost(exc)
