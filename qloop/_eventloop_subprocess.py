@@ -141,7 +141,11 @@ class SubprocessMixin:
         transport = _SubprocessTransport(self, protocol, args, shell,  # type: ignore[arg-type]
                                          stdin, stdout, stderr, bufsize, waiter=waiter,
                                          extra=extra, **kwargs)
-        self._watch_child(transport)
+        try:
+            self._watch_child(transport)
+        except BaseException:
+            transport.close()  # kills the child: nothing would ever reap it
+            raise
         try:
             await waiter
         except (SystemExit, KeyboardInterrupt):

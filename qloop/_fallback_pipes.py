@@ -30,8 +30,8 @@ _callback_failed = _pipe_dgram_support.callback_failed
 _protocol_failed = _transport_support.protocol_failed
 
 
-def _report_fatal(transport: Any, loop: Any, protocol: Any, exc: BaseException, message: str,
-                  quiet_errno: int | None) -> None:
+def _pipe_report_fatal(transport: Any, loop: Any, protocol: Any, exc: BaseException,
+                       message: str, quiet_errno: int | None) -> None:
     # OSErrors are the peer's doing: logged in debug mode only (the read side: EIO only,
     # a pty whose other side closed); anything else goes to the exception handler
     if isinstance(exc, OSError) and (quiet_errno is None or exc.errno == quiet_errno):
@@ -147,7 +147,7 @@ class _ReadPipeTransport(asyncio.ReadTransport):
 
     def _fatal_error(self, exc: BaseException,
                      message: str = "Fatal error on pipe transport") -> None:
-        _report_fatal(self, self._loop, self._protocol, exc, message, errno.EIO)
+        _pipe_report_fatal(self, self._loop, self._protocol, exc, message, errno.EIO)
         self._close(exc)
 
     def _close(self, exc: BaseException | None) -> None:
@@ -384,7 +384,7 @@ class _WritePipeTransport(asyncio.WriteTransport):
 
     def _fatal_error(self, exc: BaseException,
                      message: str = "Fatal error on pipe transport") -> None:
-        _report_fatal(self, self._loop, self._protocol, exc, message, None)
+        _pipe_report_fatal(self, self._loop, self._protocol, exc, message, None)
         self._close(exc)
 
     def _close(self, exc: BaseException | None) -> None:
