@@ -461,3 +461,25 @@ def test_no_fd_leak(loop: asyncio.AbstractEventLoop) -> None:
 
     run(loop, main())
     assert len(os.listdir("/proc/self/fd")) <= before
+
+
+@pytest.mark.skipif(not HAS_IPV6, reason="no IPv6")
+def test_ipv6_address_forms(loop: asyncio.AbstractEventLoop) -> None:
+    async def main() -> None:
+        rt, rp = await loop.create_datagram_endpoint(lambda: Proto(loop),
+                                                     local_addr=("::1", 0))
+        st, sp = await loop.create_datagram_endpoint(lambda: Proto(loop),
+                                                     local_addr=("::1", 0))
+        port = rt.get_extra_info("sockname")[1]
+        st.sendto(b"2-tuple", ("::1", port))
+        st.sendto(b"4-tuple", ("::1", port, 0, 0))
+        st.sendto(b"long form", ("0:0:0:0:0:0:0:1", port))
+        got = await wait_for(rp, 3)
+        assert [d for d, _ in got] == [b"2-tuple", b"4-tuple", b"long form"]
+        # the sender's address, as the socket module gives it
+        assert all(a == st.get_extra_info("sockname") for _, a in got)
+        rt.close()
+        st.close()
+        await sp.done
+
+    run(loop, main())
