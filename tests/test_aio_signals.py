@@ -29,12 +29,14 @@ pytestmark = pytest.mark.skipif(threading.current_thread() is not threading.main
                                 reason="signal handlers need the main thread")
 
 VAR: contextvars.ContextVar[str] = contextvars.ContextVar("VAR", default="unset")
+# a second signal whose default action is harmless (SIGUSR2 is the asyncio suite's watchdog)
+OTHER = signal.SIGWINCH
 
 
 @pytest.fixture(autouse=True)
 def _signals_restored() -> Any:
-    """Every test leaves SIGUSR1/SIGUSR2/SIGINT as it found them."""
-    before = {s: signal.getsignal(s) for s in (signal.SIGUSR1, signal.SIGUSR2, signal.SIGINT)}
+    """Every test leaves SIGUSR1, OTHER and SIGINT as it found them."""
+    before = {s: signal.getsignal(s) for s in (signal.SIGUSR1, OTHER, signal.SIGINT)}
     yield
     after = {s: signal.getsignal(s) for s in before}
     for s, h in before.items():
@@ -96,15 +98,15 @@ def test_signal_from_another_thread(loop: asyncio.AbstractEventLoop) -> None:
         caught.append(1)
         loop.stop()
 
-    loop.add_signal_handler(signal.SIGUSR2, handler)
-    t = threading.Thread(target=os.kill, args=(os.getpid(), signal.SIGUSR2))
+    loop.add_signal_handler(OTHER, handler)
+    t = threading.Thread(target=os.kill, args=(os.getpid(), OTHER))
     check = watchdog(loop)
     t.start()
     try:
         loop.run_forever()
     finally:
         t.join()
-        loop.remove_signal_handler(signal.SIGUSR2)
+        loop.remove_signal_handler(OTHER)
     check()
     assert caught == [1]
 
@@ -195,15 +197,22 @@ def test_closed_loop_and_other_threads(loop_factory: Any) -> None:
         loop.add_signal_handler(signal.SIGUSR1, lambda: None)
 
 
+def wakeup_fd() -> int:
+    fd = signal.set_wakeup_fd(-1)
+    signal.set_wakeup_fd(fd)
+    return fd
+
+
 def test_close_removes_the_handlers(loop_factory: Any) -> None:
+    wakeup_before = wakeup_fd()
     loop = loop_factory()
     loop.add_signal_handler(signal.SIGUSR1, lambda: None)
-    loop.add_signal_handler(signal.SIGUSR2, lambda: None)
+    loop.add_signal_handler(OTHER, lambda: None)
     assert signal.getsignal(signal.SIGUSR1) != signal.SIG_DFL
     loop.close()
     assert signal.getsignal(signal.SIGUSR1) == signal.SIG_DFL
-    assert signal.getsignal(signal.SIGUSR2) == signal.SIG_DFL
-    assert signal.set_wakeup_fd(-1) == -1  # nothing left owning the wake-up fd
+    assert signal.getsignal(OTHER) == signal.SIG_DFL
+    assert wakeup_fd() == wakeup_before  # the wake-up fd given back
 
 
 def test_previous_handler_is_restored(qloop_loop: asyncio.AbstractEventLoop) -> None:
@@ -245,26 +254,26 @@ def test_loop_inside_main_loop_with_both_apis(main_loop: ModuleType, guard: Any)
     loop = mod.new_event_loop(ctx=mod.get_aio_context())
     got: list[Any] = []
     mod.add_signal_handler(signal.SIGUSR1, lambda: got.append(("qloop", signal.SIGUSR1)))
-    loop.add_signal_handler(signal.SIGUSR2, lambda: got.append(
-        ("asyncio", signal.SIGUSR2, asyncio.get_running_loop() is loop)))
+    loop.add_signal_handler(OTHER, lambda: got.append(
+        ("asyncio", OTHER, asyncio.get_running_loop() is loop)))
     try:
         os.kill(os.getpid(), signal.SIGUSR1)
-        os.kill(os.getpid(), signal.SIGUSR2)
+        os.kill(os.getpid(), OTHER)
         wait_until(mod, lambda: len(got) == 2)
-        assert sorted(got, key=str) == [("asyncio", signal.SIGUSR2, True),
+        assert sorted(got, key=str) == [("asyncio", OTHER, True),
                                         ("qloop", signal.SIGUSR1)]
         # and once more, each API after the other was used
         got.clear()
-        os.kill(os.getpid(), signal.SIGUSR2)
+        os.kill(os.getpid(), OTHER)
         os.kill(os.getpid(), signal.SIGUSR1)
         wait_until(mod, lambda: len(got) == 2)
         assert len(got) == 2
     finally:
-        assert loop.remove_signal_handler(signal.SIGUSR2)
+        assert loop.remove_signal_handler(OTHER)
         assert mod.remove_signal_handler(signal.SIGUSR1)
         loop.close()
     assert signal.getsignal(signal.SIGUSR1) == signal.SIG_DFL
-    assert signal.getsignal(signal.SIGUSR2) == signal.SIG_DFL
+    assert signal.getsignal(OTHER) == signal.SIG_DFL
 
 
 def test_main_loop_shutdown_by_an_asyncio_signal_handler(main_loop: ModuleType,
