@@ -2304,10 +2304,17 @@ __all__ += [*_mainloop.EXPORTS, *_mainloop.SHARED_EXPORTS, "GLibUnavailable"]
 
 include "_core_loop.pxi"
 include "_core_transports.pxi"
+include "_core_pipes.pxi"
+include "_core_dgram.pxi"
 
 _loop_exports = _eventloop.build_implementation(
     "qloop._core", _LoopBase, Handle, TimerHandle, AioContext, _eventloop_net,
-    _make_stream_transport, _make_datagram_transport)
+    {
+        "_make_socket_transport": _make_stream_transport,
+        "_make_read_pipe_transport": _make_read_pipe_transport,
+        "_make_write_pipe_transport": _make_write_pipe_transport,
+        "_make_datagram_transport": _make_datagram_transport,
+    })
 globals().update(_loop_exports)
 __all__ += list(_loop_exports)
 

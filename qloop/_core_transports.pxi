@@ -2,7 +2,7 @@
 # after _core_loop.pxi.  The pure-Python twin is qloop/_fallback_transports.py.
 #
 # The transport is its socket's C fd owner in the AioContext, so an event reaches it without a
-# Python call.  The read path is recv(2) into a static buffer (or straight into a
+# Python call.  The read path is recv(2) into a spare bytes object (or straight into a
 # BufferedProtocol's buffer), then one call of data_received/buffer_updated.  write() tries
 # send(2) at once and buffers only the rest; the buffer (a list of bytes) is flushed with
 # sendmsg(2), several buffers per call, when the socket is writable.  Sends use MSG_NOSIGNAL.
@@ -18,6 +18,7 @@ from libc.string cimport memset, strerror
 
 import socket as _socket_mod
 import warnings as _warnings
+from asyncio import constants as _aio_constants
 from asyncio import protocols as _aio_protocols
 
 from qloop import _transport_support
@@ -29,19 +30,9 @@ cdef extern from "<sys/uio.h>" nogil:
         size_t iov_len
 
 cdef extern from "<sys/socket.h>" nogil:
-    ctypedef unsigned int socklen_t
-    ctypedef unsigned short sa_family_t
-    struct sockaddr:
-        sa_family_t sa_family
-    struct sockaddr_storage:
-        sa_family_t ss_family
     struct msghdr:
         iovec *msg_iov
         size_t msg_iovlen
-    ssize_t c_recvfrom "recvfrom"(int fd, void *buf, size_t n, int flags, sockaddr *addr,
-                                  socklen_t *addrlen)
-    ssize_t c_sendto "sendto"(int fd, const void *buf, size_t n, int flags,
-                              const sockaddr *addr, socklen_t addrlen)
     ssize_t c_recv "recv"(int fd, void *buf, size_t n, int flags)
     ssize_t c_send "send"(int fd, const void *buf, size_t n, int flags)
     ssize_t c_sendmsg "sendmsg"(int fd, const msghdr *msg, int flags)
@@ -49,38 +40,11 @@ cdef extern from "<sys/socket.h>" nogil:
     enum:
         MSG_NOSIGNAL
         SHUT_WR
-        AF_INET
-        AF_INET6
-
-cdef extern from "<netinet/in.h>" nogil:
-    struct in_addr:
-        unsigned int s_addr
-    struct in6_addr:
-        unsigned char s6_addr[16]
-    struct sockaddr_in:
-        sa_family_t sin_family
-        unsigned short sin_port
-        in_addr sin_addr
-    struct sockaddr_in6:
-        sa_family_t sin6_family
-        unsigned short sin6_port
-        unsigned int sin6_flowinfo
-        in6_addr sin6_addr
-        unsigned int sin6_scope_id
-    unsigned short ntohs(unsigned short)
-    unsigned short htons(unsigned short)
-    unsigned int ntohl(unsigned int)
-    unsigned int htonl(unsigned int)
-
-cdef extern from "<arpa/inet.h>" nogil:
-    const char *inet_ntop(int af, const void *src, char *dst, socklen_t size)
-    int inet_pton(int af, const char *src, void *dst)
 
 cdef enum:
     READ_MAX = 262144           # bytes per recv (asyncio's max_size)
     WRITE_IOV_MAX = 64          # buffers per sendmsg
     READ_ROUNDS = 16            # reads per readiness event while they fill the buffer
-    DGRAM_ROUNDS = 32           # datagrams read per readiness event at most
 
 # Reads go into a spare bytes object of READ_MAX bytes: a read that fills it is handed over as
 # it is (no copy), a shorter one is copied out and the spare kept.  The GIL is held from recv
@@ -113,6 +77,7 @@ cdef inline object _take_read(Py_ssize_t n):
 cdef object _BufferedProtocol = _aio_protocols.BufferedProtocol
 cdef object _set_result_unless_cancelled = _eventloop._set_result_unless_cancelled
 cdef object _fatal_error_report = _transport_support.fatal_error
+cdef object _callback_failed = _transport_support.callback_failed
 cdef object _protocol_failed = _transport_support.protocol_failed
 
 
@@ -133,7 +98,7 @@ cdef class _TransportBase(_FdOwner):
     cdef bint _closing
     cdef bint _reg_read             # what is registered with the context
     cdef bint _reg_write
-    cdef bint _protocol_paused      # pause_writing() was called
+    cdef readonly bint _protocol_paused  # pause_writing() was called (read by sendfile)
     cdef bint _protocol_connected
     cdef int _conn_lost
     cdef Py_ssize_t _wsize          # bytes waiting to be sent
@@ -257,6 +222,9 @@ cdef class _TransportBase(_FdOwner):
         self._force_close(exc)
 
     def _call_connection_lost(self, exc):
+        # from here on the fd may be closed and reused: writes must not reach it
+        if not self._conn_lost:
+            self._conn_lost = 1
         try:
             if self._protocol_connected:
                 self._protocol.connection_lost(exc)
@@ -312,15 +280,11 @@ cdef class _StreamTransport(_TransportBase):
     cdef public object _empty_waiter
 
     _start_tls_compatible = True
-    _sendfile_native = True
+    _sendfile_compatible = _aio_constants._SendfileMode.TRY_NATIVE  # loop.sendfile: os.sendfile
 
     def _start_reading(self):
         if not self._closing and not self._paused:
             self._register(True, self._reg_write)
-
-    def _writing_paused(self):
-        """Whether the protocol was told to pause writing (for sendfile's fallback)."""
-        return self._protocol_paused
 
     def _make_empty_waiter(self):
         """A future done once the write buffer is empty (sendfile waits for it)."""
@@ -628,294 +592,6 @@ cdef class _StreamTransport(_TransportBase):
         return _StreamTransportShadow  # so isinstance(t, asyncio.Transport) holds
 
 
-# --------------------------------------------------------------------------------------------
-# Datagrams (UDP, and Unix datagram sockets through the socket's own methods)
-
-from libc.string cimport memcmp, memcpy
-
-cdef object _callback_failed = _transport_support.callback_failed
-
-
-cdef object _addr_to_py(sockaddr_storage *ss):
-    """An IPv4/IPv6 socket address as the socket module gives it; None for other families."""
-    cdef char host[64]
-    cdef sockaddr_in *sin
-    cdef sockaddr_in6 *sin6
-    if ss.ss_family == AF_INET:
-        sin = <sockaddr_in *>ss
-        inet_ntop(AF_INET, &sin.sin_addr, host, sizeof(host))
-        return (host.decode("ascii"), ntohs(sin.sin_port))
-    if ss.ss_family == AF_INET6:
-        sin6 = <sockaddr_in6 *>ss
-        inet_ntop(AF_INET6, &sin6.sin6_addr, host, sizeof(host))
-        return (host.decode("ascii"), ntohs(sin6.sin6_port), ntohl(sin6.sin6_flowinfo),
-                sin6.sin6_scope_id)
-    return None
-
-
-@cython.auto_pickle(False)
-cdef class _DatagramTransport(_TransportBase):
-    """A datagram socket transport (asyncio's DatagramTransport API); created by the loop."""
-
-    cdef object _datagram_received
-    cdef object _error_received
-    cdef object _address            # the remote address given at creation, or None
-    cdef bint _connected            # the socket has a peer: send() rather than sendto()
-    cdef bint _c_addrs              # IPv4/IPv6: addresses converted in C
-    cdef int _family
-    cdef list _wbuf                 # pending (bytes, address) pairs
-    cdef sockaddr_storage _raddr    # the last source address and its Python form
-    cdef socklen_t _raddr_len
-    cdef object _raddr_obj
-    cdef sockaddr_storage _saddr    # the last destination and its Python form
-    cdef socklen_t _saddr_len
-    cdef object _saddr_obj
-
-    cdef int _clear_buffer(self) except -1:
-        del self._wbuf[:]
-        self._wsize = 0
-        return 0
-
-    cdef int _forget_protocol(self) except -1:
-        self._datagram_received = self._error_received = None
-        return 0
-
-    def set_protocol(self, protocol):
-        self._datagram_received = protocol.datagram_received
-        self._error_received = protocol.error_received
-        _TransportBase.set_protocol(self, protocol)
-
-    @property
-    def __class__(self):
-        return _DatagramTransportShadow  # isinstance(t, asyncio.DatagramTransport) holds,
-        # and isinstance(t, asyncio.Transport) as for asyncio's own
-
-    cdef int _report_error(self, object exc) except -1:
-        try:
-            self._error_received(exc)
-        except (SystemExit, KeyboardInterrupt):
-            raise
-        except BaseException as exc2:
-            _callback_failed(self, self._loop, self._protocol, exc2, "error_received")
-        return 0
-
-    # ---- the read path
-
-    cdef int _on_read(self) except -1:
-        cdef sockaddr_storage ss
-        cdef socklen_t slen
-        cdef ssize_t n
-        cdef int err, rounds = DGRAM_ROUNDS
-        cdef _LoopBase loop = self._loop
-        if self._conn_lost:
-            return 0
-        prev = loop._enter()
-        try:
-            while rounds and self._reg_read and not self._conn_lost:
-                rounds -= 1
-                if not self._c_addrs:
-                    try:
-                        data, addr = self._sock.recvfrom(READ_MAX)
-                    except (BlockingIOError, InterruptedError):
-                        return 0
-                    except OSError as exc:
-                        self._report_error(exc)
-                        return 0
-                else:
-                    slen = sizeof(ss)
-                    n = c_recvfrom(self._fd, _spare_buffer(), READ_MAX, 0, <sockaddr *>&ss,
-                                   &slen)
-                    if n < 0:
-                        err = errno
-                        if err != EAGAIN and err != EINTR:
-                            self._report_error(_os_error(err))
-                        return 0
-                    data = _take_read(n)
-                    if (slen == self._raddr_len and self._raddr_obj is not None
-                            and memcmp(&ss, &self._raddr, slen) == 0):
-                        addr = self._raddr_obj
-                    else:
-                        addr = _addr_to_py(&ss)
-                        memcpy(&self._raddr, &ss, slen)
-                        self._raddr_len = slen
-                        self._raddr_obj = addr
-                try:
-                    self._datagram_received(data, addr)
-                except (SystemExit, KeyboardInterrupt):
-                    raise
-                except BaseException as exc:
-                    _callback_failed(self, loop, self._protocol, exc, "datagram_received")
-        finally:
-            loop._leave(prev)
-        return 0
-
-    # ---- the write path
-
-    cdef int _c_sockaddr(self, object addr) except -1:
-        """Make ``_saddr`` the C form of ``addr``: 1, or 0 when it is not a numeric
-        IPv4/IPv6 address (the socket module then resolves it)."""
-        cdef sockaddr_storage ss
-        cdef socklen_t slen
-        cdef sockaddr_in *sin = <sockaddr_in *>&ss
-        cdef sockaddr_in6 *sin6 = <sockaddr_in6 *>&ss
-        cdef Py_ssize_t size
-        if addr is self._saddr_obj and addr is not None:
-            return 1
-        if self._saddr_obj is not None and addr == self._saddr_obj:
-            self._saddr_obj = addr
-            return 1
-        if not self._c_addrs or type(addr) is not tuple:
-            return 0
-        size = len(addr)
-        if size < 2 or type(addr[0]) is not str or type(addr[1]) is not int:
-            return 0
-        host = (<str>addr[0]).encode("ascii", "replace")
-        port = addr[1]
-        if not 0 <= port <= 65535:
-            return 0
-        memset(&ss, 0, sizeof(ss))
-        if self._family == AF_INET and size == 2:
-            if inet_pton(AF_INET, host, &sin.sin_addr) != 1:
-                return 0
-            sin.sin_family = AF_INET
-            sin.sin_port = htons(port)
-            slen = sizeof(sockaddr_in)
-        elif self._family == AF_INET6 and size <= 4:
-            if inet_pton(AF_INET6, host, &sin6.sin6_addr) != 1:
-                return 0
-            sin6.sin6_family = AF_INET6
-            sin6.sin6_port = htons(port)
-            if size > 2:
-                if type(addr[2]) is not int or not 0 <= addr[2] <= 0xFFFFFFFF:
-                    return 0
-                sin6.sin6_flowinfo = htonl(addr[2])
-            if size > 3:
-                if type(addr[3]) is not int or not 0 <= addr[3] <= 0xFFFFFFFF:
-                    return 0
-                sin6.sin6_scope_id = addr[3]
-            slen = sizeof(sockaddr_in6)
-        else:
-            return 0
-        memcpy(&self._saddr, &ss, slen)
-        self._saddr_len = slen
-        self._saddr_obj = addr
-        return 1
-
-    cdef int _send_one(self, object data, object addr) except -2:
-        """Send one datagram now: 1 sent, 0 would block, -1 failed (error_received called)."""
-        cdef Py_buffer view
-        cdef ssize_t n
-        cdef int err = 0
-        if self._connected or not self._c_sockaddr(addr):
-            try:
-                if self._connected:
-                    self._sock.send(data)
-                else:
-                    self._sock.sendto(data, addr)
-                return 1
-            except (BlockingIOError, InterruptedError):
-                return 0
-            except OSError as exc:
-                self._report_error(exc)
-                return -1
-        PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
-        n = c_sendto(self._fd, view.buf, view.len, MSG_NOSIGNAL, <sockaddr *>&self._saddr,
-                     self._saddr_len)
-        if n < 0:
-            err = errno
-        PyBuffer_Release(&view)
-        if n >= 0:
-            return 1
-        if err == EAGAIN or err == EINTR:
-            return 0
-        self._report_error(_os_error(err))
-        return -1
-
-    def sendto(self, data, addr=None):
-        """Send the datagram ``data`` to ``addr`` (the remote address of a connected
-        endpoint by default)."""
-        cdef int r
-        if not isinstance(data, (bytes, bytearray, memoryview)):
-            raise TypeError(f"data argument must be a bytes-like object, "
-                            f"not {type(data).__name__!r}")
-        if self._address:
-            if addr is not None and addr != self._address:
-                raise ValueError(f"Invalid address: must be None or {self._address}")
-            addr = self._address
-        if self._conn_lost and self._address:
-            if self._conn_lost >= _transport_support.CONNLOST_LOG_THRESHOLD:
-                _transport_support.lost_write_warning()
-            self._conn_lost += 1
-            return
-        if not self._wbuf:
-            try:
-                r = self._send_one(data, addr)
-            except (SystemExit, KeyboardInterrupt):
-                raise
-            except BaseException as exc:
-                self._fatal_error(exc, "Fatal write error on datagram transport")
-                return
-            if r:
-                return
-            self._register(self._reg_read, True)
-        data = bytes(data)  # what is buffered must not change
-        self._wbuf.append((data, addr))
-        self._wsize += len(data)
-        self._maybe_pause_protocol()
-
-    cdef int _on_write(self) except -1:
-        cdef int r
-        cdef _LoopBase loop = self._loop
-        cdef list wbuf = self._wbuf
-        prev = loop._enter()
-        try:
-            while wbuf:
-                data, addr = wbuf[0]
-                try:
-                    r = self._send_one(data, addr)
-                except (SystemExit, KeyboardInterrupt):
-                    raise
-                except BaseException as exc:
-                    self._fatal_error(exc, "Fatal write error on datagram transport")
-                    return 0
-                if r == 0:
-                    break
-                del wbuf[0]
-                self._wsize -= len(data)
-                if r < 0:
-                    return 0
-            self._maybe_resume_protocol()
-            if not wbuf:
-                self._register(self._reg_read, False)
-                if self._closing:
-                    self._call_connection_lost(None)
-        finally:
-            loop._leave(prev)
-        return 0
-
-
-def _make_datagram_transport(_LoopBase loop, sock, protocol, address=None, waiter=None,
-                             extra=None):
-    """A datagram transport on ``sock`` (non-blocking) for ``protocol``; ``address`` is the
-    remote address of a connected endpoint."""
-    cdef _DatagramTransport t = _DatagramTransport.__new__(_DatagramTransport)
-    t._wbuf = []
-    t._setup(loop, sock, protocol, _transport_support.stream_extra(sock, extra))
-    t._address = address
-    t._family = sock.family
-    t._c_addrs = t._family == AF_INET or t._family == AF_INET6
-    t._connected = t._extra.get("peername") is not None
-    loop.call_soon(protocol.connection_made, t)
-    loop.call_soon(t._start_reading)
-    if waiter is not None:
-        loop.call_soon(_set_result_unless_cancelled, waiter, None)
-    return t
-
-
-_DatagramTransportShadow = _transport_support.shadow_class(
-    "qloop._core", "_DatagramTransport", _asyncio.DatagramTransport, _asyncio.Transport)
-
-
 cdef object _aio_log_debug = _asyncio.log.logger.debug
 _StreamTransportShadow = _transport_support.shadow_class("qloop._core", "_StreamTransport")
 
@@ -926,7 +602,7 @@ def _make_stream_transport(_LoopBase loop, sock, protocol, waiter=None, extra=No
     ``connection_made``, then reading, then ``waiter``'s result (asyncio's order)."""
     cdef _StreamTransport t = _StreamTransport.__new__(_StreamTransport)
     t._wbuf = []
-    t._setup(loop, sock, protocol, _transport_support.stream_extra(sock, extra))
+    t._setup(loop, sock, protocol, _transport_support.socket_extra(sock, extra))
     t._server = server
     if server is not None:
         server._attach(t)

@@ -277,6 +277,8 @@ class EventLoopAPI:
         self._executor_shutdown_called = True
         executor = self._default_executor
         self._default_executor = None
+        self._close_signal_handlers()  # type: ignore[attr-defined]
+        self._close_child_watches()  # type: ignore[attr-defined]
         self._close_virtual_time()  # type: ignore[attr-defined]
         self._close_base()  # type: ignore[attr-defined]
         if executor is not None:
@@ -561,26 +563,6 @@ class EventLoopAPI:
         """``socket.getnameinfo`` in the default executor."""
         return await self.run_in_executor(None, socket.getnameinfo, sockaddr, flags)
 
-    # ---- not implemented yet (a later phase builds them on qloop's signal and child-watch
-    # modules): NotImplementedError is what asyncio code checks for an unsupported feature
-
-    def add_signal_handler(self, sig: int, callback: Callable[..., Any], *args: Any) -> None:
-        """Not supported yet: raises NotImplementedError."""
-        raise NotImplementedError("qloop's event loop does not support add_signal_handler yet")
-
-    def remove_signal_handler(self, sig: int) -> bool:
-        """Not supported yet: raises NotImplementedError."""
-        raise NotImplementedError("qloop's event loop does not support remove_signal_handler "
-                                  "yet")
-
-    async def subprocess_exec(self, protocol_factory: Any, *args: Any, **kwargs: Any) -> Any:
-        """Not supported yet: raises NotImplementedError."""
-        raise NotImplementedError("qloop's event loop does not support subprocesses yet")
-
-    async def subprocess_shell(self, protocol_factory: Any, cmd: Any, **kwargs: Any) -> Any:
-        """Not supported yet: raises NotImplementedError."""
-        raise NotImplementedError("qloop's event loop does not support subprocesses yet")
-
 
 # --------------------------------------------------------------------------------------------
 # Assembling an implementation
@@ -592,10 +574,12 @@ _BasePolicy: Any = getattr(events, "BaseDefaultEventLoopPolicy", None) or getatt
 
 def build_implementation(module: str, base: Any, handle_cls: Any, timer_handle_cls: Any,
                          context_cls: Any, net: Any,
-                         make_stream_transport: Callable[..., Any],
-                         make_datagram_transport: Callable[..., Any]) -> Dict[str, Any]:
+                         transports: Dict[str, Callable[..., Any]]) -> Dict[str, Any]:
     """The public asyncio names of one implementation: ``EventLoop``, ``new_event_loop``,
-    ``EventLoopPolicy``, ``install`` and ``run``."""
+    ``EventLoopPolicy``, ``install`` and ``run``.  ``transports`` maps the loop's transport
+    factory methods (``_make_socket_transport``, ``_make_datagram_transport``,
+    ``_make_read_pipe_transport``, ``_make_write_pipe_transport``) to the implementation's
+    functions taking the loop first."""
 
     def __init__(self: Any, *, ctx: Any = None, virtual_time: bool = False,
                  autojump: bool = True, start: float = 0.0,
@@ -609,25 +593,29 @@ def build_implementation(module: str, base: Any, handle_cls: Any, timer_handle_c
             self.close()
             raise
 
-    def _make_socket_transport(self: Any, sock: Any, protocol: Any, waiter: Any = None,
-                               extra: Any = None, server: Any = None) -> Any:
-        return make_stream_transport(self, sock, protocol, waiter, extra, server)
-
-    def _make_datagram_transport(self: Any, sock: Any, protocol: Any, address: Any = None,
-                                 waiter: Any = None, extra: Any = None) -> Any:
-        return make_datagram_transport(self, sock, protocol, address, waiter, extra)
-
     namespace: Dict[str, Any] = {
         "__init__": __init__,
-        "_make_socket_transport": _make_socket_transport,
-        "_make_datagram_transport": _make_datagram_transport,
         "__module__": module,
         "__qualname__": "EventLoop",
         "__doc__": (
             "qloop's asyncio event loop, on an AioContext (``aio_context``): its own, or the "
             "``ctx`` given.  Create it with ``new_event_loop()``."),
     }
-    bases: Tuple[Any, ...] = (base, EventLoopAPI, _virtual_time.VirtualTimeAPI, *net.MIXINS,
+    for name, factory in transports.items():
+        namespace[name] = _loop_method(name, factory)
+    # the API groups in their own modules (they use helpers of this one: imported here)
+    from . import (
+        _eventloop_dgram,
+        _eventloop_pipes,
+        _eventloop_sendfile,
+        _eventloop_signals,
+        _eventloop_subprocess,
+    )
+    bases: Tuple[Any, ...] = (base, EventLoopAPI, _virtual_time.VirtualTimeAPI,
+                              _eventloop_signals.SignalMixin,
+                              _eventloop_subprocess.SubprocessMixin,
+                              _eventloop_pipes.PipeMixin, _eventloop_dgram.DatagramMixin,
+                              _eventloop_sendfile.SendfileMixin, *net.MIXINS,
                               asyncio.AbstractEventLoop)
     loop_cls = type("EventLoop", bases, namespace)
 
@@ -697,6 +685,16 @@ def build_implementation(module: str, base: Any, handle_cls: Any, timer_handle_c
         "VirtualTimeDeadlock": _vt_deadlock.VirtualTimeDeadlock,
         "advance": _virtual_time.advance,
     }
+
+
+def _loop_method(name: str, function: Callable[..., Any]) -> Callable[..., Any]:
+    """``function(loop, ...)`` as a method (a compiled function does not bind itself)."""
+
+    def method(self: Any, *args: Any, **kwargs: Any) -> Any:
+        return function(self, *args, **kwargs)
+
+    method.__name__ = method.__qualname__ = name
+    return method
 
 
 def _run_310(factory: Callable[[], Any], main: Any, debug: Optional[bool]) -> Any:

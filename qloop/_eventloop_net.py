@@ -23,8 +23,6 @@ import stat
 import sys
 import weakref
 from asyncio import futures, sslproto, staggered, tasks, trsock
-
-from . import _pipes, _sendfile
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 try:
@@ -55,6 +53,21 @@ def _check_ssl_socket(sock: Any) -> None:
 def _check_nonblocking(sock: Any) -> None:
     if sock.gettimeout() != 0:
         raise ValueError("the socket must be non-blocking")
+
+
+def _remove_stale_unix_socket(path: Any) -> None:
+    """Remove a socket file left at ``path`` by an earlier process (as asyncio does before it
+    binds a Unix socket there); an abstract socket has no file."""
+    if not path or path[0] in (0, "\x00"):
+        return
+    try:
+        if stat.S_ISSOCK(os.stat(path).st_mode):
+            os.remove(path)
+    except FileNotFoundError:
+        pass
+    except OSError as err:
+        # the directory may allow creating the socket without allowing this check
+        _logger().error("Unable to check or remove stale UNIX socket %r: %r", path, err)
 
 
 def _ipaddr_info(host: Any, port: Any, family: int, type_: int, proto: int,
@@ -651,15 +664,7 @@ class NetworkMixin:
                 raise ValueError("path and sock can not be specified at the same time")
             path = os.fspath(path)
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            if path[0] not in (0, "\x00"):  # not an abstract socket
-                try:
-                    if stat.S_ISSOCK(os.stat(path).st_mode):
-                        os.remove(path)
-                except FileNotFoundError:
-                    pass
-                except OSError as err:
-                    _logger().error("Unable to check or remove stale UNIX socket %r: %r",
-                                    path, err)
+            _remove_stale_unix_socket(path)
             try:
                 sock.bind(path)
             except OSError as exc:
@@ -754,111 +759,6 @@ class NetworkMixin:
                 "message": "Error on transport creation for incoming connection",
                 "exception": exc,
             })
-
-    # ---- datagrams
-
-    async def create_datagram_endpoint(self, protocol_factory: Callable[[], Any],
-                                       local_addr: Any = None, remote_addr: Any = None, *,
-                                       family: int = 0, proto: int = 0, flags: int = 0,
-                                       reuse_port: Optional[bool] = None,
-                                       allow_broadcast: Optional[bool] = None,
-                                       sock: Any = None) -> Tuple[Any, Any]:
-        """A datagram endpoint bound to ``local_addr`` and/or connected to ``remote_addr``
-        (or on ``sock``); returns ``(transport, protocol)``."""
-        r_addr = None
-        if sock is not None:
-            if sock.type == socket.SOCK_STREAM:
-                kind = "A datagram socket" if sys.version_info >= (3, 13) else "A UDP Socket"
-                raise ValueError(f"{kind} was expected, got {sock!r}")
-            opts = {"local_addr": local_addr, "remote_addr": remote_addr, "family": family,
-                    "proto": proto, "flags": flags, "reuse_port": reuse_port,
-                    "allow_broadcast": allow_broadcast}
-            if any(opts.values()):
-                problems = ", ".join(f"{k}={v}" for k, v in opts.items() if v)
-                raise ValueError(f"socket modifier keyword arguments can not be used when "
-                                 f"sock is specified. ({problems})")
-            sock.setblocking(False)
-        else:
-            pairs = await self._datagram_address_pairs(local_addr, remote_addr, family, proto,
-                                                       flags)
-            exceptions: List[OSError] = []
-            for (fam, pro), (local_address, remote_address) in pairs:
-                sock = None
-                r_addr = None
-                try:
-                    sock = socket.socket(family=fam, type=socket.SOCK_DGRAM, proto=pro)
-                    if reuse_port:
-                        _set_reuseport(sock)
-                    if allow_broadcast:
-                        sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
-                    sock.setblocking(False)
-                    if local_addr:
-                        sock.bind(local_address)
-                    if remote_addr:
-                        if not allow_broadcast:
-                            await self.sock_connect(sock, remote_address)
-                        r_addr = remote_address
-                except OSError as exc:
-                    if sock is not None:
-                        sock.close()
-                    exceptions.append(exc)
-                except BaseException:
-                    if sock is not None:
-                        sock.close()
-                    raise
-                else:
-                    break
-            else:
-                raise exceptions[0]
-        protocol = protocol_factory()
-        waiter = self.create_future()  # type: ignore[attr-defined]
-        transport = self._make_datagram_transport(  # type: ignore[attr-defined]
-            sock, protocol, r_addr, waiter)
-        try:
-            await waiter
-        except BaseException:
-            transport.close()
-            raise
-        return transport, protocol
-
-    async def _datagram_address_pairs(self, local_addr: Any, remote_addr: Any, family: int,
-                                      proto: int, flags: int) -> List[Any]:
-        """``((family, proto), (local_address, remote_address))`` choices, in order."""
-        if not (local_addr or remote_addr):
-            if family == 0:
-                raise ValueError("unexpected address family")
-            return [((family, proto), (None, None))]
-        if family == socket.AF_UNIX:
-            for addr in (local_addr, remote_addr):
-                if addr is not None and not isinstance(addr, str):
-                    raise TypeError("string is expected")
-            if local_addr and local_addr[0] not in (0, "\x00"):
-                try:
-                    if stat.S_ISSOCK(os.stat(local_addr).st_mode):
-                        os.remove(local_addr)
-                except FileNotFoundError:
-                    pass
-                except OSError as err:
-                    _logger().error("Unable to check or remove stale UNIX socket %r: %r",
-                                    local_addr, err)
-            return [((family, proto), (local_addr, remote_addr))]
-        infos: Dict[Tuple[int, int], List[Any]] = {}  # by (family, proto), in order
-        for idx, addr in ((0, local_addr), (1, remote_addr)):
-            if addr is None:
-                continue
-            if not (isinstance(addr, tuple) and len(addr) == 2):
-                raise TypeError("2-tuple is expected")
-            resolved = await self._ensure_resolved(addr, family=family, type=socket.SOCK_DGRAM,
-                                                   proto=proto, flags=flags)
-            if not resolved:
-                raise OSError("getaddrinfo() returned empty list")
-            for fam, _, pro, _, address in resolved:
-                infos.setdefault((fam, pro), [None, None])[idx] = address
-        pairs = [(key, pair) for key, pair in infos.items()
-                 if not ((local_addr and pair[0] is None) or (remote_addr and pair[1] is None))]
-        if not pairs:
-            raise ValueError("can not get address information")
-        return pairs
 
     # ---- socket operations on non-blocking sockets
 
@@ -1080,4 +980,4 @@ def _sock_accept_cb(fut: Any, sock: Any) -> None:
         fut.set_result((conn, address))
 
 
-MIXINS: Tuple[Any, ...] = (NetworkMixin, _pipes.PipeMixin, _sendfile.SendfileMixin)
+MIXINS: Tuple[Any, ...] = (NetworkMixin,)

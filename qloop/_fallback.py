@@ -1950,12 +1950,24 @@ __all__ += [*_mainloop.EXPORTS, *_mainloop.SHARED_EXPORTS, "GLibUnavailable"]
 # --------------------------------------------------------------------------------------------
 # The asyncio event loop (issue 12): its hot base in _fallback_loop, the rest shared Python.
 
-from . import _eventloop, _eventloop_net, _fallback_loop, _fallback_transports  # noqa: E402
+from . import (  # noqa: E402
+    _eventloop,
+    _eventloop_net,
+    _fallback_dgram,
+    _fallback_loop,
+    _fallback_pipes,
+    _fallback_transports,
+)
 
 _loop_exports = _eventloop.build_implementation(
     "qloop._fallback", _fallback_loop._LoopBase, _fallback_loop.Handle,
     _fallback_loop.TimerHandle, AioContext, _eventloop_net,
-    _fallback_transports._make_stream_transport, _fallback_transports._make_datagram_transport)
+    {
+        "_make_socket_transport": _fallback_transports._make_stream_transport,
+        "_make_read_pipe_transport": _fallback_pipes._make_read_pipe_transport,
+        "_make_write_pipe_transport": _fallback_pipes._make_write_pipe_transport,
+        "_make_datagram_transport": _fallback_dgram._make_datagram_transport,
+    })
 EventLoop = _loop_exports["EventLoop"]
 new_event_loop = _loop_exports["new_event_loop"]
 EventLoopPolicy = _loop_exports["EventLoopPolicy"]

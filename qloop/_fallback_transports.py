@@ -12,13 +12,13 @@ import asyncio
 import asyncio.log
 import socket
 import warnings
-from asyncio import protocols
+from asyncio import constants, protocols
 from typing import Any, Dict, List, Optional, Tuple
 
 from . import _eventloop, _transport_support
 from ._fallback_loop import _NOT_ENTERED
 
-__all__ = ["_DatagramTransport", "_StreamTransport"]
+__all__ = ["_StreamTransport", "_make_stream_transport"]
 
 _READ_MAX = _transport_support.READ_MAX
 _WRITE_IOV_MAX = 64
@@ -27,8 +27,6 @@ _BufferedProtocol = protocols.BufferedProtocol
 _set_result_unless_cancelled = _eventloop._set_result_unless_cancelled
 _fatal_error_report = _transport_support.fatal_error
 _protocol_failed = _transport_support.protocol_failed
-_callback_failed = _transport_support.callback_failed
-_DGRAM_ROUNDS = 32  # datagrams read per readiness event at most
 
 
 class _TransportBase(asyncio.BaseTransport):
@@ -178,6 +176,9 @@ class _TransportBase(asyncio.BaseTransport):
         self._force_close(exc)
 
     def _call_connection_lost(self, exc: Optional[BaseException]) -> None:
+        # from here on the fd may be closed and reused: writes must not reach it
+        if not self._conn_lost:
+            self._conn_lost = 1
         try:
             if self._protocol_connected:
                 self._protocol.connection_lost(exc)
@@ -237,15 +238,11 @@ class _StreamTransport(_TransportBase, asyncio.Transport):
     _send: Any
 
     _start_tls_compatible = True
-    _sendfile_native = True
+    _sendfile_compatible = constants._SendfileMode.TRY_NATIVE  # loop.sendfile: os.sendfile
 
     def _start_reading(self) -> None:
         if not self._closing and not self._paused:
             self._register(True, self._reg_write)
-
-    def _writing_paused(self) -> bool:
-        """Whether the protocol was told to pause writing (for sendfile's fallback)."""
-        return self._protocol_paused
 
     def _make_empty_waiter(self) -> Any:
         """A future done once the write buffer is empty (sendfile waits for it)."""
@@ -531,166 +528,11 @@ def _make_stream_transport(loop: Any, sock: socket.socket, protocol: Any, waiter
     t._wpos = 0
     t._eof = t._paused = False
     t._empty_waiter = None
-    t._setup(loop, sock, protocol, _transport_support.stream_extra(sock, extra))
+    t._setup(loop, sock, protocol, _transport_support.socket_extra(sock, extra))
     t._server = server
     if server is not None:
         server._attach(t)
     _transport_support.set_nodelay(sock)
-    loop.call_soon(protocol.connection_made, t)
-    loop.call_soon(t._start_reading)
-    if waiter is not None:
-        loop.call_soon(_set_result_unless_cancelled, waiter, None)
-    return t
-
-
-# --------------------------------------------------------------------------------------------
-# Datagrams
-
-
-class _DatagramTransport(_TransportBase, asyncio.DatagramTransport, asyncio.Transport):
-    """A datagram socket transport (asyncio's DatagramTransport API); created by the loop."""
-
-    __slots__ = ("_datagram_received", "_error_received", "_address", "_connected", "_wbuf")
-    _datagram_received: Any
-    _error_received: Any
-    _address: Any
-    _connected: bool
-    _wbuf: List[Tuple[bytes, Any]]
-
-    def _clear_buffer(self) -> None:
-        del self._wbuf[:]
-        self._wsize = 0
-
-    def _forget_protocol(self) -> None:
-        self._datagram_received = self._error_received = None
-
-    def set_protocol(self, protocol: Any) -> None:
-        self._datagram_received = protocol.datagram_received
-        self._error_received = protocol.error_received
-        _TransportBase.set_protocol(self, protocol)
-
-    def _report_error(self, exc: BaseException) -> None:
-        try:
-            self._error_received(exc)
-        except (SystemExit, KeyboardInterrupt):
-            raise
-        except BaseException as exc2:
-            _callback_failed(self, self._loop, self._protocol, exc2, "error_received")
-
-    # ---- the read path
-
-    def _on_read(self) -> None:
-        loop = self._loop
-        if self._conn_lost:
-            return
-        prev = loop._enter()
-        try:
-            rounds = _DGRAM_ROUNDS
-            recvfrom = self._sock.recvfrom
-            while rounds and self._reg_read and not self._conn_lost:
-                rounds -= 1
-                try:
-                    data, addr = recvfrom(_READ_MAX)
-                except (BlockingIOError, InterruptedError):
-                    return
-                except OSError as exc:
-                    self._report_error(exc)
-                    return
-                try:
-                    self._datagram_received(data, addr)
-                except (SystemExit, KeyboardInterrupt):
-                    raise
-                except BaseException as exc:
-                    _callback_failed(self, loop, self._protocol, exc, "datagram_received")
-        finally:
-            loop._leave(prev)
-
-    # ---- the write path
-
-    def _send_one(self, data: Any, addr: Any) -> int:
-        """Send one datagram now: 1 sent, 0 would block, -1 failed (error_received called)."""
-        try:
-            if self._connected:
-                self._sock.send(data)
-            else:
-                self._sock.sendto(data, addr)
-            return 1
-        except (BlockingIOError, InterruptedError):
-            return 0
-        except OSError as exc:
-            self._report_error(exc)
-            return -1
-
-    def sendto(self, data: Any, addr: Any = None) -> None:
-        """Send the datagram ``data`` to ``addr`` (the remote address of a connected
-        endpoint by default)."""
-        if not isinstance(data, (bytes, bytearray, memoryview)):
-            raise TypeError(f"data argument must be a bytes-like object, "
-                            f"not {type(data).__name__!r}")
-        if self._address:
-            if addr is not None and addr != self._address:
-                raise ValueError(f"Invalid address: must be None or {self._address}")
-            addr = self._address
-        if self._conn_lost and self._address:
-            if self._conn_lost >= _transport_support.CONNLOST_LOG_THRESHOLD:
-                _transport_support.lost_write_warning()
-            self._conn_lost += 1
-            return
-        if not self._wbuf:
-            try:
-                r = self._send_one(data, addr)
-            except (SystemExit, KeyboardInterrupt):
-                raise
-            except BaseException as exc:
-                self._fatal_error(exc, "Fatal write error on datagram transport")
-                return
-            if r:
-                return
-            self._register(self._reg_read, True)
-        data = bytes(data)  # what is buffered must not change
-        self._wbuf.append((data, addr))
-        self._wsize += len(data)
-        self._maybe_pause_protocol()
-
-    def _on_write(self) -> None:
-        loop = self._loop
-        wbuf = self._wbuf
-        prev = loop._enter()
-        try:
-            while wbuf:
-                data, addr = wbuf[0]
-                try:
-                    r = self._send_one(data, addr)
-                except (SystemExit, KeyboardInterrupt):
-                    raise
-                except BaseException as exc:
-                    self._fatal_error(exc, "Fatal write error on datagram transport")
-                    return
-                if r == 0:
-                    break
-                del wbuf[0]
-                self._wsize -= len(data)
-                if r < 0:
-                    return
-            self._maybe_resume_protocol()
-            if not wbuf:
-                self._register(self._reg_read, False)
-                if self._closing:
-                    self._call_connection_lost(None)
-        finally:
-            loop._leave(prev)
-
-
-def _make_datagram_transport(loop: Any, sock: socket.socket, protocol: Any, address: Any = None,
-                             waiter: Any = None,
-                             extra: Optional[Dict[str, Any]] = None) -> _DatagramTransport:
-    """A datagram transport on ``sock`` (non-blocking) for ``protocol``; ``address`` is the
-    remote address of a connected endpoint."""
-    t = object.__new__(_DatagramTransport)
-    t._wbuf = []
-    t._setup(loop, sock, protocol, _transport_support.stream_extra(sock, extra))
-    t._address = address
-    t._connected = t._extra.get("peername") is not None
     loop.call_soon(protocol.connection_made, t)
     loop.call_soon(t._start_reading)
     if waiter is not None:

@@ -1,28 +1,33 @@
-"""Cold-path pieces shared by both implementations' transports (``qloop/_core_transports.pxi``
-and ``qloop/_fallback_transports.py``): the extra-info dict, TCP_NODELAY, repr, the
-exception-handler reports.  Nothing here runs per read or per write."""
+"""Cold-path pieces shared by both implementations' transports (stream: ``qloop/_core_transports.pxi``
+/ ``qloop/_fallback_transports.py``; pipes: ``qloop/_core_pipes.pxi`` / ``qloop/_fallback_pipes.py``;
+datagrams: ``qloop/_core_dgram.pxi`` / ``qloop/_fallback_dgram.py``): fd checks, the extra-info
+dicts, TCP_NODELAY, repr, the exception-handler reports and log lines.  Nothing here runs per
+read or per write."""
 
 from __future__ import annotations
 
 import asyncio
 import asyncio.log
+import os
 import socket
+import stat
 from asyncio import trsock
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
-__all__ = ["stream_extra", "set_nodelay", "transport_repr", "fatal_error", "protocol_failed",
-           "shadow_class"]
+__all__ = ["socket_extra", "pipe_fd", "pipe_extra", "set_nodelay", "transport_repr",
+           "pipe_repr", "fatal_error", "protocol_failed", "callback_failed", "shadow_class"]
 
 # asyncio's figures: bytes per read, the write-buffer limits, when writes after a lost
-# connection start being logged
+# connection start being logged, what a buffered datagram counts for besides its payload
 READ_MAX = 256 * 1024
 HIGH_WATER = 64 * 1024
 CONNLOST_LOG_THRESHOLD = 5
+DGRAM_HEADER_SIZE = 8
 
 
-def stream_extra(sock: socket.socket, extra: Optional[Dict[str, Any]]) -> Dict[str, Any]:
-    """A stream transport's ``get_extra_info`` dict: ``extra`` plus socket, sockname and
-    peername (None when the kernel cannot tell)."""
+def socket_extra(sock: socket.socket, extra: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+    """A socket transport's ``get_extra_info`` dict: ``extra`` plus socket, sockname and
+    peername (None when the kernel cannot tell, e.g. an unconnected datagram socket)."""
     info: Dict[str, Any] = dict(extra) if extra else {}
     info["socket"] = trsock.TransportSocket(sock)
     try:
@@ -34,6 +39,29 @@ def stream_extra(sock: socket.socket, extra: Optional[Dict[str, Any]]) -> Dict[s
             info["peername"] = sock.getpeername()
         except OSError:
             info["peername"] = None
+    return info
+
+
+def pipe_fd(pipe: Any, writing: bool) -> Tuple[int, bool]:
+    """The fd of ``pipe`` after asyncio's checks (a FIFO, a socket or a character device;
+    ValueError otherwise), made non-blocking; and whether the read end's closing can be
+    watched (a write pipe that is a FIFO or a socket becomes readable when its peer goes)."""
+    fd = pipe.fileno()
+    mode = os.fstat(fd).st_mode
+    is_fifo = stat.S_ISFIFO(mode)
+    is_sock = stat.S_ISSOCK(mode)
+    if not (is_fifo or is_sock or stat.S_ISCHR(mode)):
+        if writing:
+            raise ValueError("Pipe transport is only for pipes, sockets and character devices")
+        raise ValueError("Pipe transport is for pipes/sockets only.")
+    os.set_blocking(fd, False)
+    return fd, is_fifo or is_sock
+
+
+def pipe_extra(pipe: Any, extra: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+    """A pipe transport's ``get_extra_info`` dict: ``extra`` plus the pipe (file object)."""
+    info: Dict[str, Any] = dict(extra) if extra else {}
+    info["pipe"] = pipe
     return info
 
 
@@ -60,11 +88,32 @@ def transport_repr(name: str, fd: int, closed: bool, closing: bool, reading: Opt
     return "<{}>".format(" ".join(info))
 
 
+def pipe_repr(name: str, fd: int, closed: bool, closing: bool, loop_open: bool,
+              polling: bool, bufsize: Optional[int]) -> str:
+    """asyncio's repr of a pipe transport: ``<name fd=N polling|idle|open|closed ...>``."""
+    info = [name]
+    if closed:
+        info.append("closed")
+    elif closing:
+        info.append("closing")
+    info.append(f"fd={fd}")
+    if closed:
+        info.append("closed")
+    elif loop_open:
+        info.append("polling" if polling else "idle")
+        if bufsize is not None:
+            info.append(f"bufsize={bufsize}")
+    else:
+        info.append("open")
+    return "<{}>".format(" ".join(info))
+
+
 def fatal_error(transport: Any, loop: Any, protocol: Any, exc: BaseException,
-                message: str) -> None:
-    """Report what broke a transport: OSErrors only in debug mode (a peer going away is not
-    the program's fault), anything else through the exception handler."""
-    if isinstance(exc, OSError):
+                message: str, quiet_errno: int = 0) -> None:
+    """Report what broke a transport: an OSError only in debug mode (a peer going away is not
+    the program's fault; with ``quiet_errno``, only an OSError of that errno, as a pty's EIO
+    for a read pipe), anything else through the exception handler."""
+    if isinstance(exc, OSError) and (not quiet_errno or exc.errno == quiet_errno):
         if loop is not None and loop.get_debug():
             asyncio.log.logger.debug("%r: %s", transport, message, exc_info=True)
     elif loop is not None:
@@ -90,11 +139,12 @@ def protocol_failed(transport: Any, loop: Any, protocol: Any, exc: BaseException
 
 def callback_failed(transport: Any, loop: Any, protocol: Any, exc: BaseException,
                     what: str) -> None:
-    """A protocol callback raised (datagram_received, error_received): reported, the
-    transport goes on, as asyncio's handle running it would have it."""
+    """A protocol callback raised where asyncio lets the exception reach the loop (its
+    transports call ``data_received`` of pipes and ``datagram_received`` from a plain
+    handle): reported through the exception handler, the transport goes on."""
     if loop is not None:
         loop.call_exception_handler({
-            "message": f"Exception in callback {type(protocol).__name__}.{what}()",
+            "message": f"Exception in protocol.{what}() called by {transport!r}",
             "exception": exc,
             "transport": transport,
             "protocol": protocol,
@@ -103,6 +153,14 @@ def callback_failed(transport: Any, loop: Any, protocol: Any, exc: BaseException
 
 def lost_write_warning() -> None:
     asyncio.log.logger.warning("socket.send() raised exception.")
+
+
+def lost_pipe_write_warning() -> None:
+    asyncio.log.logger.warning("pipe closed by peer or os.write(pipe, data) raised exception.")
+
+
+def debug_log(level: str, msg: str, *args: Any) -> None:
+    getattr(asyncio.log.logger, level)(msg, *args)
 
 
 def shadow_class(module: str, name: str, *bases: type) -> type:

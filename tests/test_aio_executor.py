@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import signal
 import socket
 import threading
 
@@ -154,14 +153,3 @@ def test_asyncgen_error_on_close_is_reported(loop: asyncio.AbstractEventLoop) ->
                for c in rec.contexts)
     del g
 
-
-def test_signals_and_subprocesses_are_not_implemented_yet(
-        qloop_loop: asyncio.AbstractEventLoop) -> None:
-    with pytest.raises(NotImplementedError):
-        qloop_loop.add_signal_handler(signal.SIGUSR1, print)
-    with pytest.raises(NotImplementedError):
-        qloop_loop.remove_signal_handler(signal.SIGUSR1)
-    with pytest.raises(NotImplementedError):
-        run(qloop_loop, qloop_loop.subprocess_exec(asyncio.SubprocessProtocol, "true"))
-    with pytest.raises(NotImplementedError):
-        run(qloop_loop, qloop_loop.subprocess_shell(asyncio.SubprocessProtocol, "true"))

@@ -1,0 +1,54 @@
+"""qloop's asyncio event loop: ``connect_read_pipe`` / ``connect_write_pipe``, shared by both
+implementations.  The transports are the implementation's (``_make_read_pipe_transport`` /
+``_make_write_pipe_transport``: C read/write paths in the core); they accept what asyncio's
+accept: pipes, FIFOs, sockets and character devices (ptys, terminals)."""
+
+from __future__ import annotations
+
+import asyncio.log
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["PipeMixin"]
+
+
+class PipeMixin:
+    """Pipe transports of qloop's EventLoop."""
+
+    async def connect_read_pipe(self, protocol_factory: Callable[[], Any],
+                                pipe: Any) -> tuple[Any, Any]:
+        """Read from ``pipe`` (a file object: a pipe, FIFO, socket or character device, made
+        non-blocking) into a new ``protocol_factory()``; returns ``(transport, protocol)``.
+        The transport closes ``pipe`` when it is done."""
+        protocol = protocol_factory()
+        waiter = self.create_future()  # type: ignore[attr-defined]
+        transport = self._make_read_pipe_transport(  # type: ignore[attr-defined]
+            pipe, protocol, waiter)
+        try:
+            await waiter
+        except BaseException:
+            transport.close()
+            raise
+        if self.get_debug():  # type: ignore[attr-defined]
+            asyncio.log.logger.debug("Read pipe %r connected: (%r, %r)", pipe.fileno(),
+                                     transport, protocol)
+        return transport, protocol
+
+    async def connect_write_pipe(self, protocol_factory: Callable[[], Any],
+                                 pipe: Any) -> tuple[Any, Any]:
+        """Write to ``pipe`` (a file object: a pipe, FIFO, socket or character device, made
+        non-blocking) through a write transport for a new ``protocol_factory()``; returns
+        ``(transport, protocol)``.  The transport closes ``pipe`` when it is done."""
+        protocol = protocol_factory()
+        waiter = self.create_future()  # type: ignore[attr-defined]
+        transport = self._make_write_pipe_transport(  # type: ignore[attr-defined]
+            pipe, protocol, waiter)
+        try:
+            await waiter
+        except BaseException:
+            transport.close()
+            raise
+        if self.get_debug():  # type: ignore[attr-defined]
+            asyncio.log.logger.debug("Write pipe %r connected: (%r, %r)", pipe.fileno(),
+                                     transport, protocol)
+        return transport, protocol
