@@ -72,13 +72,20 @@ class _SubprocessTransport(base_subprocess.BaseSubprocessTransport):
 
     def _child_reaped(self, returncode: int) -> None:
         """The child watch's report (from the ready queue)."""
-        proc = self._proc
-        if (returncode == UNKNOWN_RETURNCODE and proc is not None
-                and proc.returncode is not None):
-            # Popen reaped it first (poll()/wait() on it): its status is the real one
-            returncode = proc.returncode
-        if self._returncode is None:
-            self._process_exited(returncode)
+        try:
+            proc = self._proc
+            if (returncode == UNKNOWN_RETURNCODE and proc is not None
+                    and proc.returncode is not None):
+                # Popen reaped it first (poll()/wait() on it): its status is the real one
+                returncode = proc.returncode
+            if self._returncode is None:
+                self._process_exited(returncode)
+        finally:
+            loop: Any = self._loop
+            if loop._vt_enabled:
+                # the status is queued for the protocol and the waiters: a virtual-time loop
+                # may move its clock again (see _make_subprocess_transport)
+                loop._real_work_end()
 
 
 class SubprocessMixin:
@@ -146,6 +153,10 @@ class SubprocessMixin:
         except BaseException:
             transport.close()  # kills the child: nothing would ever reap it
             raise
+        if self._vt_enabled:  # type: ignore[attr-defined]
+            # the child runs in real time: a virtual-time loop must not jump past it while
+            # it runs; _child_reaped ends this once the exit status reached the loop
+            self._real_work_begin()  # type: ignore[attr-defined]
         try:
             await waiter
         except (SystemExit, KeyboardInterrupt):

@@ -4,8 +4,8 @@ retry logic, and subprocesses that the loop must not jump past."""
 from __future__ import annotations
 
 import asyncio
+import signal
 import socket
-import sys
 
 import pytest
 
@@ -104,28 +104,12 @@ def test_a_unix_socketpair_echo_in_virtual_time(vt_loop):
 
 
 # ---------------------------------------------------------------------------------------------
-# subprocesses (the transports come with the subprocess work; the hook is ready: see
-# docs/virtual-time.md, "Real-time work")
-
-
-def _subprocess_support(loop) -> None:
-    async def probe():
-        try:
-            proc = await asyncio.create_subprocess_exec(sys.executable, "-c", "pass")
-        except NotImplementedError as exc:
-            return str(exc)
-        await proc.wait()
-        return None
-
-    reason = run(loop, probe())
-    if reason is not None:
-        pytest.skip(f"the event loop has no subprocesses yet ({reason})")
+# subprocesses (docs/virtual-time.md, "Real-time work")
 
 
 def test_a_subprocess_is_not_jumped_past(vt_loop):
     """``sleep 0.2`` in a subprocess: the loop waits for it in real time; virtual time does not
     move while it runs, so a 0.1 s virtual timeout around it does not fire."""
-    _subprocess_support(vt_loop)
     order = []
 
     async def sleeper():
@@ -143,3 +127,26 @@ def test_a_subprocess_is_not_jumped_past(vt_loop):
         run(vt_loop, main())
     assert order == [("exited 0", 0.0), ("sleeper", 0.1)]
     assert sw.wall >= 0.2
+
+
+def test_a_subprocess_counts_as_real_time_work_until_its_status_is_in(vt_loop):
+    """A child is real-time work from its spawn until its exit status reached the loop: one
+    killed before it would exit ends it, a spawn that fails never starts it, and an idle loop
+    jumps again at once afterwards."""
+
+    async def main():
+        with pytest.raises(FileNotFoundError):
+            await asyncio.create_subprocess_exec("/nonexistent/qloop-test-program")
+        assert vt_loop._vt_inflight == 0
+        proc = await asyncio.create_subprocess_exec("sleep", "30")
+        assert vt_loop._vt_inflight == 1
+        proc.kill()
+        assert await proc.wait() == -signal.SIGKILL
+        assert vt_loop._vt_inflight == 0
+        start = vt_loop.time()
+        await asyncio.sleep(3600)  # nothing in flight: a jump, not an hour
+        assert vt_loop.time() == start + 3600
+
+    with Stopwatch() as sw:
+        run(vt_loop, main())
+    assert sw.wall < 5.0
