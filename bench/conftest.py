@@ -103,7 +103,7 @@ def pytest_benchmark_update_json(config, benchmarks, output_json):
 # ---------------------------------------------------------------------------------------------
 # asyncio event-loop workloads (bench/test_aio_*.py): five loops through the asyncio API
 
-from bench import _aio  # noqa: E402
+from bench import _aio
 
 
 @pytest.fixture(params=_aio.AIO_IMPLS)

@@ -7,7 +7,8 @@ import errno
 import inspect
 import logging
 import os
-from typing import Any, Callable, List
+from collections.abc import Callable
+from typing import Any
 
 __all__ = ["NotifierList"]
 
@@ -42,7 +43,7 @@ def _fd_of(fd: Any, what: str = "fd") -> int:
     return int(fd)
 
 
-def _fd_for_removal(fd: Any) -> "int | None":
+def _fd_for_removal(fd: Any) -> int | None:
     """The fd number for a removal or lookup, which must work on an fd the user already
     closed (so no fstat).  None when nothing can be registered under it (a closed file
     object, a number beyond any fd)."""
@@ -125,7 +126,7 @@ def _int64_arg(value: Any, what: str) -> int:
     return int(v)
 
 
-def _raise_errors(errors: List[BaseException]) -> None:
+def _raise_errors(errors: list[BaseException]) -> None:
     for extra in errors[1:]:
         _logger.error("qloop: another callback raised in the same iteration", exc_info=extra)
     exc = errors[0]
@@ -147,7 +148,7 @@ class NotifierList:
     __slots__ = ("_entries",)
 
     def __init__(self) -> None:
-        self._entries: List[List[Any]] = []  # [callback, live], newest first
+        self._entries: list[list[Any]] = []  # [callback, live], newest first
 
     def add(self, callback: Callable[[Any], Any]) -> None:
         _check_callback(callback, "callback", optional=False)

@@ -2296,7 +2296,9 @@ _main_loop = _mainloop.MainLoop(types.SimpleNamespace(
 ))
 globals().update(_main_loop.exports())
 GLibUnavailable = _glib.GLibUnavailable
-__all__ += [*_mainloop.EXPORTS, *_mainloop.SHARED_EXPORTS, "GLibUnavailable"]
+__all__.extend(_mainloop.EXPORTS)
+__all__.extend(_mainloop.SHARED_EXPORTS)
+__all__.append("GLibUnavailable")
 
 
 # --------------------------------------------------------------------------------------------

@@ -23,7 +23,8 @@ import inspect
 import sys
 import threading
 from collections import deque
-from typing import Any, Coroutine as _PyCoroutine, Deque, Generator, List, Optional
+from collections.abc import Coroutine as _PyCoroutine, Generator
+from typing import Any
 
 from ._common import _clock_of, _int_arg, _raise_errors
 
@@ -53,14 +54,14 @@ _yield_once = _Yield()
 
 class _ThreadState(threading.local):
     def __init__(self) -> None:
-        self.current: Optional[Coroutine] = None
+        self.current: Coroutine | None = None
         self.ctx: Any = None
 
 
 _tls = _ThreadState()
 _co_state_lock = threading.Lock()
 # Callables giving the main context to a thread that holds a main loop's BQL (else None).
-_bql_context_providers: List[Any] = []
+_bql_context_providers: list[Any] = []
 
 
 def add_bql_context_provider(provider: Any) -> None:
@@ -91,7 +92,7 @@ def coroutine_yield() -> _Yield:
     return _yield_once
 
 
-def coroutine_self() -> Optional["Coroutine"]:
+def coroutine_self() -> Coroutine | None:
     """The coroutine running in this thread, or None."""
     return _tls.current
 
@@ -104,7 +105,7 @@ def in_coroutine() -> bool:
 class Coroutine:
     """A QEMU coroutine around a native coroutine object (``qemu_coroutine_create``)."""
 
-    __slots__ = ("_coro", "ctx", "_state", "_wakeups", "_scheduled", "result", "__weakref__")
+    __slots__ = ("__weakref__", "_coro", "_scheduled", "_state", "_wakeups", "ctx", "result")
 
     def __init__(self, coro: _PyCoroutine[Any, Any, Any], *, ctx: Any = None) -> None:
         if not inspect.iscoroutine(coro):
@@ -114,8 +115,8 @@ class Coroutine:
         self._coro = coro
         self.ctx = ctx  # the context it last ran in / is bound to
         self._state = "created"  # created, running, yielded, done
-        self._wakeups: Deque[Coroutine] = deque()
-        self._scheduled: Optional[str] = None
+        self._wakeups: deque[Coroutine] = deque()
+        self._scheduled: str | None = None
         self.result: Any = None
 
     @property
@@ -140,7 +141,7 @@ class Coroutine:
 
     def _enter(self, ctx: Any) -> None:
         self._check_enterable()
-        pending: Deque[Coroutine] = deque((self,))
+        pending: deque[Coroutine] = deque((self,))
         first = True
         while pending:
             co = pending.popleft()
@@ -217,7 +218,7 @@ def co_schedule(ctx: Any, co: Coroutine) -> None:
         with _co_state_lock:
             state = ctx._co_state
             if state is None:
-                queue: Deque[Coroutine] = deque()
+                queue: deque[Coroutine] = deque()
                 bh = ctx.bh_new(lambda: _co_schedule_bh(ctx, queue), name="co_schedule_bh")
                 state = ctx._co_state = (queue, bh)
     co._scheduled = "co_schedule"
@@ -226,11 +227,11 @@ def co_schedule(ctx: Any, co: Coroutine) -> None:
     state[1].schedule()
 
 
-def _co_schedule_bh(ctx: Any, queue: Deque[Coroutine]) -> None:
-    batch: List[Coroutine] = []
+def _co_schedule_bh(ctx: Any, queue: deque[Coroutine]) -> None:
+    batch: list[Coroutine] = []
     while queue:
         batch.append(queue.popleft())
-    errors: List[BaseException] = []
+    errors: list[BaseException] = []
     for co in batch:
         co._scheduled = None
         try:

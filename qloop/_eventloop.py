@@ -27,7 +27,8 @@ import traceback
 import warnings
 import weakref
 from asyncio import events, format_helpers, futures, tasks
-from typing import Any, Callable, Dict, Optional, Tuple, cast
+from collections.abc import Callable
+from typing import Any, cast
 
 from . import _virtual_time, _vt_deadlock
 
@@ -146,7 +147,7 @@ def _is_debug_mode() -> bool:
                                   and bool(os.environ.get("PYTHONASYNCIODEBUG")))
 
 
-def _run_until_complete_cb(fut: "asyncio.Future[Any]") -> None:
+def _run_until_complete_cb(fut: asyncio.Future[Any]) -> None:
     if not fut.cancelled():
         exc = fut.exception()
         if isinstance(exc, (SystemExit, KeyboardInterrupt)):
@@ -154,7 +155,7 @@ def _run_until_complete_cb(fut: "asyncio.Future[Any]") -> None:
     fut.get_loop().stop()
 
 
-def _set_result_unless_cancelled(fut: "asyncio.Future[Any]", result: Any) -> None:
+def _set_result_unless_cancelled(fut: asyncio.Future[Any], result: Any) -> None:
     if not fut.cancelled():
         fut.set_result(result)
 
@@ -167,15 +168,15 @@ class EventLoopAPI:
     """What every qloop EventLoop adds over its implementation's base (plain Python)."""
 
     # set by _init_api; declared for type checkers
-    _exception_handler: Optional[Callable[[Any, Dict[str, Any]], Any]]
-    _task_factory: Optional[Callable[..., Any]]
-    _default_executor: Optional[concurrent.futures.ThreadPoolExecutor]
+    _exception_handler: Callable[[Any, dict[str, Any]], Any] | None
+    _task_factory: Callable[..., Any] | None
+    _default_executor: concurrent.futures.ThreadPoolExecutor | None
     _executor_shutdown_called: bool
-    _asyncgens: "weakref.WeakSet[Any]"
+    _asyncgens: weakref.WeakSet[Any]
     _asyncgens_shutdown_called: bool
     _coroutine_origin_tracking_enabled: bool
-    _coroutine_origin_tracking_saved_depth: Optional[int]
-    _transports: "weakref.WeakValueDictionary[int, Any]"
+    _coroutine_origin_tracking_saved_depth: int | None
+    _transports: weakref.WeakValueDictionary[int, Any]
 
     def _init_api(self) -> None:
         self._exception_handler = None
@@ -310,7 +311,8 @@ class EventLoopAPI:
     def _asyncgen_firstiter_hook(self, agen: Any) -> None:
         if self._asyncgens_shutdown_called:
             warnings.warn(f"asynchronous generator {agen!r} was scheduled after "
-                          f"loop.shutdown_asyncgens() call", ResourceWarning, source=self)
+                          f"loop.shutdown_asyncgens() call", ResourceWarning, source=self,
+                          stacklevel=1)
         self._asyncgens.add(agen)
 
     def _asyncgen_finalizer_hook(self, agen: Any) -> None:
@@ -326,7 +328,7 @@ class EventLoopAPI:
         agens = list(self._asyncgens)
         self._asyncgens.clear()
         results = await tasks.gather(*[ag.aclose() for ag in agens], return_exceptions=True)
-        for result, agen in zip(results, agens):
+        for result, agen in zip(results, agens, strict=True):
             if isinstance(result, Exception):
                 self.call_exception_handler({
                     "message": f"an error occurred during closing of asynchronous "
@@ -362,7 +364,7 @@ class EventLoopAPI:
             raise TypeError("executor must be ThreadPoolExecutor")
         self._default_executor = executor
 
-    async def shutdown_default_executor(self, timeout: Optional[float] = None) -> None:
+    async def shutdown_default_executor(self, timeout: float | None = None) -> None:
         """Shut the default executor down, waiting (in a helper thread) for its threads."""
         self._executor_shutdown_called = True
         executor = self._default_executor
@@ -397,19 +399,19 @@ class EventLoopAPI:
 
     # ---- exception handling
 
-    def get_exception_handler(self) -> Optional[Callable[[Any, Dict[str, Any]], Any]]:
+    def get_exception_handler(self) -> Callable[[Any, dict[str, Any]], Any] | None:
         """The handler set by ``set_exception_handler``, or None for the default one."""
         return self._exception_handler
 
     def set_exception_handler(self,
-                              handler: Optional[Callable[[Any, Dict[str, Any]], Any]]) -> None:
+                              handler: Callable[[Any, dict[str, Any]], Any] | None) -> None:
         """``handler(loop, context)`` receives what ``call_exception_handler`` gets; None
         restores the default handler."""
         if handler is not None and not callable(handler):
             raise TypeError(f"A callable object or None is expected, got {handler!r}")
         self._exception_handler = handler
 
-    def default_exception_handler(self, context: Dict[str, Any]) -> None:
+    def default_exception_handler(self, context: dict[str, Any]) -> None:
         """Log ``context`` on asyncio's logger, with the exception's traceback."""
         message = context.get("message") or "Unhandled exception in event loop"
         exception = context.get("exception")
@@ -436,7 +438,7 @@ class EventLoopAPI:
             lines.append(f"{key}: {value}")
         _logger().error("\n".join(lines), exc_info=exc_info)
 
-    def call_exception_handler(self, context: Dict[str, Any]) -> None:
+    def call_exception_handler(self, context: dict[str, Any]) -> None:
         """Give ``context`` to the handler set by ``set_exception_handler`` (or the default
         one).  A failing handler is reported through the default handler, never raised."""
         handler = self._exception_handler
@@ -479,8 +481,8 @@ class EventLoopAPI:
 
     # ---- tasks
 
-    def create_task(self, coro: Any, *, name: Optional[str] = None,
-                    context: Any = None) -> "asyncio.Task[Any]":
+    def create_task(self, coro: Any, *, name: str | None = None,
+                    context: Any = None) -> asyncio.Task[Any]:
         """Schedule coroutine ``coro`` as a Task (or through the task factory)."""
         self._check_closed_py()  # type: ignore[attr-defined]
         factory = self._task_factory
@@ -501,14 +503,14 @@ class EventLoopAPI:
             task.set_name(name)
         return cast("asyncio.Task[Any]", task)
 
-    def set_task_factory(self, factory: Optional[Callable[..., Any]]) -> None:
+    def set_task_factory(self, factory: Callable[..., Any] | None) -> None:
         """``factory(loop, coro, **kwargs)`` makes the tasks of ``create_task``; None restores
         the default (``asyncio.Task``)."""
         if factory is not None and not callable(factory):
             raise TypeError("task factory must be a callable or None")
         self._task_factory = factory
 
-    def get_task_factory(self) -> Optional[Callable[..., Any]]:
+    def get_task_factory(self) -> Callable[..., Any] | None:
         """The task factory set by ``set_task_factory``, or None."""
         return self._task_factory
 
@@ -567,14 +569,14 @@ class EventLoopAPI:
 # --------------------------------------------------------------------------------------------
 # Assembling an implementation
 
-# asyncio's policy base (3.14 renamed it)
-_BasePolicy: Any = getattr(events, "BaseDefaultEventLoopPolicy", None) or getattr(
+# asyncio's policy base (3.14 renamed it; getattr: typeshed knows one name per version)
+_BasePolicy: Any = getattr(events, "BaseDefaultEventLoopPolicy", None) or getattr(  # noqa: B009
     events, "_BaseDefaultEventLoopPolicy")
 
 
 def build_implementation(module: str, base: Any, handle_cls: Any, timer_handle_cls: Any,
                          context_cls: Any, net: Any,
-                         transports: Dict[str, Callable[..., Any]]) -> Dict[str, Any]:
+                         transports: dict[str, Callable[..., Any]]) -> dict[str, Any]:
     """The public asyncio names of one implementation: ``EventLoop``, ``new_event_loop``,
     ``EventLoopPolicy``, ``install`` and ``run``.  ``transports`` maps the loop's transport
     factory methods (``_make_socket_transport``, ``_make_datagram_transport``,
@@ -593,7 +595,7 @@ def build_implementation(module: str, base: Any, handle_cls: Any, timer_handle_c
             self.close()
             raise
 
-    namespace: Dict[str, Any] = {
+    namespace: dict[str, Any] = {
         "__init__": __init__,
         "__module__": module,
         "__qualname__": "EventLoop",
@@ -611,7 +613,7 @@ def build_implementation(module: str, base: Any, handle_cls: Any, timer_handle_c
         _eventloop_signals,
         _eventloop_subprocess,
     )
-    bases: Tuple[Any, ...] = (base, EventLoopAPI, _virtual_time.VirtualTimeAPI,
+    bases: tuple[Any, ...] = (base, EventLoopAPI, _virtual_time.VirtualTimeAPI,
                               _eventloop_signals.SignalMixin,
                               _eventloop_subprocess.SubprocessMixin,
                               _eventloop_pipes.PipeMixin, _eventloop_dgram.DatagramMixin,
@@ -656,7 +658,7 @@ def build_implementation(module: str, base: Any, handle_cls: Any, timer_handle_c
         """Make qloop's loop asyncio's default (``asyncio.set_event_loop_policy``)."""
         asyncio.set_event_loop_policy(policy_cls())
 
-    def run(main: Any, *, debug: Optional[bool] = None, virtual_time: bool = False,
+    def run(main: Any, *, debug: bool | None = None, virtual_time: bool = False,
             autojump: bool = True, start: float = 0.0,
             autojump_after: float | None = None) -> Any:
         """Run coroutine ``main`` on a new qloop event loop and close it, like
@@ -697,7 +699,7 @@ def _loop_method(name: str, function: Callable[..., Any]) -> Callable[..., Any]:
     return method
 
 
-def _run_310(factory: Callable[[], Any], main: Any, debug: Optional[bool]) -> Any:
+def _run_310(factory: Callable[[], Any], main: Any, debug: bool | None) -> Any:
     """``asyncio.run`` with a loop factory, for Python 3.10 (no Runner there)."""
     if events._get_running_loop() is not None:
         raise RuntimeError("asyncio.run() cannot be called from a running event loop")

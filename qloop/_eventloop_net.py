@@ -22,8 +22,12 @@ import socket
 import stat
 import sys
 import weakref
-from asyncio import futures, sslproto, staggered, tasks, trsock
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+from asyncio import sslproto, staggered, tasks, trsock
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 try:
     import ssl as _ssl
@@ -71,7 +75,7 @@ def _remove_stale_unix_socket(path: Any) -> None:
 
 
 def _ipaddr_info(host: Any, port: Any, family: int, type_: int, proto: int,
-                 flowinfo: int = 0, scopeid: int = 0) -> Optional[Tuple[Any, ...]]:
+                 flowinfo: int = 0, scopeid: int = 0) -> tuple[Any, ...] | None:
     """The getaddrinfo() answer for a numeric address, without calling it (None if ``host``
     needs a real lookup)."""
     if not hasattr(socket, "inet_pton"):
@@ -84,18 +88,14 @@ def _ipaddr_info(host: Any, port: Any, family: int, type_: int, proto: int,
         proto = socket.IPPROTO_UDP
     else:
         return None
-    if port is None:
-        port = 0
-    elif isinstance(port, bytes) and port == b"":
-        port = 0
-    elif isinstance(port, str) and port == "":
+    if port is None or isinstance(port, bytes) and port == b"" or isinstance(port, str) and port == "":
         port = 0
     else:
         try:
             port = int(port)
         except (TypeError, ValueError):
             return None
-    afs: List[int]
+    afs: list[int]
     if family == socket.AF_UNSPEC:
         afs = [socket.AF_INET]
         if _HAS_IPV6:
@@ -117,14 +117,14 @@ def _ipaddr_info(host: Any, port: Any, family: int, type_: int, proto: int,
     return None
 
 
-def _interleave_addrinfos(addrinfos: Sequence[Any], first_family_count: int = 1) -> List[Any]:
+def _interleave_addrinfos(addrinfos: Sequence[Any], first_family_count: int = 1) -> list[Any]:
     """Alternate address families (RFC 8305): ``first_family_count`` of the first family,
     then one of each in turn."""
-    by_family: Dict[int, List[Any]] = collections.OrderedDict()
+    by_family: dict[int, list[Any]] = collections.OrderedDict()
     for info in addrinfos:
         by_family.setdefault(info[0], []).append(info)
     lists = list(by_family.values())
-    out: List[Any] = []
+    out: list[Any] = []
     if first_family_count > 1:
         out.extend(lists[0][:first_family_count - 1])
         del lists[0][:first_family_count - 1]
@@ -144,9 +144,9 @@ def _set_reuseport(sock: socket.socket) -> None:
 
 
 def _ssl_protocol(loop: Any, protocol: Any, sslcontext: Any, waiter: Any, server_side: bool,
-                  server_hostname: Optional[str], handshake_timeout: Optional[float],
-                  shutdown_timeout: Optional[float], call_connection_made: bool = True) -> Any:
-    kwargs: Dict[str, Any] = {"call_connection_made": call_connection_made}
+                  server_hostname: str | None, handshake_timeout: float | None,
+                  shutdown_timeout: float | None, call_connection_made: bool = True) -> Any:
+    kwargs: dict[str, Any] = {"call_connection_made": call_connection_made}
     if handshake_timeout is not None:
         kwargs["ssl_handshake_timeout"] = handshake_timeout
     if shutdown_timeout is not None:
@@ -182,22 +182,22 @@ class Server(asyncio.AbstractServer):
     """What ``create_server``/``create_unix_server`` return: the listening sockets, serving
     or not, and the connections they accepted."""
 
-    def __init__(self, loop: Any, sockets: List[socket.socket], protocol_factory: Any,
-                 ssl_context: Any, backlog: int, ssl_handshake_timeout: Optional[float],
-                 ssl_shutdown_timeout: Optional[float] = None,
-                 unlink_paths: Sequence[Tuple[str, int]] = ()) -> None:
+    def __init__(self, loop: Any, sockets: list[socket.socket], protocol_factory: Any,
+                 ssl_context: Any, backlog: int, ssl_handshake_timeout: float | None,
+                 ssl_shutdown_timeout: float | None = None,
+                 unlink_paths: Sequence[tuple[str, int]] = ()) -> None:
         self._loop = loop
-        self._sockets: Optional[List[socket.socket]] = sockets
-        self._clients: "weakref.WeakSet[Any]" = weakref.WeakSet()
+        self._sockets: list[socket.socket] | None = sockets
+        self._clients: weakref.WeakSet[Any] = weakref.WeakSet()
         self._active_count = 0
-        self._waiters: Optional[List[Any]] = []
+        self._waiters: list[Any] | None = []
         self._protocol_factory = protocol_factory
         self._backlog = backlog
         self._ssl_context = ssl_context
         self._ssl_handshake_timeout = ssl_handshake_timeout
         self._ssl_shutdown_timeout = ssl_shutdown_timeout
         self._serving = False
-        self._serving_forever_fut: Optional[Any] = None
+        self._serving_forever_fut: Any | None = None
         self._unlink_paths = list(unlink_paths)
 
     def __repr__(self) -> str:
@@ -238,7 +238,7 @@ class Server(asyncio.AbstractServer):
         return self._serving
 
     @property
-    def sockets(self) -> Tuple[Any, ...]:
+    def sockets(self) -> tuple[Any, ...]:
         if self._sockets is None:
             return ()
         return tuple(trsock.TransportSocket(s) for s in self._sockets)
@@ -305,10 +305,10 @@ class Server(asyncio.AbstractServer):
         self._waiters.append(waiter)
         await waiter
 
-    async def __aenter__(self) -> "Server":
+    async def __aenter__(self) -> Self:
         return self
 
-    async def __aexit__(self, *exc: Any) -> None:
+    async def __aexit__(self, *exc: object) -> None:
         self.close()
         await self.wait_closed()
 
@@ -324,12 +324,12 @@ class NetworkMixin:
 
     async def _ensure_resolved(self, address: Any, *, family: int = 0,
                                type: int = socket.SOCK_STREAM, proto: int = 0,
-                               flags: int = 0) -> List[Any]:
+                               flags: int = 0) -> list[Any]:
         host, port = address[:2]
         info = _ipaddr_info(host, port, family, type, proto, *address[2:])
         if info is not None:
             return [info]  # a numeric address: no executor round trip
-        infos: List[Any] = await self.getaddrinfo(  # type: ignore[attr-defined]
+        infos: list[Any] = await self.getaddrinfo(  # type: ignore[attr-defined]
             host, port, family=family, type=type, proto=proto, flags=flags)
         return infos
 
@@ -338,12 +338,12 @@ class NetworkMixin:
     async def create_connection(self, protocol_factory: Callable[[], Any], host: Any = None,
                                 port: Any = None, *, ssl: Any = None, family: int = 0,
                                 proto: int = 0, flags: int = 0, sock: Any = None,
-                                local_addr: Any = None, server_hostname: Optional[str] = None,
-                                ssl_handshake_timeout: Optional[float] = None,
-                                ssl_shutdown_timeout: Optional[float] = None,
-                                happy_eyeballs_delay: Optional[float] = None,
-                                interleave: Optional[int] = None,
-                                all_errors: bool = False) -> Tuple[Any, Any]:
+                                local_addr: Any = None, server_hostname: str | None = None,
+                                ssl_handshake_timeout: float | None = None,
+                                ssl_shutdown_timeout: float | None = None,
+                                happy_eyeballs_delay: float | None = None,
+                                interleave: int | None = None,
+                                all_errors: bool = False) -> tuple[Any, Any]:
         """Connect to ``host:port`` (every address getaddrinfo gives, in turn or raced with
         happy eyeballs), or wrap ``sock``; returns ``(transport, protocol)``."""
         if server_hostname is not None and not ssl:
@@ -374,7 +374,7 @@ class NetworkMixin:
                     raise OSError("getaddrinfo() returned empty list")
             if interleave:
                 infos = _interleave_addrinfos(infos, interleave)
-            exceptions: List[List[OSError]] = []
+            exceptions: list[list[OSError]] = []
             if happy_eyeballs_delay is None:
                 for addrinfo in infos:
                     try:
@@ -412,9 +412,9 @@ class NetworkMixin:
             ssl_handshake_timeout=ssl_handshake_timeout,
             ssl_shutdown_timeout=ssl_shutdown_timeout)
 
-    async def _connect_sock(self, exceptions: List[List[OSError]], addr_info: Any,
-                            local_addr_infos: Optional[List[Any]] = None) -> socket.socket:
-        my_exceptions: List[OSError] = []
+    async def _connect_sock(self, exceptions: list[list[OSError]], addr_info: Any,
+                            local_addr_infos: list[Any] | None = None) -> socket.socket:
+        my_exceptions: list[OSError] = []
         exceptions.append(my_exceptions)
         family, type_, proto, _, address = addr_info
         sock = None
@@ -450,11 +450,11 @@ class NetworkMixin:
 
     async def _create_connection_transport(self, sock: socket.socket,
                                            protocol_factory: Callable[[], Any], ssl: Any,
-                                           server_hostname: Optional[str],
+                                           server_hostname: str | None,
                                            server_side: bool = False,
-                                           ssl_handshake_timeout: Optional[float] = None,
-                                           ssl_shutdown_timeout: Optional[float] = None
-                                           ) -> Tuple[Any, Any]:
+                                           ssl_handshake_timeout: float | None = None,
+                                           ssl_shutdown_timeout: float | None = None
+                                           ) -> tuple[Any, Any]:
         sock.setblocking(False)
         protocol = protocol_factory()
         waiter = self.create_future()  # type: ignore[attr-defined]
@@ -477,10 +477,10 @@ class NetworkMixin:
 
     async def create_unix_connection(self, protocol_factory: Callable[[], Any],
                                      path: Any = None, *, ssl: Any = None, sock: Any = None,
-                                     server_hostname: Optional[str] = None,
-                                     ssl_handshake_timeout: Optional[float] = None,
-                                     ssl_shutdown_timeout: Optional[float] = None
-                                     ) -> Tuple[Any, Any]:
+                                     server_hostname: str | None = None,
+                                     ssl_handshake_timeout: float | None = None,
+                                     ssl_shutdown_timeout: float | None = None
+                                     ) -> tuple[Any, Any]:
         """Connect to the Unix socket ``path`` (or wrap ``sock``)."""
         if ssl:
             if server_hostname is None:
@@ -511,9 +511,9 @@ class NetworkMixin:
 
     async def connect_accepted_socket(self, protocol_factory: Callable[[], Any], sock: Any, *,
                                       ssl: Any = None,
-                                      ssl_handshake_timeout: Optional[float] = None,
-                                      ssl_shutdown_timeout: Optional[float] = None
-                                      ) -> Tuple[Any, Any]:
+                                      ssl_handshake_timeout: float | None = None,
+                                      ssl_shutdown_timeout: float | None = None
+                                      ) -> tuple[Any, Any]:
         """Wrap a connection accepted outside asyncio (the server side of TLS if ``ssl``)."""
         if sock.type != socket.SOCK_STREAM:
             raise ValueError(f"A Stream Socket was expected, got {sock!r}")
@@ -525,9 +525,9 @@ class NetworkMixin:
             ssl_shutdown_timeout=ssl_shutdown_timeout)
 
     async def start_tls(self, transport: Any, protocol: Any, sslcontext: Any, *,
-                        server_side: bool = False, server_hostname: Optional[str] = None,
-                        ssl_handshake_timeout: Optional[float] = None,
-                        ssl_shutdown_timeout: Optional[float] = None) -> Any:
+                        server_side: bool = False, server_hostname: str | None = None,
+                        ssl_handshake_timeout: float | None = None,
+                        ssl_shutdown_timeout: float | None = None) -> Any:
         """Upgrade ``transport`` to TLS; returns the new (TLS) transport."""
         if _ssl is None:
             raise RuntimeError("Python ssl module is not available")
@@ -558,7 +558,7 @@ class NetworkMixin:
     # ---- servers
 
     async def _create_server_getaddrinfo(self, host: Any, port: Any, family: int,
-                                         flags: int) -> List[Any]:
+                                         flags: int) -> list[Any]:
         return await self._ensure_resolved((host, port), family=family,
                                            type=socket.SOCK_STREAM, flags=flags)
 
@@ -566,11 +566,11 @@ class NetworkMixin:
                             port: Any = None, *, family: int = socket.AF_UNSPEC,
                             flags: int = socket.AI_PASSIVE, sock: Any = None,
                             backlog: int = 100, ssl: Any = None,
-                            reuse_address: Optional[bool] = None,
-                            reuse_port: Optional[bool] = None,
-                            keep_alive: Optional[bool] = None,
-                            ssl_handshake_timeout: Optional[float] = None,
-                            ssl_shutdown_timeout: Optional[float] = None,
+                            reuse_address: bool | None = None,
+                            reuse_port: bool | None = None,
+                            keep_alive: bool | None = None,
+                            ssl_handshake_timeout: float | None = None,
+                            ssl_shutdown_timeout: float | None = None,
                             start_serving: bool = True) -> Server:
         """A TCP server on ``host`` (a name, an address, a sequence of them, or all
         interfaces) and ``port``, or on the listening ``sock``."""
@@ -591,7 +591,7 @@ class NetworkMixin:
                 hosts = host
             fs = [self._create_server_getaddrinfo(h, port, family, flags) for h in hosts]
             infos = set(itertools.chain.from_iterable(await tasks.gather(*fs)))
-            sockets: List[socket.socket] = []
+            sockets: list[socket.socket] = []
             completed = False
             try:
                 for af, socktype, proto, _, sa in infos:
@@ -651,14 +651,14 @@ class NetworkMixin:
 
     async def create_unix_server(self, protocol_factory: Callable[[], Any], path: Any = None,
                                  *, sock: Any = None, backlog: int = 100, ssl: Any = None,
-                                 ssl_handshake_timeout: Optional[float] = None,
-                                 ssl_shutdown_timeout: Optional[float] = None,
+                                 ssl_handshake_timeout: float | None = None,
+                                 ssl_shutdown_timeout: float | None = None,
                                  start_serving: bool = True,
                                  cleanup_socket: bool = True) -> Server:
         """A server on the Unix socket ``path`` (a stale socket file there is replaced), or on
         the listening ``sock``.  With ``cleanup_socket``, closing it removes the file."""
         _check_server_ssl(ssl, ssl_handshake_timeout, ssl_shutdown_timeout)
-        unlink: List[Tuple[str, int]] = []
+        unlink: list[tuple[str, int]] = []
         if path is not None:
             if sock is not None:
                 raise ValueError("path and sock can not be specified at the same time")
@@ -697,9 +697,9 @@ class NetworkMixin:
         return server
 
     def _start_serving(self, protocol_factory: Callable[[], Any], sock: socket.socket,
-                       sslcontext: Any = None, server: Optional[Server] = None,
-                       backlog: int = 100, ssl_handshake_timeout: Optional[float] = None,
-                       ssl_shutdown_timeout: Optional[float] = None) -> None:
+                       sslcontext: Any = None, server: Server | None = None,
+                       backlog: int = 100, ssl_handshake_timeout: float | None = None,
+                       ssl_shutdown_timeout: float | None = None) -> None:
         self._add_reader(sock.fileno(), self._accept_connection,  # type: ignore[attr-defined]
                          (protocol_factory, sock, sslcontext, server, backlog,
                           ssl_handshake_timeout, ssl_shutdown_timeout))
@@ -709,9 +709,9 @@ class NetworkMixin:
         sock.close()
 
     def _accept_connection(self, protocol_factory: Callable[[], Any], sock: socket.socket,
-                           sslcontext: Any, server: Optional[Server], backlog: int,
-                           ssl_handshake_timeout: Optional[float],
-                           ssl_shutdown_timeout: Optional[float]) -> None:
+                           sslcontext: Any, server: Server | None, backlog: int,
+                           ssl_handshake_timeout: float | None,
+                           ssl_shutdown_timeout: float | None) -> None:
         for _ in range(backlog):
             try:
                 conn, addr = sock.accept()
@@ -736,9 +736,9 @@ class NetworkMixin:
                                      server, ssl_handshake_timeout, ssl_shutdown_timeout)
 
     def _accept_connection2(self, protocol_factory: Callable[[], Any], conn: socket.socket,
-                            extra: Dict[str, Any], sslcontext: Any, server: Optional[Server],
-                            ssl_handshake_timeout: Optional[float],
-                            ssl_shutdown_timeout: Optional[float]) -> None:
+                            extra: dict[str, Any], sslcontext: Any, server: Server | None,
+                            ssl_handshake_timeout: float | None,
+                            ssl_shutdown_timeout: float | None) -> None:
         try:
             protocol = protocol_factory()
             if sslcontext:
@@ -810,7 +810,7 @@ class NetworkMixin:
         self._wait_readable(sock, _sock_call, fut, "recv_into", buf)
         return await fut  # type: ignore[no-any-return]
 
-    async def sock_recvfrom(self, sock: Any, bufsize: int) -> Tuple[bytes, Any]:
+    async def sock_recvfrom(self, sock: Any, bufsize: int) -> tuple[bytes, Any]:
         """Receive a datagram of up to ``bufsize`` bytes: ``(data, address)``."""
         self._sock_checks(sock)
         try:
@@ -821,7 +821,7 @@ class NetworkMixin:
         self._wait_readable(sock, _sock_call, fut, "recvfrom", bufsize)
         return await fut  # type: ignore[no-any-return]
 
-    async def sock_recvfrom_into(self, sock: Any, buf: Any, nbytes: int = 0) -> Tuple[int, Any]:
+    async def sock_recvfrom_into(self, sock: Any, buf: Any, nbytes: int = 0) -> tuple[int, Any]:
         """Receive a datagram into ``buf`` (at most ``nbytes``): ``(nbytes, address)``."""
         self._sock_checks(sock)
         if not nbytes:
@@ -881,7 +881,7 @@ class NetworkMixin:
         finally:
             fut = None  # no reference cycle through the exception
 
-    async def sock_accept(self, sock: Any) -> Tuple[socket.socket, Any]:
+    async def sock_accept(self, sock: Any) -> tuple[socket.socket, Any]:
         """Accept a connection: ``(conn, address)``, ``conn`` non-blocking."""
         self._sock_checks(sock)
         fut = self.create_future()  # type: ignore[attr-defined]
@@ -899,7 +899,7 @@ class NetworkMixin:
         return await fut  # type: ignore[no-any-return]
 
 
-def _exception_group(message: str, errors: List[OSError]) -> BaseException:
+def _exception_group(message: str, errors: list[OSError]) -> BaseException:
     cls = getattr(builtins, "ExceptionGroup", None)
     if cls is None:  # Python 3.10: no exception groups
         return OSError(f"{message}: " + ", ".join(str(e) for e in errors))
@@ -927,7 +927,7 @@ def _sock_call(fut: Any, sock: Any, method: str, *args: Any) -> None:
         fut.set_result(result)
 
 
-def _sock_sendall_cb(fut: Any, sock: Any, view: memoryview, pos: List[int]) -> None:
+def _sock_sendall_cb(fut: Any, sock: Any, view: memoryview, pos: list[int]) -> None:
     if fut.done():
         return
     start = pos[0]
@@ -980,4 +980,4 @@ def _sock_accept_cb(fut: Any, sock: Any) -> None:
         fut.set_result((conn, address))
 
 
-MIXINS: Tuple[Any, ...] = (NetworkMixin,)
+MIXINS: tuple[Any, ...] = (NetworkMixin,)

@@ -18,6 +18,7 @@ Threading model (the fallback's; the core uses C atomics instead):
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import heapq
 import inspect
@@ -29,7 +30,11 @@ import time
 import types
 import weakref
 from collections import deque
-from typing import Any, Callable, Deque, Dict, List, Optional, Tuple, Union
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 from . import _coroutine, _glib, _mainloop, _runstate
 from ._common import (
@@ -59,17 +64,17 @@ from ._constants import (
     ClockType,
 )
 
-__all__: List[str] = [
-    "AioContext",
+__all__: list[str] = [
     "BH",
-    "ClockType",
-    "EventNotifier",
-    "NotifierList",
     "SCALE_MS",
     "SCALE_NS",
     "SCALE_US",
     "TIMER_ATTR_ALL",
     "TIMER_ATTR_EXTERNAL",
+    "AioContext",
+    "ClockType",
+    "EventNotifier",
+    "NotifierList",
     "Timer",
     "clock_advance_virtual_time",
     "clock_enable",
@@ -83,7 +88,7 @@ __all__: List[str] = [
     "timeout_ns_to_ms",
 ]
 
-FileDescriptorLike = Union[int, Any]
+FileDescriptorLike = int | Any
 Callback = Callable[[], Any]
 
 
@@ -141,7 +146,7 @@ def _soonest(a: int, b: int) -> int:
         return b
     if b < 0:
         return a
-    return a if a < b else b
+    return min(b, a)
 
 
 # --------------------------------------------------------------------------------------------
@@ -150,7 +155,7 @@ def _soonest(a: int, b: int) -> int:
 
 
 class _ClockState:
-    __slots__ = ("enabled", "virtual_base", "virtual_start", "manual", "manual_ns", "lock")
+    __slots__ = ("enabled", "lock", "manual", "manual_ns", "virtual_base", "virtual_start")
 
     def __init__(self) -> None:
         self.enabled = [True, False, True, True]
@@ -170,7 +175,7 @@ class _ClockState:
 
 _clocks = _ClockState()
 # Every open AioContext, so clock changes can notify their timer lists.
-_contexts: "weakref.WeakSet[AioContext]" = weakref.WeakSet()
+_contexts: weakref.WeakSet[AioContext] = weakref.WeakSet()
 
 
 def _clock_now(clock: int) -> int:
@@ -258,7 +263,7 @@ def _virtual_deadline() -> int:
     if soonest < 0:
         return -1
     delta = soonest - _clocks.virtual_now()
-    return delta if delta > 0 else 0
+    return max(0, delta)
 
 
 def clock_advance_virtual_time(dest_ns: int) -> int:
@@ -275,7 +280,7 @@ def clock_advance_virtual_time(dest_ns: int) -> int:
         raise RuntimeError("clock_advance_virtual_time needs clock_set_manual(True)")
     if dest < st.manual_ns:
         raise ValueError(f"dest_ns {dest} is before the current VIRTUAL time {st.manual_ns}")
-    errors: List[BaseException] = []
+    errors: list[BaseException] = []
     while True:
         soonest = -1
         ctxs = [c for c in list(_contexts) if not c._closed]
@@ -285,8 +290,7 @@ def clock_advance_virtual_time(dest_ns: int) -> int:
                 soonest = e
         if soonest < 0 or soonest > dest:
             break
-        if soonest > st.manual_ns:
-            st.manual_ns = soonest
+        st.manual_ns = max(st.manual_ns, soonest)
         ran = False
         for ctx in ctxs:
             saved = ctx._errors
@@ -305,7 +309,7 @@ def clock_advance_virtual_time(dest_ns: int) -> int:
     return dest
 
 
-def _virtual_jump(own: "AioContext", dest: int) -> None:
+def _virtual_jump(own: AioContext, dest: int) -> None:
     """A virtual-time event loop's autojump (docs/virtual-time.md): move the manual VIRTUAL
     clock forward to ``dest`` (never back) without running any timer here.  ``own`` runs its
     due timers in its next poll; another context whose VIRTUAL timers fall due is woken to run
@@ -315,7 +319,7 @@ def _virtual_jump(own: "AioContext", dest: int) -> None:
         return
     st.manual_ns = dest
     # the WeakSet's own references: this runs at every jump, and its iterator is slower
-    refs: List[Any] = list(_contexts.data)  # type: ignore[attr-defined]
+    refs: list[Any] = list(_contexts.data)  # type: ignore[attr-defined]
     if len(refs) > 1:
         for ref in refs:
             ctx = ref()
@@ -336,7 +340,7 @@ def _virtual_jump(own: "AioContext", dest: int) -> None:
 class EventNotifier:
     """A level-triggered set/clear flag backed by an eventfd (or a pipe)."""
 
-    __slots__ = ("_rfd", "_wfd", "__weakref__")
+    __slots__ = ("__weakref__", "_rfd", "_wfd")
 
     def __init__(self, active: bool = False, use_pipe: bool = False) -> None:
         if getattr(self, "_rfd", -1) >= 0:
@@ -409,19 +413,17 @@ class EventNotifier:
         """Whether ``close()`` was called."""
         return self._rfd < 0
 
-    def __enter__(self) -> "EventNotifier":
+    def __enter__(self) -> Self:
         """Context manager: returns itself."""
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         """Context manager: ``close()``."""
         self.close()
 
     def __del__(self) -> None:
-        try:
+        with contextlib.suppress(Exception):  # a finalizer must not raise
             self.close()
-        except Exception:
-            pass
 
 
 # --------------------------------------------------------------------------------------------
@@ -438,16 +440,16 @@ _KEY_BIAS = 1 << 63
 
 
 class _TimerList:
-    __slots__ = ("ctx", "clock", "heap", "live", "lock")
+    __slots__ = ("clock", "ctx", "heap", "live", "lock")
 
-    def __init__(self, ctx: "AioContext", clock: int) -> None:
+    def __init__(self, ctx: AioContext, clock: int) -> None:
         self.ctx = ctx
         self.clock = clock
-        self.heap: List[int] = []
-        self.live: Dict[int, "Timer"] = {}
+        self.heap: list[int] = []
+        self.live: dict[int, Timer] = {}
         self.lock = threading.Lock()
 
-    def _head(self) -> Optional[int]:
+    def _head(self) -> int | None:
         heap = self.heap
         live = self.live
         while heap and heap[0] not in live:
@@ -459,7 +461,7 @@ class _TimerList:
             head = self._head()
             return -1 if head is None else self.live[head]._expire
 
-    def insert(self, timer: "Timer", ns: int) -> None:
+    def insert(self, timer: Timer, ns: int) -> None:
         """``timer_mod_ns``: (re)arm, notifying the context if the timer became the head."""
         with self.lock:
             live = self.live
@@ -470,7 +472,7 @@ class _TimerList:
             entry = ((ns + _KEY_BIAS) << 64) | next(_timer_seq)
             live[entry] = timer
             timer._entry = entry
-            timer._expire = ns if ns > 0 else 0
+            timer._expire = max(0, ns)
             heap = self.heap
             _heappush(heap, entry)
             top = heap[0]
@@ -485,7 +487,7 @@ class _TimerList:
             self.heap = [e for e in heap if e in live]
             heapq.heapify(self.heap)
 
-    def remove(self, timer: "Timer") -> None:
+    def remove(self, timer: Timer) -> None:
         with self.lock:
             old = timer._entry
             if old is not None:
@@ -555,19 +557,19 @@ class _TimerList:
 class Timer:
     """A QEMUTimer, created by ``AioContext.timer_new*``.  Times are in the timer's scale."""
 
-    __slots__ = ("_tl", "_scale", "_cb", "_attributes", "_expire", "_entry", "__weakref__")
+    __slots__ = ("__weakref__", "_attributes", "_cb", "_entry", "_expire", "_scale", "_tl")
     _tl: _TimerList
     _scale: int
     _cb: Callback
     _attributes: int
     _expire: int
-    _entry: Optional[int]
+    _entry: int | None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         raise TypeError("Timer objects are created by AioContext.timer_new*()")
 
     @classmethod
-    def _new(cls, tl: _TimerList, scale: int, cb: Callback, attributes: int) -> "Timer":
+    def _new(cls, tl: _TimerList, scale: int, cb: Callback, attributes: int) -> Timer:
         self = _new_object(cls)
         self._tl = tl
         self._scale = scale
@@ -664,9 +666,9 @@ _BH_CANCEL = 32  # an op, not a flag: clear SCHEDULED
 class BH:
     """A bottom half, created by ``AioContext.bh_new``.  ``callback()`` takes no arguments."""
 
-    __slots__ = ("_ctx", "_cb", "_name", "_flags", "_deleted", "_queued", "__weakref__")
-    _ctx: "AioContext"
-    _cb: Optional[Callback]
+    __slots__ = ("__weakref__", "_cb", "_ctx", "_deleted", "_flags", "_name", "_queued")
+    _ctx: AioContext
+    _cb: Callback | None
     _name: str
     _flags: int
     _deleted: bool
@@ -676,7 +678,7 @@ class BH:
         raise TypeError("BH objects are created by AioContext.bh_new()")
 
     @classmethod
-    def _new(cls, ctx: "AioContext", cb: Callback, name: Optional[str]) -> "BH":
+    def _new(cls, ctx: AioContext, cb: Callback, name: str | None) -> BH:
         self = object.__new__(cls)
         self._ctx = ctx
         self._cb = cb
@@ -750,21 +752,21 @@ class BH:
 
 class _Handler:
     __slots__ = (
+        "deleted",
+        "events",
         "fd",
-        "io_read",
-        "io_write",
+        "in_poll_list",
         "io_poll",
-        "io_poll_ready",
         "io_poll_begin",
         "io_poll_end",
-        "events",
-        "revents",
-        "poll_ready",
-        "deleted",
-        "in_poll_list",
-        "poll_ns",
+        "io_poll_ready",
+        "io_read",
+        "io_write",
         "is_notifier",
+        "poll_ns",
+        "poll_ready",
         "ready_gen",
+        "revents",
         "seq",
     )
 
@@ -814,16 +816,16 @@ class AioContext:
             raise ValueError(f"unknown fdmon {fdmon!r} (expected one of {FDMON_NAMES})")
         self._closed = True  # until construction completes
         self._fdmon_mode = fdmon
-        self._handlers: Dict[int, _Handler] = {}  # live handlers in registration order
+        self._handlers: dict[int, _Handler] = {}  # live handlers in registration order
         self._handler_seq = 0
         self._list_lock = threading.Lock()
         self._pollobj = select.poll()
-        self._epoll: Optional[select.epoll] = None
+        self._epoll: select.epoll | None = None
         self._epoll_failed = False
         self._epoll_active = False
         self._npollfds = 0  # live handlers with a nonzero event mask
         self._walkers = 0
-        self._poll_thread: Optional[int] = None
+        self._poll_thread: int | None = None
         self._notify_me = 0
         self._notified = False
         self._wake_lock = threading.RLock()
@@ -832,23 +834,23 @@ class AioContext:
         self._poll_grow = 0
         self._poll_shrink = 0
         self._poll_started = False
-        self._poll_list: List[_Handler] = []
+        self._poll_list: list[_Handler] = []
         self._ready_gen = 0
-        self._bh_ops: Deque[Any] = deque()
-        self._bh_list: List[BH] = []  # pending stack (top = end)
-        self._bh_slices: Deque[List[BH]] = deque()
-        self._oneshot_free: List[BH] = []  # run one-shot BHs kept for reuse
+        self._bh_ops: deque[Any] = deque()
+        self._bh_list: list[BH] = []  # pending stack (top = end)
+        self._bh_slices: deque[list[BH]] = deque()
+        self._oneshot_free: list[BH] = []  # run one-shot BHs kept for reuse
         self._timer_lists = [_TimerList(self, c) for c in range(_NCLOCKS)]
-        self._exception_handler: Optional[Callable[["AioContext", BaseException], Any]] = None
-        self._timer_notify_cb: Optional[Callback] = None
+        self._exception_handler: Callable[[AioContext, BaseException], Any] | None = None
+        self._timer_notify_cb: Callback | None = None
         self._co_state: Any = None
         # the last callback timer_new() validated (weakly: it must not keep it alive)
         self._last_timer_cb: Callable[[], Any] = _no_callback
         self._g_source_obj: Any = None
-        self._source_nodes: List[Optional[_Handler]] = []
+        self._source_nodes: list[_Handler | None] = []
         self._source_epoll_ready = False
-        self._source_errors: List[BaseException] = []
-        self._errors: List[BaseException] = []
+        self._source_errors: list[BaseException] = []
+        self._errors: list[BaseException] = []
         self._notifier = EventNotifier()
         if fdmon == "epoll":
             self._epoll = select.epoll(sizehint=EPOLL_MAX_EVENTS, flags=select.EPOLL_CLOEXEC)
@@ -883,7 +885,7 @@ class AioContext:
         return "epoll" if self._epoll_active else "poll"
 
     def set_exception_handler(
-        self, handler: Optional[Callable[["AioContext", BaseException], Any]]
+        self, handler: Callable[[AioContext, BaseException], Any] | None
     ) -> None:
         """Route callback exceptions to ``handler(ctx, exc)`` instead of raising from poll().
 
@@ -892,7 +894,7 @@ class AioContext:
         """
         self._exception_handler = _check_callback(handler, "handler")
 
-    def get_exception_handler(self) -> Optional[Callable[["AioContext", BaseException], Any]]:
+    def get_exception_handler(self) -> Callable[[AioContext, BaseException], Any] | None:
         """The handler given to ``set_exception_handler`` (None: the default)."""
         return self._exception_handler
 
@@ -950,10 +952,10 @@ class AioContext:
     def set_fd_handler(
         self,
         fd: FileDescriptorLike,
-        io_read: Optional[Callback] = None,
-        io_write: Optional[Callback] = None,
-        io_poll: Optional[Callable[[], bool]] = None,
-        io_poll_ready: Optional[Callback] = None,
+        io_read: Callback | None = None,
+        io_write: Callback | None = None,
+        io_poll: Callable[[], bool] | None = None,
+        io_poll_ready: Callback | None = None,
     ) -> None:
         """Add, replace or (all None) remove the handler for ``fd``.  Level-triggered.
 
@@ -975,9 +977,9 @@ class AioContext:
     def set_event_notifier(
         self,
         notifier: EventNotifier,
-        io_read: Optional[Callable[[EventNotifier], Any]] = None,
-        io_poll: Optional[Callable[[EventNotifier], bool]] = None,
-        io_poll_ready: Optional[Callable[[EventNotifier], Any]] = None,
+        io_read: Callable[[EventNotifier], Any] | None = None,
+        io_poll: Callable[[EventNotifier], bool] | None = None,
+        io_poll_ready: Callable[[EventNotifier], Any] | None = None,
     ) -> None:
         """``aio_set_event_notifier``: callbacks receive the notifier; all None removes."""
         if not isinstance(notifier, EventNotifier):
@@ -999,8 +1001,8 @@ class AioContext:
     def set_fd_poll(
         self,
         fd: FileDescriptorLike,
-        io_poll_begin: Optional[Callback] = None,
-        io_poll_end: Optional[Callback] = None,
+        io_poll_begin: Callback | None = None,
+        io_poll_end: Callback | None = None,
     ) -> None:
         """``aio_set_fd_poll``: set io_poll_begin/io_poll_end on a registered handler.
 
@@ -1020,8 +1022,8 @@ class AioContext:
     def set_event_notifier_poll(
         self,
         notifier: EventNotifier,
-        io_poll_begin: Optional[Callable[[EventNotifier], Any]] = None,
-        io_poll_end: Optional[Callable[[EventNotifier], Any]] = None,
+        io_poll_begin: Callable[[EventNotifier], Any] | None = None,
+        io_poll_end: Callable[[EventNotifier], Any] | None = None,
     ) -> None:
         """``aio_set_event_notifier_poll``."""
         if not isinstance(notifier, EventNotifier):
@@ -1061,7 +1063,7 @@ class AioContext:
 
     # ---- fd monitors (§1.12)
 
-    def _fdmon_update(self, old: Optional[_Handler], new: Optional[_Handler]) -> None:
+    def _fdmon_update(self, old: _Handler | None, new: _Handler | None) -> None:
         fd = (new or old).fd  # type: ignore[union-attr]
         old_ev = old.events if old is not None else 0
         new_ev = new.events if new is not None else 0
@@ -1113,7 +1115,7 @@ class AioContext:
             self._epoll_active = True
         return True
 
-    def _wait(self, ready: List[_Handler], timeout: int, gen: int) -> None:
+    def _wait(self, ready: list[_Handler], timeout: int, gen: int) -> None:
         """The backend wait: the only blocking point of poll()."""
         if (self._npollfds >= EPOLL_ENABLE_THRESHOLD and not self._epoll_active
                 and self._fdmon_mode == "auto" and not self._epoll_failed):
@@ -1172,13 +1174,13 @@ class AioContext:
         node.in_poll_list = False
         self._poll_list = [n for n in self._poll_list if n is not node]
 
-    def _mark_poll_ready(self, node: _Handler, ready: List[_Handler], gen: int) -> None:
+    def _mark_poll_ready(self, node: _Handler, ready: list[_Handler], gen: int) -> None:
         node.poll_ready = True
         if node.ready_gen != gen:
             node.ready_gen = gen
             ready.append(node)
 
-    def _poll_set_started(self, started: bool, ready: List[_Handler], gen: int) -> bool:
+    def _poll_set_started(self, started: bool, ready: list[_Handler], gen: int) -> bool:
         """Enter/leave poll mode: io_poll_begin/end once per switch; a final io_poll on leave."""
         if started == self._poll_started:
             return False
@@ -1190,20 +1192,19 @@ class AioContext:
             cb = node.io_poll_begin if started else node.io_poll_end
             if cb is not None:
                 self._call(cb)
-            if not started and not node.deleted and node.io_poll is not None:
-                if self._call_poll(node):
-                    self._mark_poll_ready(node, ready, gen)
-                    progress = True  # this path does not exclude the ctx notifier (§1.9)
+            if (not started and not node.deleted and node.io_poll is not None
+                    and self._call_poll(node)):
+                self._mark_poll_ready(node, ready, gen)
+                progress = True  # this path does not exclude the ctx notifier (§1.9)
         return progress
 
-    def _try_poll_mode(self, timeout: int, ready: List[_Handler], gen: int) -> Tuple[bool, int]:
+    def _try_poll_mode(self, timeout: int, ready: list[_Handler], gen: int) -> tuple[bool, int]:
         poll_list = self._poll_list
         if not poll_list:
             return False, timeout
         max_ns = 0
         for node in poll_list:
-            if node.poll_ns > max_ns:
-                max_ns = node.poll_ns
+            max_ns = max(max_ns, node.poll_ns)
         max_ns = _soonest(timeout, max_ns)
         if max_ns == 0 or self._poll_disable_cnt > 0:
             return False, timeout
@@ -1271,7 +1272,7 @@ class AioContext:
 
     # ---- bottom halves (§2)
 
-    def bh_new(self, callback: Callback, *, name: Optional[str] = None) -> BH:
+    def bh_new(self, callback: Callback, *, name: str | None = None) -> BH:
         """``aio_bh_new``: a BH bound to this context (not scheduled)."""
         self._check_open()
         _check_callback(callback, "callback", optional=False)
@@ -1279,7 +1280,7 @@ class AioContext:
             raise TypeError(f"name must be a str, not {type(name).__name__}")
         return BH._new(self, callback, name)
 
-    def bh_schedule_oneshot(self, callback: Callback, *, name: Optional[str] = None) -> None:
+    def bh_schedule_oneshot(self, callback: Callback, *, name: str | None = None) -> None:
         """``aio_bh_schedule_oneshot``: run ``callback`` once in the next poll()."""
         if self._closed:
             raise RuntimeError("AioContext is closed")
@@ -1524,7 +1525,7 @@ class AioContext:
             timeout = self._compute_timeout() if blocking else 0
             self._ready_gen += 1
             gen = self._ready_gen
-            ready: Optional[List[_Handler]] = None  # built only when something can be ready
+            ready: list[_Handler] | None = None  # built only when something can be ready
             if self._poll_list:
                 ready = []
                 progress, timeout = self._try_poll_mode(timeout, ready, gen)
@@ -1550,9 +1551,8 @@ class AioContext:
             self._notified = False  # aio_notify_accept
             if use_polling:
                 block_ns = _monotonic_ns() - start
-            if self._bh_ops or self._bh_list or self._bh_slices:
-                if self._bh_poll():
-                    progress = True
+            if (self._bh_ops or self._bh_list or self._bh_slices) and self._bh_poll():
+                progress = True
             if ready is not None:
                 for node in ready:
                     if node.ready_gen != gen:
@@ -1565,9 +1565,8 @@ class AioContext:
         finally:
             self._walkers -= 1
         tls = self._timer_lists  # timers run last, outside the walker section
-        if tls[0].heap or tls[1].heap or tls[2].heap or tls[3].heap:
-            if self._run_timers():
-                progress = True
+        if (tls[0].heap or tls[1].heap or tls[2].heap or tls[3].heap) and self._run_timers():
+            progress = True
         return progress
 
     # ---- coroutines (§1.14)
@@ -1600,12 +1599,12 @@ class AioContext:
         self._poll_set_started(False, [], 0)  # poll mode is never used under an outer loop
         return timeout
 
-    def source_query(self) -> List[Tuple[int, int]]:
+    def source_query(self) -> list[tuple[int, int]]:
         """The (fd, events) pairs the outer loop must poll for this context."""
         self._check_open()
         if self._epoll_active:
             assert self._epoll is not None
-            nodes: List[Optional[_Handler]] = [None]
+            nodes: list[_Handler | None] = [None]
             fds = [(self._epoll.fileno(), _POLLIN)]
         else:
             with self._list_lock:
@@ -1615,7 +1614,7 @@ class AioContext:
         self._source_nodes = nodes
         return fds
 
-    def source_check(self, revents: Optional[List[int]] = None) -> bool:
+    def source_check(self, revents: list[int] | None = None) -> bool:
         """GSource check: close the notify window, accept the notify, record the revents the
         outer loop got for ``source_query()``'s fds (same order), and say if dispatch is due."""
         self._check_open()
@@ -1628,7 +1627,7 @@ class AioContext:
         if revents is not None:
             if len(revents) != len(nodes):
                 raise ValueError(f"revents has {len(revents)} entries; source_query() gave {len(nodes)}")
-            for node, rev in zip(nodes, revents):
+            for node, rev in zip(nodes, revents, strict=True):  # lengths checked above
                 rev = _int_arg(rev, "revents[i]")
                 if node is None:
                     self._source_epoll_ready = bool(rev)
@@ -1673,7 +1672,7 @@ class AioContext:
                 progress = self._bh_poll()
                 self._ready_gen += 1
                 gen = self._ready_gen
-                ready: List[_Handler] = []
+                ready: list[_Handler] = []
                 if self._epoll_active:
                     if self._source_epoll_ready:
                         self._source_epoll_ready = False
@@ -1728,7 +1727,7 @@ class AioContext:
         """Only the context's own notifier is registered (its state is known without a wait)."""
         return self._npollfds <= 1 and not self._epoll_active
 
-    def _ml_fds(self) -> Dict[int, int]:
+    def _ml_fds(self) -> dict[int, int]:
         """The fds (and events) the main loop waits on for this context."""
         if self._epoll_active:
             return {self._epoll.fileno(): _POLLIN}  # type: ignore[union-attr]
@@ -1740,8 +1739,8 @@ class AioContext:
             self._notify_me &= ~1
         self._notified = False  # aio_notify_accept
 
-    def _ml_check(self, ready_fds: List[Tuple[int, int]], window: bool
-                  ) -> Tuple[Optional[List[_Handler]], int]:
+    def _ml_check(self, ready_fds: list[tuple[int, int]], window: bool
+                  ) -> tuple[list[_Handler] | None, int]:
         """Close the notify window (if ``window``), accept the notify, collect the handlers
         the wait found ready in ``ready_fds`` and leave the walker section.  Returns the
         ready handlers (None: none) and their generation."""
@@ -1750,7 +1749,7 @@ class AioContext:
         self._notified = False  # aio_notify_accept
         self._ready_gen += 1
         gen = self._ready_gen
-        ready: Optional[List[_Handler]] = None
+        ready: list[_Handler] | None = None
         try:
             if ready_fds:
                 ready = []
@@ -1766,7 +1765,7 @@ class AioContext:
                 self._poll_thread = None
         return ready or None, gen
 
-    def _collect_ready(self, ready_fds: List[Tuple[int, int]], ready: List[_Handler],
+    def _collect_ready(self, ready_fds: list[tuple[int, int]], ready: list[_Handler],
                        gen: int) -> None:
         handlers = self._handlers
         found = []
@@ -1789,7 +1788,7 @@ class AioContext:
                 node.ready_gen = gen
                 ready.append(node)
 
-    def _ml_dispatch(self, ready: Optional[List[_Handler]], gen: int, me: int) -> None:
+    def _ml_dispatch(self, ready: list[_Handler] | None, gen: int, me: int) -> None:
         """``aio_dispatch`` for the main loop: BHs, the ready handlers, then timers."""
         if self._closed:
             return
@@ -1834,7 +1833,7 @@ class AioContext:
         self._check_open()
         return self._timers_deadline(False)
 
-    def _set_timer_notify(self, callback: Optional[Callback]) -> None:
+    def _set_timer_notify(self, callback: Callback | None) -> None:
         """Call ``callback()`` instead of notify() when a timer becomes the head of a list
         (the main loop's timer lists use qemu_notify_event, §3.1)."""
         self._timer_notify_cb = callback
@@ -1885,12 +1884,12 @@ class AioContext:
             self._notifier.close()
         self._pollobj = select.poll()
 
-    def __enter__(self) -> "AioContext":
+    def __enter__(self) -> Self:
         """Context manager: returns itself."""
         self._check_open()
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         """Context manager: ``close()``."""
         self.close()
 
@@ -1898,14 +1897,14 @@ class AioContext:
         state = "closed" if self._closed else f"fdmon={self.fdmon} handlers={len(self._handlers)}"
         return f"<qloop._fallback.AioContext {state}>"
 
-    def resource_counts(self) -> Tuple[int, int, int]:
+    def resource_counts(self) -> tuple[int, int, int]:
         """``(bhs, timers, fd_handlers)``: the BHs whose callback is still to run (scheduled,
         not cancelled or deleted; one-shot BHs included), the armed timers and the registered
         fd handlers (not counting the context's own notifier).  For leak checks in tests;
         reads only.  ``(0, 0, 0)`` once the context is closed."""
         if self._closed:
             return (0, 0, 0)
-        flags: Dict[BH, int] = {}
+        flags: dict[BH, int] = {}
         for group in itertools.chain((self._bh_list,), self._bh_slices):
             for bh in group:
                 flags[bh] = bh._flags
@@ -1944,13 +1943,15 @@ globals().update(_main_loop.exports())
 RunState = _runstate.RunState
 GLibUnavailable = _glib.GLibUnavailable
 
-__all__ += [*_mainloop.EXPORTS, *_mainloop.SHARED_EXPORTS, "GLibUnavailable"]
+__all__.extend(_mainloop.EXPORTS)
+__all__.extend(_mainloop.SHARED_EXPORTS)
+__all__.append("GLibUnavailable")
 
 
 # --------------------------------------------------------------------------------------------
 # The asyncio event loop (issue 12): its hot base in _fallback_loop, the rest shared Python.
 
-from . import (  # noqa: E402
+from . import (
     _eventloop,
     _eventloop_net,
     _fallback_dgram,

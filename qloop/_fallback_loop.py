@@ -16,17 +16,16 @@ Same classes and methods in the same order as the compiled one (``Handle``, ``Ti
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import functools
 import heapq
 import threading
 import time
+from asyncio import events as _aio_events
 from collections import deque
 from types import BuiltinFunctionType, FunctionType, MethodType
-from typing import Any, Deque, Dict, List, Optional, Tuple
-
-import asyncio
-import contextvars
-from asyncio import events as _aio_events
+from typing import Any
 
 from . import _eventloop
 from ._constants import ClockType
@@ -87,7 +86,7 @@ def _check_aio_callback(cb: Any, method: str) -> None:
 
 def _when_to_ns(when: float) -> int:
     """Seconds (float) to the nearest ns, saturating at the int64 range."""
-    if when != when:
+    if when != when:  # noqa: PLR0124 - NaN, tested without converting an int to float
         raise ValueError("the time must be a number, not NaN")
     ns = when * 1e9
     if ns >= 9.2e18:
@@ -112,13 +111,13 @@ class Handle:
     ``cancelled()``, ``get_context()``.  Created by the loop only."""
 
     # cancelled <=> _callback is None; the debug-mode slots are set only when used
-    __slots__ = ("_callback", "_args", "_context", "_loop", "_source_traceback_", "_repr")
+    __slots__ = ("_args", "_callback", "_context", "_loop", "_repr", "_source_traceback_")
     _callback: Any
     _args: Any
     _context: Any
-    _loop: "_LoopBase"
+    _loop: _LoopBase
     _source_traceback_: Any
-    _repr: Optional[str]
+    _repr: str | None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         raise TypeError("Handle objects are created by the event loop (call_soon and friends)")
@@ -154,7 +153,7 @@ class Handle:
     def _source_traceback(self) -> Any:
         return getattr(self, "_source_traceback_", None)
 
-    def _info(self) -> Tuple[Any, ...]:
+    def _info(self) -> tuple[Any, ...]:
         return (type(self).__name__, self._callback is None, self._callback, self._args, None,
                 getattr(self, "_source_traceback_", None), getattr(self, "_repr", None))
 
@@ -182,7 +181,7 @@ class TimerHandle(Handle):
             if self._where == 1 and self._loop is not None:
                 self._loop._timer_cancelled()
 
-    def _info(self) -> Tuple[Any, ...]:
+    def _info(self) -> tuple[Any, ...]:
         return (type(self).__name__, self._callback is None, self._callback, self._args,
                 self._when, getattr(self, "_source_traceback_", None),
                 getattr(self, "_repr", None))
@@ -231,13 +230,13 @@ def _run_handle_debug(h: Handle) -> None:
 class _FdEntry:
     """The add_reader/add_writer handles of one fd: the context's handler for it."""
 
-    __slots__ = ("loop", "fd", "reader", "writer")
+    __slots__ = ("fd", "loop", "reader", "writer")
 
-    def __init__(self, loop: "_LoopBase", fd: int) -> None:
+    def __init__(self, loop: _LoopBase, fd: int) -> None:
         self.loop = loop
         self.fd = fd
-        self.reader: Optional[Handle] = None
-        self.writer: Optional[Handle] = None
+        self.reader: Handle | None = None
+        self.writer: Handle | None = None
 
     def _on_read(self) -> None:
         h = self.reader
@@ -293,21 +292,21 @@ class _LoopBase:
         self._now_ns: Any = _monotonic_ns  # the loop time in ns
         self._vt = False  # a virtual-time loop (qloop/_virtual_time.py)
         self._vt_fast = False  # idle: jump straight to the next virtual deadline
-        self._ready: Deque[Handle] = deque()
+        self._ready: deque[Handle] = deque()
         self._bh_pending = False
-        self._heap: List[Tuple[int, int, TimerHandle]] = []
+        self._heap: list[tuple[int, int, TimerHandle]] = []
         self._tseq = 0
         self._tdead = 0
         self._armed = -1
-        self._fresh: List[TimerHandle] = []
-        self._fds: Dict[int, _FdEntry] = {}
+        self._fresh: list[TimerHandle] = []
+        self._fds: dict[int, _FdEntry] = {}
         self._stopping = False
         self._running = False
         self._ext_depth = 0
         self._thread_ident = 0
         self._debug = False
         self.slow_callback_duration = 0.1
-        self._current_handle: Optional[Handle] = None
+        self._current_handle: Handle | None = None
         self._bh = ctx.bh_new(self._run_ready, name="asyncio ready queue")
         self._ctx_timer = ctx.timer_new_ns(ClockType.REALTIME, self._on_timer)
         self._closed = False
@@ -368,7 +367,7 @@ class _LoopBase:
 
     _check_thread_py = _check_thread
 
-    def _thread_id(self) -> Optional[int]:
+    def _thread_id(self) -> int | None:
         """The thread running the loop, or None."""
         if self._running or self._ext_depth:
             return self._thread_ident
@@ -539,8 +538,7 @@ class _LoopBase:
                 self._ctx_timer.delete()
             return
         key = heap[0][0]
-        if key < 0:
-            key = 0
+        key = max(key, 0)
         if key != self._armed or not self._ctx_timer.pending:
             self._armed = key
             self._ctx_timer.mod_ns(self._clock_key(key) if self._offset else key)
@@ -676,7 +674,7 @@ class _LoopBase:
                 self._arm()
             self._leave(prev)
 
-    def _timers_pending(self) -> Tuple[int, int, int]:
+    def _timers_pending(self) -> tuple[int, int, int]:
         """(heap entries, cancelled ones, fresh ones): for tests and debugging."""
         return (len(self._heap), self._tdead, len(self._fresh))
 
@@ -752,7 +750,7 @@ class _LoopBase:
     def _remove_writer(self, fd: int) -> bool:
         return self._remove_fd_handle(fd, False)
 
-    def _fd_handles(self, fd: int) -> Tuple[Optional[Handle], Optional[Handle]]:
+    def _fd_handles(self, fd: int) -> tuple[Handle | None, Handle | None]:
         """(reader, writer) Handles registered for ``fd`` (None where there is none)."""
         entry = self._fds.get(fd)
         if entry is None:
@@ -901,6 +899,6 @@ class _LoopBase:
 
     # ---- futures
 
-    def create_future(self) -> "asyncio.Future[Any]":
+    def create_future(self) -> asyncio.Future[Any]:
         """A new ``asyncio.Future`` attached to this loop."""
         return _Future(loop=self)  # type: ignore[arg-type]

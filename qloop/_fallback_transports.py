@@ -13,7 +13,7 @@ import asyncio.log
 import socket
 import warnings
 from asyncio import constants, protocols
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any
 
 from . import _eventloop, _transport_support
 from ._fallback_loop import _NOT_ENTERED
@@ -32,15 +32,29 @@ _protocol_failed = _transport_support.protocol_failed
 class _TransportBase(asyncio.BaseTransport):
     """What qloop's socket transports share: the loop, the socket, closing, flow control."""
 
-    __slots__ = ("_loop", "_sock", "_fd", "_protocol", "_server", "_closing", "_reg_read",
-                 "_reg_write", "_protocol_paused", "_protocol_connected", "_conn_lost",
-                 "_wsize", "_high", "_low", "__weakref__")
+    __slots__ = (
+        "__weakref__",
+        "_closing",
+        "_conn_lost",
+        "_fd",
+        "_high",
+        "_loop",
+        "_low",
+        "_protocol",
+        "_protocol_connected",
+        "_protocol_paused",
+        "_reg_read",
+        "_reg_write",
+        "_server",
+        "_sock",
+        "_wsize",
+    )
     _loop: Any
     _sock: Any
     _fd: int
     _protocol: Any
     _server: Any
-    _extra: Dict[str, Any]
+    _extra: dict[str, Any]
     _closing: bool
     _reg_read: bool
     _reg_write: bool
@@ -54,7 +68,7 @@ class _TransportBase(asyncio.BaseTransport):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         raise TypeError("transports are created by the event loop")
 
-    def _setup(self, loop: Any, sock: Any, protocol: Any, extra: Dict[str, Any]) -> None:
+    def _setup(self, loop: Any, sock: Any, protocol: Any, extra: dict[str, Any]) -> None:
         self._loop = loop
         self._sock = sock
         self._fd = sock.fileno()
@@ -121,8 +135,8 @@ class _TransportBase(asyncio.BaseTransport):
             except BaseException as exc:
                 _protocol_failed(self, self._loop, self._protocol, exc, "resume_writing")
 
-    def set_write_buffer_limits(self, high: Optional[int] = None,
-                                low: Optional[int] = None) -> None:
+    def set_write_buffer_limits(self, high: int | None = None,
+                                low: int | None = None) -> None:
         """Call ``pause_writing()`` above ``high`` buffered bytes, ``resume_writing()`` at or
         below ``low`` (defaults: 64 KiB, high / 4)."""
         if high is None:
@@ -135,7 +149,7 @@ class _TransportBase(asyncio.BaseTransport):
         self._low = low
         self._maybe_pause_protocol()
 
-    def get_write_buffer_limits(self) -> Tuple[int, int]:
+    def get_write_buffer_limits(self) -> tuple[int, int]:
         return (self._low, self._high)
 
     def get_write_buffer_size(self) -> int:
@@ -161,7 +175,7 @@ class _TransportBase(asyncio.BaseTransport):
         """Close now, dropping buffered data; ``connection_lost(None)`` follows."""
         self._force_close(None)
 
-    def _force_close(self, exc: Optional[BaseException]) -> None:
+    def _force_close(self, exc: BaseException | None) -> None:
         if self._conn_lost:
             return
         if self._wsize:
@@ -175,7 +189,7 @@ class _TransportBase(asyncio.BaseTransport):
         _fatal_error_report(self, self._loop, self._protocol, exc, message)
         self._force_close(exc)
 
-    def _call_connection_lost(self, exc: Optional[BaseException]) -> None:
+    def _call_connection_lost(self, exc: BaseException | None) -> None:
         # from here on the fd may be closed and reused: writes must not reach it
         if not self._conn_lost:
             self._conn_lost = 1
@@ -216,7 +230,8 @@ class _TransportBase(asyncio.BaseTransport):
     def __del__(self) -> None:
         sock = getattr(self, "_sock", None)
         if sock is not None:
-            warnings.warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
+            warnings.warn(f"unclosed transport {self!r}", ResourceWarning, source=self,
+                          stacklevel=1)
             sock.close()
             self._sock = None
 
@@ -224,14 +239,24 @@ class _TransportBase(asyncio.BaseTransport):
 class _StreamTransport(_TransportBase, asyncio.Transport):
     """A socket stream transport (asyncio's Transport API); created by the event loop."""
 
-    __slots__ = ("_data_received", "_get_buffer", "_buffer_updated", "_eof", "_paused",
-                 "_wbuf", "_wpos", "_empty_waiter", "_recv", "_send")
+    __slots__ = (
+        "_buffer_updated",
+        "_data_received",
+        "_empty_waiter",
+        "_eof",
+        "_get_buffer",
+        "_paused",
+        "_recv",
+        "_send",
+        "_wbuf",
+        "_wpos",
+    )
     _data_received: Any
     _get_buffer: Any
     _buffer_updated: Any
     _eof: bool
     _paused: bool
-    _wbuf: List[Any]
+    _wbuf: list[Any]
     _wpos: int
     _empty_waiter: Any
     _recv: Any
@@ -256,7 +281,7 @@ class _StreamTransport(_TransportBase, asyncio.Transport):
     def _reset_empty_waiter(self) -> None:
         self._empty_waiter = None
 
-    def _call_connection_lost(self, exc: Optional[BaseException]) -> None:
+    def _call_connection_lost(self, exc: BaseException | None) -> None:
         try:
             _TransportBase._call_connection_lost(self, exc)
         finally:
@@ -424,7 +449,7 @@ class _StreamTransport(_TransportBase, asyncio.Transport):
         wbuf = self._wbuf
         loop = self._loop
         if wbuf:
-            views: List[Any] = wbuf[:_WRITE_IOV_MAX]
+            views: list[Any] = wbuf[:_WRITE_IOV_MAX]
             if self._wpos:
                 views[0] = memoryview(views[0])[self._wpos:]
             try:
@@ -517,7 +542,7 @@ class _StreamTransport(_TransportBase, asyncio.Transport):
 
 
 def _make_stream_transport(loop: Any, sock: socket.socket, protocol: Any, waiter: Any = None,
-                           extra: Optional[Dict[str, Any]] = None,
+                           extra: dict[str, Any] | None = None,
                            server: Any = None) -> _StreamTransport:
     """A stream transport on ``sock`` (non-blocking, connected) for ``protocol``; schedules
     ``connection_made``, then reading, then ``waiter``'s result (asyncio's order)."""

@@ -18,9 +18,9 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any
 
-__all__ = ["GLibUnavailable", "CtypesGLibPoller", "load_glib", "make_g_source"]
+__all__ = ["CtypesGLibPoller", "GLibUnavailable", "load_glib", "make_g_source"]
 
 _logger = logging.getLogger("qloop")
 
@@ -41,8 +41,8 @@ class GPollFD(ctypes.Structure):
     _fields_ = [("fd", ctypes.c_int), ("events", ctypes.c_ushort), ("revents", ctypes.c_ushort)]
 
 
-_glib: Optional[ctypes.CDLL] = None
-_glib_error: Optional[str] = None
+_glib: ctypes.CDLL | None = None
+_glib_error: str | None = None
 
 
 def load_glib() -> ctypes.CDLL:
@@ -56,7 +56,7 @@ def load_glib() -> ctypes.CDLL:
         _glib_error = "GLib integration disabled by QLOOP_NO_GLIB"
         raise GLibUnavailable(_glib_error)
     name = "libglib-2.0.so.0"
-    lib: Optional[ctypes.CDLL] = None
+    lib: ctypes.CDLL | None = None
     try:
         lib = ctypes.CDLL(name)
     except OSError:
@@ -103,7 +103,7 @@ class CtypesGLibPoller:
         self.acquired = False  # between fill() and poll(): a nested main_loop_wait skips GLib
         self.only_wakeup = True  # the last fill() gave only GLib's own wake-up fd (or none)
 
-    def fill(self) -> Tuple[int, List[Tuple[int, int]]]:
+    def fill(self) -> tuple[int, list[tuple[int, int]]]:
         """Acquire the default context, prepare and query it: (timeout in ns, [(fd, events)])."""
         lib = self._lib
         if not lib.g_main_context_acquire(self._ctx):
@@ -127,7 +127,7 @@ class CtypesGLibPoller:
         ms = timeout.value
         return (-1 if ms < 0 else ms * 1_000_000), fds
 
-    def poll(self, revents: Dict[int, int]) -> None:
+    def poll(self, revents: dict[int, int]) -> None:
         """Hand GLib the revents of its fds, check and dispatch, release the context."""
         if not self.acquired:
             return
@@ -143,7 +143,7 @@ class CtypesGLibPoller:
             lib.g_main_context_release(self._ctx)
 
 
-def new_poller(impl_factory: Any = None) -> Optional[Any]:
+def new_poller(impl_factory: Any = None) -> Any | None:
     """A GLib poller for the main loop, or None when GLib cannot be loaded or
     ``QLOOP_NO_GLIB`` is set (read at each ``init_main_loop``)."""
     if os.environ.get("QLOOP_NO_GLIB"):
@@ -182,8 +182,8 @@ def _make_source_class() -> Any:
         def __init__(self, ctx: Any) -> None:
             super().__init__()
             self._qloop_ctx = ctx
-            self._qloop_tags: Dict[int, Tuple[Any, int]] = {}
-            self._qloop_order: List[int] = []
+            self._qloop_tags: dict[int, tuple[Any, int]] = {}
+            self._qloop_order: list[int] = []
             self.set_name("qloop-aio-context")
             self.set_can_recurse(True)
 
@@ -204,7 +204,7 @@ def _make_source_class() -> Any:
                 self.remove_unix_fd(tags.pop(fd)[0])
             self._qloop_order = [fd for fd, _ in wanted]
 
-        def prepare(self) -> Tuple[bool, int]:
+        def prepare(self) -> tuple[bool, int]:
             ctx = self._qloop_ctx
             if ctx.closed:
                 return False, -1

@@ -22,7 +22,8 @@ import functools
 import select
 import signal
 import threading
-from typing import Any, Callable, Dict, List, Optional
+from collections.abc import Callable
+from typing import Any
 
 from . import _coroutine, _glib
 from ._childwatch import ChildCallback, ChildWatches
@@ -38,7 +39,7 @@ from ._runstate import (
 )
 from ._signals import SignalCallbacks
 
-__all__ = ["MainLoop", "EXPORTS", "SHARED_EXPORTS", "PollFD", "MainLoopPoll", "UINT32_MAX"]
+__all__ = ["EXPORTS", "SHARED_EXPORTS", "UINT32_MAX", "MainLoop", "MainLoopPoll", "PollFD"]
 
 UINT32_MAX = 0xFFFFFFFF
 
@@ -65,7 +66,7 @@ SHARED_EXPORTS = (
 class PollFD:
     """A GPollFD: an fd a main-loop poll notifier adds during FILL; ``revents`` after the wait."""
 
-    __slots__ = ("fd", "events", "revents")
+    __slots__ = ("events", "fd", "revents")
 
     def __init__(self, fd: Any, events: int = select.POLLIN) -> None:
         self.fd = _fd_of(fd)
@@ -84,12 +85,12 @@ class MainLoopPoll:
     mean infinite.
     """
 
-    __slots__ = ("state", "timeout", "pollfds")
+    __slots__ = ("pollfds", "state", "timeout")
 
     def __init__(self, state: MainLoopPollState, timeout: int) -> None:
         self.state = state
         self.timeout = timeout
-        self.pollfds: List[PollFD] = []
+        self.pollfds: list[PollFD] = []
 
 
 class MainLoop:
@@ -115,8 +116,8 @@ class MainLoop:
         self._children = ChildWatches(self.iohandler_get_aio_context)
         self._wait = impl.MainLoopWait(self.init_main_loop, self.bql, self._poll_notifiers)
 
-    def exports(self) -> Dict[str, Any]:
-        names: Dict[str, Any] = {}
+    def exports(self) -> dict[str, Any]:
+        names: dict[str, Any] = {}
         for name in EXPORTS:
             if name in RUNSTATE_EXPORTS:
                 names[name] = getattr(self._runstate, name)
@@ -198,20 +199,20 @@ class MainLoop:
 
     # ---- handlers, BHs and timers of the main loop
 
-    def set_fd_handler(self, fd: Any, fd_read: Optional[Callable[[], Any]],
-                       fd_write: Optional[Callable[[], Any]] = None) -> None:
+    def set_fd_handler(self, fd: Any, fd_read: Callable[[], Any] | None,
+                       fd_write: Callable[[], Any] | None = None) -> None:
         """``qemu_set_fd_handler``: level-triggered handlers on the iohandler context."""
         self._require()
         self._iohandler_ctx.set_fd_handler(fd, fd_read, fd_write)
 
     def event_notifier_set_handler(self, notifier: Any,
-                                   handler: Optional[Callable[[Any], Any]]) -> None:
+                                   handler: Callable[[Any], Any] | None) -> None:
         """``event_notifier_set_handler``: ``handler(notifier)`` on the iohandler context; it
         must clear the notifier or it fires on every iteration."""
         self._require()
         self._iohandler_ctx.set_event_notifier(notifier, handler)
 
-    def bh_new(self, callback: Callable[[], Any], *, name: Optional[str] = None) -> Any:
+    def bh_new(self, callback: Callable[[], Any], *, name: str | None = None) -> Any:
         """``qemu_bh_new``: a BH of the main context."""
         return self._require().bh_new(callback, name=name)
 
@@ -269,7 +270,7 @@ class MainLoop:
         """Restore the handler ``signum`` had before; False if qloop was not handling it."""
         return self._signals.remove(signum)
 
-    def add_child_watch(self, pid: int, callback: Optional[ChildCallback] = None) -> int:
+    def add_child_watch(self, pid: int, callback: ChildCallback | None = None) -> int:
         """``qemu_add_child_watch``: reap child ``pid`` as soon as it exits (no zombie left).
 
         ``callback(pid, returncode)``, if given, then runs in the main loop (from the
@@ -314,10 +315,10 @@ class MainLoop:
         finally:
             self._running = False
 
-    def _install_termination_signals(self) -> List[int]:
+    def _install_termination_signals(self) -> list[int]:
         if threading.current_thread() is not threading.main_thread():
             return []
-        installed: List[int] = []
+        installed: list[int] = []
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             if sig in self._signals:
                 continue
@@ -327,7 +328,7 @@ class MainLoop:
             installed.append(sig)
         return installed
 
-    def clock_step(self, ns: Optional[int] = None) -> int:
+    def clock_step(self, ns: int | None = None) -> int:
         """QEMU qtest's ``clock_step``, for deterministic tests on the manual VIRTUAL clock.
 
         Advances VIRTUAL by ``ns``, or, when ``ns`` is None, to the next VIRTUAL deadline of
@@ -350,7 +351,7 @@ class MainLoop:
                 raise ValueError(f"ns must be >= 0, got {step}")
             dest = _int64_arg(now + step, "VIRTUAL time + ns")
         ctx = self._require()
-        errors: List[BaseException] = []
+        errors: list[BaseException] = []
         try:
             impl.clock_advance_virtual_time(dest)
         except BaseException as exc:
@@ -371,7 +372,7 @@ class MainLoop:
 _dummy = int
 
 
-_SHARED: Dict[str, Any] = {
+_SHARED: dict[str, Any] = {
     "RunState": RunState,
     "ShutdownCause": ShutdownCause,
     "WakeupReason": WakeupReason,

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import sys
 from collections import deque
+from collections.abc import Callable
 from enum import IntEnum
-from typing import Any, Callable, Deque, FrozenSet, List, Tuple
+from typing import Any
 
 from ._common import NotifierList, _check_callback, _int_arg
 from ._constants import ClockType
@@ -69,7 +70,7 @@ class MainLoopPollState(IntEnum):
 
 
 _S = RunState
-_PAIRS: Tuple[Tuple[RunState, RunState], ...] = (
+_PAIRS: tuple[tuple[RunState, RunState], ...] = (
     (_S.PRELAUNCH, _S.INMIGRATE),
     (_S.DEBUG, _S.RUNNING),
     (_S.DEBUG, _S.FINISH_MIGRATE),
@@ -159,7 +160,7 @@ _PAIRS: Tuple[Tuple[RunState, RunState], ...] = (
     (_S.GUEST_PANICKED, _S.SHUTDOWN),
 )
 
-TRANSITIONS: FrozenSet[Tuple[RunState, RunState]] = frozenset(_PAIRS)
+TRANSITIONS: frozenset[tuple[RunState, RunState]] = frozenset(_PAIRS)
 
 
 # Names each implementation module re-exports from its RunStateMachine.
@@ -198,9 +199,9 @@ class RunStateMachine:
                     self.suspend_notifiers, self.wakeup_notifiers):
             lst._entries.clear()
         self._runstate = RunState.PRELAUNCH
-        self._vm_handlers: List[Tuple[int, int, Callable[[bool, RunState], Any]]] = []
+        self._vm_handlers: list[tuple[int, int, Callable[[bool, RunState], Any]]] = []
         self._vm_handler_seq = 0
-        self._reset_handlers: List[Callable[[], Any]] = []
+        self._reset_handlers: list[Callable[[], Any]] = []
         self._shutdown_requested = ShutdownCause.NONE
         self._shutdown_signal = 0
         self._shutdown_forced = False
@@ -211,7 +212,7 @@ class RunStateMachine:
         self._wakeup_mask = {WakeupReason.RTC, WakeupReason.PMTIMER, WakeupReason.OTHER}
         self._powerdown_requested = False
         self._debug_requested = False
-        self._vmstop_requests: Deque[RunState] = deque()  # append/popleft: signal-safe
+        self._vmstop_requests: deque[RunState] = deque()  # append/popleft: signal-safe
         self._shutdown_action = "poweroff"
         self._reboot_action = "reset"
         self.status = 0

@@ -12,10 +12,20 @@ import os
 import socket
 import stat
 from asyncio import trsock
-from typing import Any, Dict, Optional, Tuple
+from typing import Any
 
-__all__ = ["socket_extra", "pipe_fd", "pipe_extra", "set_nodelay", "transport_repr",
-           "pipe_repr", "fatal_error", "protocol_failed", "callback_failed", "shadow_class"]
+__all__ = [
+    "callback_failed",
+    "fatal_error",
+    "pipe_extra",
+    "pipe_fd",
+    "pipe_repr",
+    "protocol_failed",
+    "set_nodelay",
+    "shadow_class",
+    "socket_extra",
+    "transport_repr",
+]
 
 # asyncio's figures: bytes per read, the write-buffer limits, when writes after a lost
 # connection start being logged, what a buffered datagram counts for besides its payload
@@ -25,10 +35,10 @@ CONNLOST_LOG_THRESHOLD = 5
 DGRAM_HEADER_SIZE = 8
 
 
-def socket_extra(sock: socket.socket, extra: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+def socket_extra(sock: socket.socket, extra: dict[str, Any] | None) -> dict[str, Any]:
     """A socket transport's ``get_extra_info`` dict: ``extra`` plus socket, sockname and
     peername (None when the kernel cannot tell, e.g. an unconnected datagram socket)."""
-    info: Dict[str, Any] = dict(extra) if extra else {}
+    info: dict[str, Any] = dict(extra) if extra else {}
     info["socket"] = trsock.TransportSocket(sock)
     try:
         info["sockname"] = sock.getsockname()
@@ -42,7 +52,7 @@ def socket_extra(sock: socket.socket, extra: Optional[Dict[str, Any]]) -> Dict[s
     return info
 
 
-def pipe_fd(pipe: Any, writing: bool) -> Tuple[int, bool]:
+def pipe_fd(pipe: Any, writing: bool) -> tuple[int, bool]:
     """The fd of ``pipe`` after asyncio's checks (a FIFO, a socket or a character device;
     ValueError otherwise), made non-blocking; and whether the read end's closing can be
     watched (a write pipe that is a FIFO or a socket becomes readable when its peer goes)."""
@@ -58,9 +68,9 @@ def pipe_fd(pipe: Any, writing: bool) -> Tuple[int, bool]:
     return fd, is_fifo or is_sock
 
 
-def pipe_extra(pipe: Any, extra: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+def pipe_extra(pipe: Any, extra: dict[str, Any] | None) -> dict[str, Any]:
     """A pipe transport's ``get_extra_info`` dict: ``extra`` plus the pipe (file object)."""
-    info: Dict[str, Any] = dict(extra) if extra else {}
+    info: dict[str, Any] = dict(extra) if extra else {}
     info["pipe"] = pipe
     return info
 
@@ -72,8 +82,8 @@ def set_nodelay(sock: socket.socket) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
-def transport_repr(name: str, fd: int, closed: bool, closing: bool, reading: Optional[bool],
-                   writing: Optional[bool], bufsize: int) -> str:
+def transport_repr(name: str, fd: int, closed: bool, closing: bool, reading: bool | None,
+                   writing: bool | None, bufsize: int) -> str:
     """asyncio's repr of a socket transport: ``<name fd=N read=polling write=<idle, ...>>``."""
     info = [name]
     if closed:
@@ -89,7 +99,7 @@ def transport_repr(name: str, fd: int, closed: bool, closing: bool, reading: Opt
 
 
 def pipe_repr(name: str, fd: int, closed: bool, closing: bool, loop_open: bool,
-              polling: bool, bufsize: Optional[int]) -> str:
+              polling: bool, bufsize: int | None) -> str:
     """asyncio's repr of a pipe transport: ``<name fd=N polling|idle|open|closed ...>``."""
     info = [name]
     if closed:

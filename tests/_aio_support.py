@@ -12,9 +12,10 @@ from __future__ import annotations
 import asyncio
 import gc
 import importlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any, Callable, Iterator, List, Optional
+from typing import Any
 
 import pytest
 
@@ -35,7 +36,7 @@ class LoopImpl:
         return self.name != "asyncio"
 
     @property
-    def module(self) -> Optional[ModuleType]:
+    def module(self) -> ModuleType | None:
         if self.name == "qloop-core":
             return importlib.import_module("qloop._core")
         if self.name == "qloop-fallback":
@@ -72,7 +73,7 @@ class LoopFactory:
 
     def __init__(self, impl: LoopImpl) -> None:
         self.impl = impl
-        self.loops: List[asyncio.AbstractEventLoop] = []
+        self.loops: list[asyncio.AbstractEventLoop] = []
 
     def __call__(self, **kwargs: Any) -> asyncio.AbstractEventLoop:
         loop = self.impl.new_loop(**kwargs)
@@ -132,7 +133,7 @@ class Recorder:
     """Collects exception-handler contexts (``loop.set_exception_handler(rec)``)."""
 
     def __init__(self) -> None:
-        self.contexts: List[dict] = []
+        self.contexts: list[dict] = []
 
     def __call__(self, loop: Any, context: dict) -> None:
         self.contexts.append(context)

@@ -9,7 +9,7 @@ import socket
 import threading
 import time
 from types import ModuleType
-from typing import Any, List
+from typing import Any
 
 import pytest
 
@@ -36,7 +36,7 @@ def test_borrowed_context_is_left_open(qloop_module: ModuleType) -> None:
     try:
         loop = qloop_module.new_event_loop(ctx=ctx)
         assert loop.aio_context is ctx
-        seen: List[Any] = []
+        seen: list[Any] = []
         loop.call_soon(seen.append, "soon")
         loop.call_later(0.001, seen.append, "later")
         loop.call_later(100, seen.append, "far")
@@ -57,7 +57,7 @@ def test_two_loops_on_one_context(qloop_module: ModuleType) -> None:
     a = qloop_module.new_event_loop(ctx=ctx)
     b = qloop_module.new_event_loop(ctx=ctx)
     try:
-        seen: List[Any] = []
+        seen: list[Any] = []
         b.call_soon(lambda: seen.append(("b", asyncio.get_running_loop() is b,
                                           b.is_running(), a.is_running())))
         a.call_soon(lambda: seen.append(("a", asyncio.get_running_loop() is a)))
@@ -75,7 +75,7 @@ def test_asyncio_and_qloop_callbacks_interleave(
         qloop_module: ModuleType, qloop_loop: asyncio.AbstractEventLoop) -> None:
     loop = qloop_loop
     ctx = loop.aio_context  # type: ignore[attr-defined]
-    log: List[str] = []
+    log: list[str] = []
     a, b = socket.socketpair()
     try:
         def on_qloop_fd() -> None:
@@ -117,7 +117,7 @@ def test_driven_by_ctx_poll(qloop_module: ModuleType) -> None:
     ctx = qloop_module.AioContext()
     loop = qloop_module.new_event_loop(ctx=ctx)
     try:
-        seen: List[Any] = []
+        seen: list[Any] = []
 
         def probe() -> None:
             seen.append((asyncio.get_running_loop() is loop, loop.is_running()))
@@ -189,7 +189,7 @@ def test_loop_inside_main_loop_stopped_by_shutdown_request(
         main_loop: ModuleType, guard: Any) -> None:
     mod = main_loop
     loop = mod.new_event_loop(ctx=mod.get_aio_context())
-    log: List[Any] = []
+    log: list[Any] = []
     a, b = socket.socketpair()
     a.setblocking(False)
 
@@ -205,7 +205,7 @@ def test_loop_inside_main_loop_stopped_by_shutdown_request(
         loop.remove_reader(a)
         await asyncio.sleep(0.001)
 
-    def shutdown(task: "asyncio.Task[None]") -> None:  # also when the job fails
+    def shutdown(task: asyncio.Task[None]) -> None:  # also when the job fails
         mod.system_shutdown_request(mod.ShutdownCause.HOST_QMP_QUIT)
 
     task = loop.create_task(job())
@@ -228,7 +228,7 @@ def test_loop_inside_main_loop_stopped_by_shutdown_request(
 def test_asyncio_timers_inside_main_loop(main_loop: ModuleType, guard: Any) -> None:
     mod = main_loop
     loop = mod.new_event_loop(ctx=mod.get_aio_context())
-    fired: List[float] = []
+    fired: list[float] = []
     t0 = loop.time()
     loop.call_later(0.02, lambda: fired.append(loop.time()))
     loop.call_later(0.03, mod.system_shutdown_request, mod.ShutdownCause.HOST_QMP_QUIT)

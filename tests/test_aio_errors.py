@@ -249,12 +249,12 @@ def test_debug_coroutine_origin_tracking(loop: asyncio.AbstractEventLoop) -> Non
 
 
 def test_pythonasynciodebug_enables_debug(qloop_module: object) -> None:
-    code = ("import asyncio, sys; sys.path.insert(0, %r); import %s as m; "
-            "loop = m.new_event_loop(); print(loop.get_debug()); loop.close()"
-            % (os.getcwd(), qloop_module.__name__))  # type: ignore[attr-defined]
+    code = (f"import asyncio, sys; sys.path.insert(0, {os.getcwd()!r}); "
+            f"import {qloop_module.__name__} as m; "  # type: ignore[attr-defined]
+            f"loop = m.new_event_loop(); print(loop.get_debug()); loop.close()")
     env = dict(os.environ, PYTHONASYNCIODEBUG="1")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                         text=True, timeout=60, cwd=os.getcwd())
+                         text=True, timeout=60, cwd=os.getcwd(), check=False)
     assert out.stdout.strip() == "True", out.stderr
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-from typing import Iterator, Tuple
+from collections.abc import Iterator
 
 import pytest
 
@@ -21,7 +21,7 @@ from _aio_support import (  # noqa: F401 - fixtures
 
 
 @pytest.fixture
-def pair() -> Iterator[Tuple[socket.socket, socket.socket]]:
+def pair() -> Iterator[tuple[socket.socket, socket.socket]]:
     a, b = socket.socketpair()
     a.setblocking(False)
     b.setblocking(False)
@@ -31,7 +31,7 @@ def pair() -> Iterator[Tuple[socket.socket, socket.socket]]:
 
 
 def test_reader_fires_when_readable(loop: asyncio.AbstractEventLoop,
-                                    pair: Tuple[socket.socket, socket.socket]) -> None:
+                                    pair: tuple[socket.socket, socket.socket]) -> None:
     a, b = pair
     got = []
 
@@ -52,7 +52,7 @@ def test_reader_fires_when_readable(loop: asyncio.AbstractEventLoop,
 
 
 def test_reader_level_triggered(loop: asyncio.AbstractEventLoop,
-                                pair: Tuple[socket.socket, socket.socket]) -> None:
+                                pair: tuple[socket.socket, socket.socket]) -> None:
     a, b = pair
     calls = []
     loop.add_reader(a.fileno(), lambda: calls.append(1))
@@ -66,7 +66,7 @@ def test_reader_level_triggered(loop: asyncio.AbstractEventLoop,
 
 
 def test_writer(loop: asyncio.AbstractEventLoop,
-                pair: Tuple[socket.socket, socket.socket]) -> None:
+                pair: tuple[socket.socket, socket.socket]) -> None:
     a, b = pair
     calls = []
 
@@ -83,7 +83,7 @@ def test_writer(loop: asyncio.AbstractEventLoop,
 
 
 def test_reader_and_writer_on_one_fd(loop: asyncio.AbstractEventLoop,
-                                     pair: Tuple[socket.socket, socket.socket]) -> None:
+                                     pair: tuple[socket.socket, socket.socket]) -> None:
     a, b = pair
     events = []
     loop.add_reader(a, events.append, "r")
@@ -102,7 +102,7 @@ def test_reader_and_writer_on_one_fd(loop: asyncio.AbstractEventLoop,
 
 
 def test_replacing_a_reader_cancels_the_old_handle(
-        loop: asyncio.AbstractEventLoop, pair: Tuple[socket.socket, socket.socket]) -> None:
+        loop: asyncio.AbstractEventLoop, pair: tuple[socket.socket, socket.socket]) -> None:
     a, b = pair
     events = []
     loop.add_reader(a, events.append, "old")
@@ -114,7 +114,7 @@ def test_replacing_a_reader_cancels_the_old_handle(
 
 
 def test_reader_removed_from_its_own_callback_and_readded(
-        loop: asyncio.AbstractEventLoop, pair: Tuple[socket.socket, socket.socket]) -> None:
+        loop: asyncio.AbstractEventLoop, pair: tuple[socket.socket, socket.socket]) -> None:
     a, b = pair
     events = []
 
@@ -150,7 +150,7 @@ def test_closed_fd_is_refused(loop: asyncio.AbstractEventLoop) -> None:
 
 
 def test_fd_handlers_removed_on_close_of_a_borrowed_context(
-        qloop_module: object, pair: Tuple[socket.socket, socket.socket]) -> None:
+        qloop_module: object, pair: tuple[socket.socket, socket.socket]) -> None:
     a, b = pair
     ctx = qloop_module.AioContext()  # type: ignore[attr-defined]
     try:
@@ -182,7 +182,7 @@ def test_fd_closed_while_registered_is_reported(
 
 
 def test_cancelled_reader_handle_is_removed(
-        qloop_loop: asyncio.AbstractEventLoop, pair: Tuple[socket.socket, socket.socket]) -> None:
+        qloop_loop: asyncio.AbstractEventLoop, pair: tuple[socket.socket, socket.socket]) -> None:
     a, b = pair
     events = []
     qloop_loop.add_reader(a, events.append, "r")
@@ -197,7 +197,7 @@ def test_cancelled_reader_handle_is_removed(
 
 
 def test_readers_run_inside_a_task_context(loop: asyncio.AbstractEventLoop,
-                                           pair: Tuple[socket.socket, socket.socket]) -> None:
+                                           pair: tuple[socket.socket, socket.socket]) -> None:
     a, b = pair
 
     async def wait_readable() -> bytes:

@@ -12,7 +12,7 @@ import sys
 import tempfile
 from asyncio import trsock
 from types import ModuleType
-from typing import Any, List
+from typing import Any
 
 import pytest
 
@@ -69,7 +69,7 @@ def test_wait_closed_waits_for_connections(loop: asyncio.AbstractEventLoop) -> N
         pytest.skip("asyncio < 3.12: wait_closed() does not wait for connections")
 
     async def main() -> None:
-        served: List[Proto] = []
+        served: list[Proto] = []
         server = await loop.create_server(lambda: served.append(Proto(loop)) or served[-1],
                                           "127.0.0.1", 0)
         port = server.sockets[0].getsockname()[1]
@@ -172,7 +172,7 @@ def test_close_and_abort_clients(loop: asyncio.AbstractEventLoop) -> None:
         pytest.skip("Server.close_clients() is new in 3.13")
 
     async def main() -> None:
-        served: List[Proto] = []
+        served: list[Proto] = []
         server = await loop.create_server(lambda: served.append(Proto(loop)) or served[-1],
                                           "127.0.0.1", 0)
         port = server.sockets[0].getsockname()[1]
@@ -229,7 +229,7 @@ def test_unix_server_and_connection(loop: asyncio.AbstractEventLoop) -> None:
     async def main() -> None:
         with tempfile.TemporaryDirectory() as d:
             path = os.path.join(d, "sock")
-            open(path, "w").close()  # a plain file there: bind fails (not a stale socket)
+            os.close(os.open(path, os.O_CREAT | os.O_WRONLY))  # a plain file: bind fails
             with pytest.raises(OSError):
                 await loop.create_unix_server(asyncio.Protocol, path)
             os.unlink(path)
@@ -291,7 +291,7 @@ def test_connect_accepted_socket(loop: asyncio.AbstractEventLoop) -> None:
         client = socket.create_connection(lsock.getsockname())
         conn, _ = lsock.accept()
         lsock.close()
-        tr, p = await loop.connect_accepted_socket(lambda: Proto(loop, echo=True), conn)
+        _tr, p = await loop.connect_accepted_socket(lambda: Proto(loop, echo=True), conn)
         client.sendall(b"accepted")
         data = b""
         while len(data) < 8:
@@ -454,7 +454,7 @@ def test_unix_streams(loop: asyncio.AbstractEventLoop) -> None:
 def test_server_inside_main_loop_stopped_by_shutdown(main_loop: ModuleType, guard: Any) -> None:
     mod = main_loop
     loop = mod.new_event_loop(ctx=mod.get_aio_context())
-    log: List[Any] = []
+    log: list[Any] = []
 
     async def job() -> None:
         async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

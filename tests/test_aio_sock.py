@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from typing import Any, Iterator, Tuple
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -25,7 +26,7 @@ def listener() -> Iterator[socket.socket]:
 
 
 @pytest.fixture
-def udp_pair() -> Iterator[Tuple[socket.socket, socket.socket]]:
+def udp_pair() -> Iterator[tuple[socket.socket, socket.socket]]:
     a = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     b = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     a.bind(("127.0.0.1", 0))
@@ -72,7 +73,7 @@ def test_connect_accept_send_recv(loop: asyncio.AbstractEventLoop,
 
 
 def test_udp(loop: asyncio.AbstractEventLoop,
-             udp_pair: Tuple[socket.socket, socket.socket]) -> None:
+             udp_pair: tuple[socket.socket, socket.socket]) -> None:
     a, b = udp_pair
 
     async def main() -> None:

@@ -8,7 +8,7 @@ import logging
 import socket
 import sys
 from asyncio import trsock
-from typing import Any, List, Optional, Tuple
+from typing import Any
 
 import pytest
 
@@ -34,7 +34,7 @@ class Proto(asyncio.Protocol):
         self.echo = echo
         self.keep_open_on_eof = keep_open_on_eof
         self.transport: Any = None
-        self.events: List[Any] = []
+        self.events: list[Any] = []
         self.data = bytearray()
         self.done = loop.create_future()
         self.got_data = asyncio.Event()
@@ -60,7 +60,7 @@ class Proto(asyncio.Protocol):
     def resume_writing(self) -> None:
         self.events.append("resume")
 
-    def connection_lost(self, exc: Optional[BaseException]) -> None:
+    def connection_lost(self, exc: BaseException | None) -> None:
         self.events.append(("lost", exc))
         if not self.done.done():
             self.done.set_result(exc)
@@ -74,8 +74,8 @@ async def wait_for_data(proto: Proto, n: int) -> bytes:
 
 
 async def echo_pair(loop: asyncio.AbstractEventLoop, **server_kw: Any
-                    ) -> Tuple[Any, Proto, List[Proto], Any]:
-    served: List[Proto] = []
+                    ) -> tuple[Any, Proto, list[Proto], Any]:
+    served: list[Proto] = []
 
     def factory() -> Proto:
         p = Proto(loop, echo=True)
@@ -128,7 +128,7 @@ def test_buffered_protocol(loop: asyncio.AbstractEventLoop) -> None:
         def __init__(self) -> None:
             self.buf = bytearray(7)
             self.received = bytearray()
-            self.sizes: List[int] = []
+            self.sizes: list[int] = []
             self.done = loop.create_future()
 
         def connection_made(self, transport: Any) -> None:
@@ -144,7 +144,7 @@ def test_buffered_protocol(loop: asyncio.AbstractEventLoop) -> None:
         def eof_received(self) -> None:
             return None
 
-        def connection_lost(self, exc: Optional[BaseException]) -> None:
+        def connection_lost(self, exc: BaseException | None) -> None:
             self.done.set_result(exc)
 
     async def main() -> bytes:
@@ -177,7 +177,7 @@ def test_buffered_protocol_empty_buffer_is_fatal(loop: asyncio.AbstractEventLoop
         def buffer_updated(self, nbytes: int) -> None:
             raise AssertionError("not reached")
 
-        def connection_lost(self, exc: Optional[BaseException]) -> None:
+        def connection_lost(self, exc: BaseException | None) -> None:
             self.done.set_result(exc)
 
     async def main() -> Any:
@@ -238,7 +238,7 @@ def test_flow_control(loop: asyncio.AbstractEventLoop) -> None:
 @pytest.mark.parametrize("high, low", [(10, 20), (-1, None), (None, -4)])
 def test_bad_write_buffer_limits(loop: asyncio.AbstractEventLoop, high: Any, low: Any) -> None:
     async def main() -> None:
-        server, client, served, tr = await echo_pair(loop)
+        server, _client, _served, tr = await echo_pair(loop)
         with pytest.raises(ValueError, match="must be >="):
             tr.set_write_buffer_limits(high=high, low=low)
         tr.set_write_buffer_limits()
@@ -254,7 +254,7 @@ def test_bad_write_buffer_limits(loop: asyncio.AbstractEventLoop, high: Any, low
 
 def test_pause_and_resume_reading(loop: asyncio.AbstractEventLoop) -> None:
     async def main() -> None:
-        server, client, served, tr = await echo_pair(loop)
+        server, client, _served, tr = await echo_pair(loop)
         tr.pause_reading()
         assert not tr.is_reading()
         tr.pause_reading()  # idempotent
@@ -275,7 +275,7 @@ def test_pause_and_resume_reading(loop: asyncio.AbstractEventLoop) -> None:
 
 def test_write_eof_and_half_close(loop: asyncio.AbstractEventLoop) -> None:
     async def main() -> None:
-        served: List[Proto] = []
+        served: list[Proto] = []
 
         def factory() -> Proto:
             p = Proto(loop, keep_open_on_eof=True)
@@ -327,7 +327,7 @@ def test_abort_drops_buffered_data(loop: asyncio.AbstractEventLoop) -> None:
 def test_write_errors_and_writes_after_close(loop: asyncio.AbstractEventLoop,
                                              caplog: pytest.LogCaptureFixture) -> None:
     async def main() -> None:
-        server, client, served, tr = await echo_pair(loop)
+        server, client, _served, tr = await echo_pair(loop)
         with pytest.raises(TypeError, match="data argument must be a bytes-like object"):
             tr.write("text")
         with pytest.raises(TypeError):
@@ -373,7 +373,7 @@ def test_protocol_error_is_fatal(loop: asyncio.AbstractEventLoop) -> None:
             raise ValueError("bad data")
 
     async def main() -> Any:
-        broken: List[Broken] = []
+        broken: list[Broken] = []
         server = await loop.create_server(lambda: broken.append(Broken(loop)) or broken[-1],
                                           "127.0.0.1", 0)
         port = server.sockets[0].getsockname()[1]
@@ -395,7 +395,7 @@ def test_protocol_error_is_fatal(loop: asyncio.AbstractEventLoop) -> None:
 
 def test_unclosed_transport_warns(loop: asyncio.AbstractEventLoop) -> None:
     async def main() -> Any:
-        server, client, served, tr = await echo_pair(loop)
+        server, _client, _served, tr = await echo_pair(loop)
         tr.pause_reading()  # not registered: only the test holds it
         server.close()
         return server
@@ -410,7 +410,7 @@ def test_unclosed_transport_warns(loop: asyncio.AbstractEventLoop) -> None:
 
 def test_add_reader_on_a_transport_fd_is_refused(loop: asyncio.AbstractEventLoop) -> None:
     async def main() -> None:
-        server, client, served, tr = await echo_pair(loop)
+        server, client, _served, tr = await echo_pair(loop)
         fd = tr.get_extra_info("socket").fileno()
         with pytest.raises(RuntimeError, match="is used by transport"):
             loop.add_reader(fd, print)
@@ -428,7 +428,7 @@ def test_large_transfer(loop: asyncio.AbstractEventLoop) -> None:
     payload = bytes(range(256)) * 4096 * 4  # 4 MiB
 
     async def main() -> None:
-        server, client, served, tr = await echo_pair(loop)
+        server, client, _served, tr = await echo_pair(loop)
         tr.write(payload)
         got = await wait_for_data(client, len(payload))
         assert got == payload
@@ -514,7 +514,7 @@ def test_happy_eyeballs(loop: asyncio.AbstractEventLoop) -> None:
         dead_port = dead.getsockname()[1]
         dead.close()
 
-        async def fake_getaddrinfo(host: Any, port_: Any, **kw: Any) -> List[Any]:
+        async def fake_getaddrinfo(host: Any, port_: Any, **kw: Any) -> list[Any]:
             assert host == "multi.example"
             return [
                 (socket.AF_INET6, socket.SOCK_STREAM, 6, "", ("::1", dead_port, 0, 0)),
