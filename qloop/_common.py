@@ -135,7 +135,7 @@ def _raise_errors(errors: list[BaseException]) -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# NotifierList (§6)
+# NotifierList (docs/notifiers.md)
 
 
 class NotifierList:

@@ -130,7 +130,7 @@ cdef class AioContext:
     cdef list poll_list
     cdef uint64_t ready_gen
     cdef BH bh_head                # pending stack, newest first
-    cdef BH bh_cur                 # the BH batches being run, as one chain (§2.4)
+    cdef BH bh_cur                 # the BH batches being run, as one chain
     cdef BH oneshot_free           # run one-shot BHs kept for reuse, a chain through next
     cdef int oneshot_nfree
     cdef list timer_lists

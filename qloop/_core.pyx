@@ -4,13 +4,15 @@
 Mirrors ``qloop/_fallback.py`` class by class (clocks, EventNotifier, _TimerList/Timer, BH,
 _Handler, AioContext) with the same behaviour; read the two side by side.  Methods come in the
 same order; a C attribute ``x`` here (private by nature) is ``_x`` there; C-only helpers
-(``_wait_ppoll``, ``_rebuild_pollfds``...) have no twin.  Section numbers
-refer to ``shared/spec/qemu-main-loop.md``; open choices are in ``docs/decisions.md``.
+(``_wait_ppoll``, ``_rebuild_pollfds``...) have no twin.  The behaviour is described in
+``docs/`` (``docs/aio-context.md`` and the pages it links); open choices are in
+``docs/decisions.md``.
 
 C-level design:
 * the wait is ``ppoll(2)`` (ns timeout) on a C ``pollfd`` array rebuilt only when the handler
   set changed, or ``epoll_wait(2)`` once upgraded; both run with the GIL released;
-* ``notify_me``/``notified`` are C ints accessed with GCC atomics and full barriers (§1.6);
+* ``notify_me``/``notified`` are C ints accessed with GCC atomics and full barriers
+  (docs/notify.md);
 * BH flags are atomic; the pending stack is an intrusive list of BH objects changed only with
   the GIL held and without running Python code, so a push from another thread or from a
   Python signal handler is atomic with respect to the owner;
@@ -170,7 +172,7 @@ cdef uint64_t _eventfd_one = 1
 
 
 # --------------------------------------------------------------------------------------------
-# Timeouts (§3.5)
+# Timeouts (docs/timers-and-clocks.md, "Deadlines and timeouts")
 
 cdef inline int64_t _soonest(int64_t a, int64_t b) noexcept nogil:
     # unsigned min: -1 is infinity
@@ -203,8 +205,8 @@ def timeout_ns_to_ms(ns):
 
 
 # --------------------------------------------------------------------------------------------
-# Clocks (§3.1, §3.7): VIRTUAL starts at 0 and disabled; while enabled it advances with the
-# monotonic clock, while disabled (or in manual mode) it is frozen.
+# Clocks (docs/timers-and-clocks.md): VIRTUAL starts at 0 and disabled; while enabled it
+# advances with the monotonic clock, while disabled (or in manual mode) it is frozen.
 
 cdef int _clock_enabled[4]
 _clock_enabled[0] = 1
@@ -366,7 +368,7 @@ def clock_advance_virtual_time(dest_ns):
             finally:
                 ctx.errors = saved
         if not ran:
-            break  # VIRTUAL is disabled: its timers never run (§3.6)
+            break  # VIRTUAL is disabled: its timers never run (docs/timers-and-clocks.md)
     _manual_ns = dest
     for c in list(_contexts):
         (<AioContext>c)._notify()
@@ -405,7 +407,7 @@ cdef int _virtual_jump(AioContext own, int64_t dest) except -1:
 
 
 # --------------------------------------------------------------------------------------------
-# EventNotifier (§7)
+# EventNotifier (docs/notifiers.md)
 
 @cython.final
 cdef class EventNotifier:
@@ -516,7 +518,7 @@ A level-triggered set/clear flag backed by an eventfd (or a pipe)."""
 
 
 # --------------------------------------------------------------------------------------------
-# Timers (§3)
+# Timers (docs/timers-and-clocks.md)
 
 cdef uint64_t _timer_seq = 0
 
@@ -829,7 +831,8 @@ A QEMUTimer, created by ``AioContext.timer_new*``.  Times are in the timer's sca
     def expired(self, current_time):
         """``timer_expired``: True if expire_time <= current_time (scaled).
 
-        Note (§9.22): a timer that is not pending reports True.
+        Note: a timer that is not pending reports True, as QEMU's does (its expiry counts
+        as -1); use ``pending()`` to ask whether it is armed.
         """
         cdef int64_t expire = (self.key if self.key > 0 else 0) if self.seq else -1
         return expire <= _int_arg(current_time, "current_time") * self._scale
@@ -862,7 +865,7 @@ A QEMUTimer, created by ``AioContext.timer_new*``.  Times are in the timer's sca
 
 
 # --------------------------------------------------------------------------------------------
-# Bottom halves (§2)
+# Bottom halves (docs/bottom-halves.md)
 
 cdef object _callback_name(object cb):
     return getattr(cb, "__qualname__", repr(cb))
@@ -934,7 +937,7 @@ A bottom half, created by ``AioContext.bh_new``.  ``callback()`` takes no argume
 
 
 # --------------------------------------------------------------------------------------------
-# fd handlers (§1.3)
+# fd handlers (docs/aio-context.md, "fd handlers")
 
 cdef class _FdOwner:
     """Base of C-level fd handlers (see ``AioContext._set_fd_owner``)."""
@@ -960,7 +963,7 @@ cdef class _Handler:
 
 
 # --------------------------------------------------------------------------------------------
-# AioContext (§1)
+# AioContext (docs/aio-context.md)
 
 cdef object _FDMON_NAMES = {"auto": FDMON_AUTO, "poll": FDMON_POLL, "epoll": FDMON_EPOLL}
 
@@ -1020,7 +1023,8 @@ QEMU's AioContext: fd handlers, bottom halves and timers driven by ``poll()``.
         if self.epfd >= 0:
             close(self.epfd)
 
-    # ---- the notifier's own handler (§1.2 step 6)
+    # ---- the notifier's own handler: registered at creation, so a fresh context starts
+    # notified (docs/aio-context.md, "Life cycle")
 
     def _drain_notifier(self):
         self.notifier._test_and_clear()
@@ -1085,11 +1089,11 @@ QEMU's AioContext: fd handlers, bottom halves and timers driven by ``poll()``.
             self._report(exc)
             return False
 
-    # ---- notify protocol (§1.6)
+    # ---- notify protocol (docs/notify.md)
 
     cdef void _notify(self) noexcept:
         # set notified with a full barrier (publishing the caller's changes), then read
-        # notify_me: the producer half of the Dekker pattern in §1.6
+        # notify_me: the producer half of the Dekker pattern (docs/notify.md)
         cdef int wfd
         ql_xchg(&self.notified, 1)
         if ql_load(&self.notify_me):
@@ -1109,7 +1113,7 @@ QEMU's AioContext: fd handlers, bottom halves and timers driven by ``poll()``.
             raise RuntimeError("AioContext is closed")
         self._notify()
 
-    # ---- fd handlers (§1.3, §1.4)
+    # ---- fd handlers (docs/aio-context.md, "fd handlers")
 
     def _check_open(self):
         if self._closed:
@@ -1153,7 +1157,7 @@ QEMU's AioContext: fd handlers, bottom halves and timers driven by ``poll()``.
     def set_fd_poll(self, fd, io_poll_begin=None, io_poll_end=None):
         """``aio_set_fd_poll``: set io_poll_begin/io_poll_end on a registered handler.
 
-        Replacing the handler later drops them (§1.3).  ValueError if ``fd`` is not registered.
+        Replacing the handler later drops them.  ValueError if ``fd`` is not registered.
         """
         self._check_open()
         num = _fd_for_removal(fd)
@@ -1216,7 +1220,7 @@ QEMU's AioContext: fd handlers, bottom halves and timers driven by ``poll()``.
         (<_Handler>self.handlers[fd]).owner = owner
         return 0
 
-    # ---- fd monitors (§1.12)
+    # ---- fd monitors (docs/aio-context.md, "fd monitors")
 
     cdef int _fdmon_update(self, _Handler old, _Handler new) except -1:
         cdef int fd = new.fd if new is not None else old.fd
@@ -1244,7 +1248,7 @@ QEMU's AioContext: fd handlers, bottom halves and timers driven by ``poll()``.
         return 0
 
     cdef void _epoll_disable(self) noexcept:
-        """Any epoll_ctl error: fall back to ppoll for good (§1.12)."""
+        """Any epoll_ctl error: fall back to ppoll for good (docs/aio-context.md, "fd monitors")."""
         if self.epfd >= 0:
             close(self.epfd)
         self.epfd = -1
@@ -1256,7 +1260,7 @@ QEMU's AioContext: fd handlers, bottom halves and timers driven by ``poll()``.
         cdef epoll_event ev
         cdef _Handler node
         if self.epoll_failed or self.walkers != 1:
-            return False  # not while nested (§1.12)
+            return False  # not while a poll() is nested in this one
         if self.epfd < 0:
             self.epfd = epoll_create1(EPOLL_CLOEXEC)
             if self.epfd < 0:
@@ -1302,8 +1306,8 @@ QEMU's AioContext: fd handlers, bottom halves and timers driven by ``poll()``.
         return 0
 
     cdef int _wait_failed(self, int err, str what) except -1:
-        """A wait returned -1: EINTR is not retried (§1.8 step 6); the Python signal handlers
-        run now and what they raise goes where callback exceptions go.  Else OSError."""
+        """A wait returned -1: EINTR is not retried (the iteration goes on); the Python signal
+        handlers run now and what they raise goes where callback exceptions go.  Else OSError."""
         if err != EINTR:
             raise OSError(err, what)
         try:
@@ -1372,7 +1376,7 @@ QEMU's AioContext: fd handlers, bottom halves and timers driven by ``poll()``.
         cdef int r, i, rev
         cdef _Handler node
         if timeout > 0:
-            # ns precision: ppoll the epoll fd itself first (§1.12)
+            # ns precision: ppoll the epoll fd itself first (epoll_wait takes ms)
             pfd.fd = self.epfd
             pfd.events = POLLIN
             pfd.revents = 0
@@ -1395,7 +1399,7 @@ QEMU's AioContext: fd handlers, bottom halves and timers driven by ``poll()``.
         if r < 0:
             return self._wait_failed(errno, "epoll_wait() failed")
         i = r - 1
-        while i >= 0:  # reverse of kernel report order (§1.9)
+        while i >= 0:  # reverse of kernel report order (docs/aio-context.md, "Dispatch order")
             # borrowed: a handler removed while walkers are active stays in deleted_handlers
             node = <_Handler>self.ep_events[i].data.ptr
             if not node.deleted:
@@ -1405,7 +1409,7 @@ QEMU's AioContext: fd handlers, bottom halves and timers driven by ``poll()``.
             i -= 1
         return 0
 
-    # ---- adaptive polling (§1.11)
+    # ---- adaptive polling (docs/aio-context.md, "Busy polling")
 
     def set_poll_params(self, max_ns, grow, shrink):
         """``aio_context_set_poll_params``: ``max_ns=0`` disables busy polling."""
@@ -1455,7 +1459,7 @@ QEMU's AioContext: fd handlers, bottom halves and timers driven by ``poll()``.
             if not started and not node.deleted and node.io_poll is not None:
                 if self._call_poll(node):
                     self._mark_poll_ready(node, ready, gen)
-                    progress = True  # this path does not exclude the ctx notifier (§1.9)
+                    progress = True  # the context's own notifier counts here (docs/aio-context.md)
         return progress
 
     cdef int64_t _try_poll_mode(self, int64_t timeout, list ready, uint64_t gen,
@@ -1500,7 +1504,7 @@ QEMU's AioContext: fd handlers, bottom halves and timers driven by ``poll()``.
                 poll_ns = node.poll_ns * (self.poll_grow if self.poll_grow else 2)
             node.poll_ns = poll_ns if poll_ns < max_ns else max_ns
 
-    # ---- dispatch (§1.9)
+    # ---- dispatch (docs/aio-context.md, "Dispatch order" and "Progress")
 
     cdef bint _dispatch_node(self, _Handler node) except -1:
         cdef int revents = node.revents
@@ -1513,7 +1517,8 @@ QEMU's AioContext: fd handlers, bottom halves and timers driven by ``poll()``.
                 self._call(node.io_poll_begin)
             self._poll_list_add(node)
         if not node.deleted and poll_ready and revents == 0 and node.io_poll_ready is not None:
-            # Off the poll list while it runs, so a nested poll() cannot re-poll it (§9.8).
+            # Off the poll list while it runs, so a nested poll() cannot re-poll it: its io_poll
+            # still reports ready and the nesting would recurse without end.
             if node.is_notifier:
                 return False  # _notifier_poll_ready is a no-op and never progress
             was_listed = node.in_poll_list
@@ -1550,7 +1555,7 @@ QEMU's AioContext: fd handlers, bottom halves and timers driven by ``poll()``.
             self._report(exc)
         return progress
 
-    # ---- bottom halves (§2)
+    # ---- bottom halves (docs/bottom-halves.md)
 
     def bh_new(self, callback, *, name=None):
         """``aio_bh_new``: a BH bound to this context (not scheduled)."""
@@ -1583,7 +1588,8 @@ QEMU's AioContext: fd handlers, bottom halves and timers driven by ``poll()``.
         self._bh_enqueue(bh, BH_SCHEDULED | BH_ONESHOT)
 
     cdef int _bh_enqueue(self, BH bh, int flags) except -1:
-        # §2.3: OR the flags in; push on the pending stack if it was not pending; always notify.
+        # OR the flags in; push on the pending stack if it was not pending; always notify
+        # (docs/bottom-halves.md).
         # No Python code runs between reading and writing bh_head, so with the GIL held this
         # is atomic against other threads and Python signal handlers.
         cdef int old = ql_fetch_or(&bh.flags, BH_PENDING | flags)
@@ -1597,7 +1603,8 @@ QEMU's AioContext: fd handlers, bottom halves and timers driven by ``poll()``.
         """``aio_bh_poll``: run the BHs pending now; ones scheduled meanwhile wait a pass.
 
         The batches being run form one chain from ``bh_cur``: a nested call appends its batch
-        at the tail, so it first finishes the outer call's BHs, then its own (§2.4).
+        at the tail, so it first finishes the outer call's BHs, then its own (docs/bottom-halves.md,
+        "Order").
         """
         cdef BH bh, tail, head = self.bh_head
         cdef int old
@@ -1668,7 +1675,7 @@ QEMU's AioContext: fd handlers, bottom halves and timers driven by ``poll()``.
             bh = self.bh_cur
         return timeout
 
-    # ---- timers (§3)
+    # ---- timers (docs/timers-and-clocks.md)
 
     def timer_new(self, clock, scale, callback, *, attributes=0):
         """``aio_timer_new_with_attrs``: a timer on ``clock`` counting in ``scale`` ns units."""
@@ -1731,7 +1738,7 @@ QEMU's AioContext: fd handlers, bottom halves and timers driven by ``poll()``.
             progress |= self.tl3.run()
         return progress
 
-    # ---- aio_poll (§1.7, §1.8)
+    # ---- aio_poll (docs/aio-context.md, "One iteration")
 
     def compute_timeout(self):
         """``aio_compute_timeout``: ns until something is due; 0 now, -1 infinite."""
@@ -1748,7 +1755,8 @@ QEMU's AioContext: fd handlers, bottom halves and timers driven by ``poll()``.
         return _soonest(timeout, deadline)
 
     def poll(self, blocking):
-        """``aio_poll``: one iteration; True if progress was made (§1.9).
+        """``aio_poll``: one iteration; True if progress was made (docs/aio-context.md,
+        "Progress").
 
         Order: [busy poll] -> [wait] -> accept notify -> BHs -> fd handlers -> timers.
         Must be called from one thread at a time (nested calls from callbacks are allowed).
@@ -1855,7 +1863,7 @@ QEMU's AioContext: fd handlers, bottom halves and timers driven by ``poll()``.
                 self.deleted_handlers = []
         return 0
 
-    # ---- coroutines (§1.14)
+    # ---- coroutines (docs/coroutines.md)
 
     def co_schedule(self, co):
         """``aio_co_schedule``: enter coroutine ``co`` from a BH of this context (FIFO);
@@ -1874,7 +1882,7 @@ QEMU's AioContext: fd handlers, bottom halves and timers driven by ``poll()``.
             src = self._g_source_obj = _glib.make_g_source(self)
         return src
 
-    # ---- the GSource interface (§1.10): how an outer loop drives this context
+    # ---- the GSource interface (docs/glib.md): how an outer loop drives this context
 
     def source_prepare(self):
         """GSource prepare: open the notify window (bit 0 of notify_me), leave poll mode and
@@ -2140,7 +2148,7 @@ QEMU's AioContext: fd handlers, bottom halves and timers driven by ``poll()``.
 
     def _set_timer_notify(self, callback):
         """Call ``callback()`` instead of notify() when a timer becomes the head of a list
-        (the main loop's timer lists use qemu_notify_event, §3.1)."""
+        (the main loop's timer lists use qemu_notify_event: docs/main-loop.md)."""
         self.timer_notify_cb = callback
 
     cdef int _timer_notify(self) except -1:
@@ -2277,7 +2285,8 @@ cdef inline int _check_cb(object cb, str what) except -1:
 
 
 # --------------------------------------------------------------------------------------------
-# The process-wide main loop, run state and coroutines (§4, §5, §1.14), shared Python code
+# The process-wide main loop, run state and coroutines (docs/main-loop.md,
+# docs/run-states.md, docs/coroutines.md), shared Python code
 # instantiated over this implementation.
 
 include "_glib_core.pxi"

@@ -1,4 +1,4 @@
-"""QEMU-style coroutines on Python's native coroutines (spec §1.14; API "Coroutines").
+"""QEMU-style coroutines on Python's native coroutines (docs/coroutines.md).
 
 Shared by both implementations (none of it is a hot path).  A ``Coroutine`` wraps a coroutine
 object from an ``async def``; ``enter()`` runs it until it awaits ``coroutine_yield()`` (or a

@@ -3,8 +3,8 @@
 This module is the reference implementation; ``qloop/_core.pyx`` mirrors it class by class
 (clocks, EventNotifier, NotifierList, Timer/_TimerList, BH, _Handler, AioContext) and must
 behave identically.  Methods come in the same order; an attribute ``_x`` here is the core's
-C attribute ``x``.  Section numbers refer to ``shared/spec/qemu-main-loop.md``; choices the
-spec leaves open are written down in ``docs/decisions.md``.
+C attribute ``x``.  The behaviour is described in ``docs/`` (``docs/aio-context.md`` and the
+pages it links); choices QEMU's behaviour leaves open are written down in ``docs/decisions.md``.
 
 Threading model (the fallback's; the core uses C atomics instead):
 * ``BH.schedule()``/``schedule_idle()``/``cancel()``/``delete()`` only append to the context's
@@ -13,7 +13,7 @@ Threading model (the fallback's; the core uses C atomics instead):
   thread running ``poll()`` applies those operations to the BH flags and the pending stack, so
   the flags need no lock; it applies them before each dequeue, which gives master's ordering.
 * Timer lists and the handler table take a ``threading.Lock`` (timers may be armed and fd
-  handlers changed from other threads, §1.3/§3.4).
+  handlers changed from other threads).
 """
 
 from __future__ import annotations
@@ -121,7 +121,7 @@ _time_ns = time.time_ns
 
 
 # --------------------------------------------------------------------------------------------
-# Timeouts (§3.5)
+# Timeouts (docs/timers-and-clocks.md, "Deadlines and timeouts")
 
 
 def soonest_timeout(a: int, b: int) -> int:
@@ -150,8 +150,8 @@ def _soonest(a: int, b: int) -> int:
 
 
 # --------------------------------------------------------------------------------------------
-# Clocks (§3.1, §3.7).  VIRTUAL starts at 0 and disabled; while enabled it advances with the
-# monotonic clock, while disabled (or in manual mode) it is frozen.
+# Clocks (docs/timers-and-clocks.md).  VIRTUAL starts at 0 and disabled; while enabled it
+# advances with the monotonic clock, while disabled (or in manual mode) it is frozen.
 
 
 class _ClockState:
@@ -300,7 +300,7 @@ def clock_advance_virtual_time(dest_ns: int) -> int:
             finally:
                 ctx._errors = saved
         if not ran:
-            break  # VIRTUAL is disabled: its timers never run (§3.6)
+            break  # VIRTUAL is disabled: its timers never run (docs/timers-and-clocks.md)
     st.manual_ns = dest
     for ctx in list(_contexts):
         ctx._notify()
@@ -334,7 +334,7 @@ def _virtual_jump(own: AioContext, dest: int) -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# EventNotifier (§7)
+# EventNotifier (docs/notifiers.md)
 
 
 class EventNotifier:
@@ -427,11 +427,11 @@ class EventNotifier:
 
 
 # --------------------------------------------------------------------------------------------
-# Timers (§3).  One _TimerList per clock per context: a binary heap of plain ints, each
-# (key + 2**63) << 64 | seq, so heap order is (expiry, arming order) with one int comparison
-# (seq keeps equal expiries FIFO), and ``live`` maps an entry to its timer.  Re-arming or
-# deleting drops the old entry from ``live``; it stays in the heap, stale, until it surfaces
-# or the heap is compacted (when stale entries dominate).
+# Timers (docs/timers-and-clocks.md).  One _TimerList per clock per context: a binary heap of
+# plain ints, each (key + 2**63) << 64 | seq, so heap order is (expiry, arming order) with one
+# int comparison (seq keeps equal expiries FIFO), and ``live`` maps an entry to its timer.
+# Re-arming or deleting drops the old entry from ``live``; it stays in the heap, stale, until
+# it surfaces or the heap is compacted (when stale entries dominate).
 
 _timer_seq = itertools.count(1)
 _heappush = heapq.heappush
@@ -624,7 +624,8 @@ class Timer:
     def expired(self, current_time: int) -> bool:
         """``timer_expired``: True if expire_time <= current_time (scaled).
 
-        Note (§9.22): a timer that is not pending reports True.
+        Note: a timer that is not pending reports True, as QEMU's does (its expiry counts
+        as -1); use ``pending()`` to ask whether it is armed.
         """
         return self._expire <= _int_arg(current_time, "current_time") * self._scale
 
@@ -653,7 +654,7 @@ class Timer:
 
 
 # --------------------------------------------------------------------------------------------
-# Bottom halves (§2)
+# Bottom halves (docs/bottom-halves.md)
 
 _BH_PENDING = 1
 _BH_SCHEDULED = 2
@@ -747,7 +748,7 @@ class BH:
 
 
 # --------------------------------------------------------------------------------------------
-# fd handlers (§1.3)
+# fd handlers (docs/aio-context.md, "fd handlers")
 
 
 class _Handler:
@@ -793,7 +794,7 @@ class _Handler:
 
 
 # --------------------------------------------------------------------------------------------
-# AioContext (§1)
+# AioContext (docs/aio-context.md)
 
 
 class AioContext:
@@ -861,7 +862,8 @@ class AioContext:
                           self._notifier_poll, self._notifier_poll_ready, is_notifier=True)
         _contexts.add(self)
 
-    # ---- the notifier's own handler (§1.2 step 6)
+    # ---- the notifier's own handler: registered at creation, so a fresh context starts
+    # notified (docs/aio-context.md, "Life cycle")
 
     def _drain_notifier(self) -> None:
         self._notifier.test_and_clear()
@@ -921,7 +923,7 @@ class AioContext:
             self._report(exc)
             return False
 
-    # ---- notify protocol (§1.6)
+    # ---- notify protocol (docs/notify.md)
 
     def _notify(self) -> None:
         self._notified = True
@@ -943,7 +945,7 @@ class AioContext:
             raise RuntimeError("AioContext is closed")
         self._notify()
 
-    # ---- fd handlers (§1.3, §1.4)
+    # ---- fd handlers (docs/aio-context.md, "fd handlers")
 
     def _check_open(self) -> None:
         if self._closed:
@@ -1006,7 +1008,7 @@ class AioContext:
     ) -> None:
         """``aio_set_fd_poll``: set io_poll_begin/io_poll_end on a registered handler.
 
-        Replacing the handler later drops them (§1.3).  ValueError if ``fd`` is not registered.
+        Replacing the handler later drops them.  ValueError if ``fd`` is not registered.
         """
         self._check_open()
         num = _fd_for_removal(fd)
@@ -1061,7 +1063,7 @@ class AioContext:
                     self._poll_list_remove(old)
         self._notify()
 
-    # ---- fd monitors (§1.12)
+    # ---- fd monitors (docs/aio-context.md, "fd monitors")
 
     def _fdmon_update(self, old: _Handler | None, new: _Handler | None) -> None:
         fd = (new or old).fd  # type: ignore[union-attr]
@@ -1088,7 +1090,7 @@ class AioContext:
                 self._epoll_disable()
 
     def _epoll_disable(self) -> None:
-        """Any epoll_ctl error: fall back to ppoll for good (§1.12)."""
+        """Any epoll_ctl error: fall back to ppoll for good (docs/aio-context.md, "fd monitors")."""
         if self._epoll is not None:
             self._epoll.close()
         self._epoll = None
@@ -1097,7 +1099,7 @@ class AioContext:
 
     def _epoll_try_upgrade(self) -> bool:
         if self._epoll_failed or self._walkers != 1:
-            return False  # not while nested (§1.12)
+            return False  # not while a poll() is nested in this one
         if self._epoll is None:
             try:
                 self._epoll = select.epoll(sizehint=EPOLL_MAX_EVENTS, flags=select.EPOLL_CLOEXEC)
@@ -1150,7 +1152,7 @@ class AioContext:
                 node.ready_gen = gen
                 ready.append(node)
 
-    # ---- adaptive polling (§1.11)
+    # ---- adaptive polling (docs/aio-context.md, "Busy polling")
 
     def set_poll_params(self, max_ns: int, grow: int, shrink: int) -> None:
         """``aio_context_set_poll_params``: ``max_ns=0`` disables busy polling."""
@@ -1195,7 +1197,7 @@ class AioContext:
             if (not started and not node.deleted and node.io_poll is not None
                     and self._call_poll(node)):
                 self._mark_poll_ready(node, ready, gen)
-                progress = True  # this path does not exclude the ctx notifier (§1.9)
+                progress = True  # the context's own notifier counts here (docs/aio-context.md)
         return progress
 
     def _try_poll_mode(self, timeout: int, ready: list[_Handler], gen: int) -> tuple[bool, int]:
@@ -1240,7 +1242,7 @@ class AioContext:
                 poll_ns = node.poll_ns * (self._poll_grow or 2)
             node.poll_ns = min(poll_ns, max_ns)
 
-    # ---- dispatch (§1.9)
+    # ---- dispatch (docs/aio-context.md, "Dispatch order" and "Progress")
 
     def _dispatch_node(self, node: _Handler) -> bool:
         revents = node.revents
@@ -1253,7 +1255,8 @@ class AioContext:
                 self._call(node.io_poll_begin)
             self._poll_list_add(node)
         if not node.deleted and poll_ready and revents == 0 and node.io_poll_ready is not None:
-            # Off the poll list while it runs, so a nested poll() cannot re-poll it (§9.8).
+            # Off the poll list while it runs, so a nested poll() cannot re-poll it: its io_poll
+            # still reports ready and the nesting would recurse without end.
             was_listed = node.in_poll_list
             if was_listed:
                 self._poll_list_remove(node)
@@ -1270,7 +1273,7 @@ class AioContext:
             progress = True
         return progress
 
-    # ---- bottom halves (§2)
+    # ---- bottom halves (docs/bottom-halves.md)
 
     def bh_new(self, callback: Callback, *, name: str | None = None) -> BH:
         """``aio_bh_new``: a BH bound to this context (not scheduled)."""
@@ -1414,7 +1417,7 @@ class AioContext:
                     timeout = IDLE_BH_TIMEOUT_NS
         return timeout
 
-    # ---- timers (§3)
+    # ---- timers (docs/timers-and-clocks.md)
 
     def timer_new(self, clock: int, scale: int, callback: Callback, *,
                   attributes: int = 0) -> Timer:
@@ -1463,7 +1466,7 @@ class AioContext:
                 progress |= tl.run()
         return progress
 
-    # ---- aio_poll (§1.7, §1.8)
+    # ---- aio_poll (docs/aio-context.md, "One iteration")
 
     def compute_timeout(self) -> int:
         """``aio_compute_timeout``: ns until something is due; 0 now, -1 infinite."""
@@ -1480,7 +1483,8 @@ class AioContext:
         return _soonest(timeout, deadline)
 
     def poll(self, blocking: bool) -> bool:
-        """``aio_poll``: one iteration; True if progress was made (§1.9).
+        """``aio_poll``: one iteration; True if progress was made (docs/aio-context.md,
+        "Progress").
 
         Order: [busy poll] -> [wait] -> accept notify -> BHs -> fd handlers -> timers.
         Must be called from one thread at a time (nested calls from callbacks are allowed).
@@ -1569,7 +1573,7 @@ class AioContext:
             progress = True
         return progress
 
-    # ---- coroutines (§1.14)
+    # ---- coroutines (docs/coroutines.md)
 
     def co_schedule(self, co: Any) -> None:
         """``aio_co_schedule``: enter coroutine ``co`` from a BH of this context (FIFO);
@@ -1588,7 +1592,7 @@ class AioContext:
             src = self._g_source_obj = _glib.make_g_source(self)
         return src
 
-    # ---- the GSource interface (§1.10): how an outer loop drives this context
+    # ---- the GSource interface (docs/glib.md): how an outer loop drives this context
 
     def source_prepare(self) -> int:
         """GSource prepare: open the notify window (bit 0 of notify_me), leave poll mode and
@@ -1835,7 +1839,7 @@ class AioContext:
 
     def _set_timer_notify(self, callback: Callback | None) -> None:
         """Call ``callback()`` instead of notify() when a timer becomes the head of a list
-        (the main loop's timer lists use qemu_notify_event, §3.1)."""
+        (the main loop's timer lists use qemu_notify_event: docs/main-loop.md)."""
         self._timer_notify_cb = callback
 
     def _timer_notify(self) -> None:
@@ -1923,7 +1927,8 @@ class AioContext:
 
 
 # --------------------------------------------------------------------------------------------
-# The process-wide main loop, run state and coroutines (§4, §5, §1.14), shared Python code
+# The process-wide main loop, run state and coroutines (docs/main-loop.md,
+# docs/run-states.md, docs/coroutines.md), shared Python code
 # instantiated over this implementation.
 
 from . import _fallback_mainloop

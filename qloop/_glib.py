@@ -1,4 +1,4 @@
-"""GLib integration, both ways (spec §1.10 and §4.5), shared by both implementations.
+"""GLib integration, both ways (docs/glib.md), shared by both implementations.
 
 * **GLib as a guest of qloop**: ``main_loop_wait()`` runs GLib's default ``GMainContext``:
   prepare, query (GLib's poll fds merged into qloop's one wait), check, dispatch.  PyGObject's
@@ -92,7 +92,7 @@ def load_glib() -> ctypes.CDLL:
 
 class CtypesGLibPoller:
     """Runs one iteration of GLib's default context in pieces, around qloop's own wait
-    (QEMU's ``glib_pollfds_fill`` / ``glib_pollfds_poll``, §4.5b and §4.5f)."""
+    (QEMU's ``glib_pollfds_fill`` / ``glib_pollfds_poll``: docs/main-loop-iteration.md)."""
 
     def __init__(self) -> None:
         self._lib = load_glib()
@@ -177,7 +177,7 @@ def _make_source_class() -> Any:
     GLib = _gi_glib()
 
     class AioContextSource(GLib.Source):  # type: ignore[misc, name-defined]
-        """An AioContext as a GLib source (§1.10)."""
+        """An AioContext as a GLib source (docs/glib.md)."""
 
         def __init__(self, ctx: Any) -> None:
             super().__init__()

@@ -29,7 +29,7 @@ cdef bint _glib_loaded = False
 @cython.final
 cdef class _CGLibPoller:
     """Runs one iteration of GLib's default context in pieces, around the main loop's wait
-    (QEMU's ``glib_pollfds_fill`` / ``glib_pollfds_poll``, §4.5b and §4.5f)."""
+    (QEMU's ``glib_pollfds_fill`` / ``glib_pollfds_poll``: docs/main-loop-iteration.md)."""
 
     cdef ql_GMainContext *ctx
     cdef ql_GPollFD *fds

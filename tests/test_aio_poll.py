@@ -1,4 +1,5 @@
-"""aio_poll (spec §1.2, §1.6-§1.9): fresh context, progress rules, step order, blocking."""
+"""aio_poll (docs/aio-context.md, docs/notify.md): fresh context, progress rules, step order,
+blocking."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ HOUR_NS = 3_600 * 10**9
 
 @pytest.mark.parametrize("fdmon", ["auto", "poll", "epoll"])
 def test_fresh_context_first_nonblocking_poll_is_false(qloop_module, fdmon):
-    """§1.2 step 6 / §9.17: a fresh context starts notified; poll(False) consumes it."""
+    """A fresh context starts notified (registering its own notifier notifies it);
+    poll(False) consumes that without progress."""
     with qloop_module.AioContext(fdmon=fdmon) as ctx:
         assert ctx.poll(False) is False
         assert ctx.poll(False) is False
@@ -57,7 +59,8 @@ def test_blocking_poll_after_notify_returns_false_at_once(ctx, watchdog):
 
 
 def test_notify_during_processing_survives_to_next_poll(ctx, watchdog):
-    """§1.6: aio_notify_accept runs before BHs, so a notify from a callback is kept."""
+    """aio_notify_accept runs before BHs, so a notify from a callback is kept
+    (docs/notify.md)."""
     dog = watchdog(ctx, 5.0)
     assert ctx.poll(False) is False
     bh = ctx.bh_new(ctx.notify)
@@ -69,7 +72,7 @@ def test_notify_during_processing_survives_to_next_poll(ctx, watchdog):
 
 
 def test_fd_registration_notifies(ctx, watchdog, sockpair):
-    """§1.3 step 8: adding a handler calls aio_notify (a blocking poll returns at once)."""
+    """Adding a handler calls aio_notify (a blocking poll returns at once)."""
     a, _ = sockpair()
     dog = watchdog(ctx, 5.0)
     assert ctx.poll(False) is False
@@ -80,7 +83,7 @@ def test_fd_registration_notifies(ctx, watchdog, sockpair):
 
 
 def test_removing_unregistered_fd_does_not_notify(ctx, qloop_module, sockpair):
-    """§1.3 step 4: removing a handler that does not exist returns without aio_notify."""
+    """Removing a handler that does not exist returns without aio_notify."""
     a, _ = sockpair()
     rt = qloop_module.ClockType.REALTIME
     fired = []
@@ -94,7 +97,7 @@ def test_removing_unregistered_fd_does_not_notify(ctx, qloop_module, sockpair):
 
 
 def test_timer_becoming_head_notifies(ctx, qloop_module):
-    """§3.4: arming a timer that becomes the head of its list notifies the context."""
+    """Arming a timer that becomes the head of its list notifies the context."""
     rt = qloop_module.ClockType.REALTIME
     fired = []
     far = ctx.timer_new_ns(rt, lambda: fired.append("far"))
@@ -123,7 +126,7 @@ def test_timer_not_becoming_head_does_not_notify(ctx, qloop_module):
     later.delete()
 
 
-# -- progress rules (§1.9) -----------------------------------------------------------
+# -- progress rules (docs/aio-context.md, "Progress") ----------------------------------
 
 
 def test_progress_bh(ctx):
@@ -172,7 +175,7 @@ def test_no_progress_for_cancelled_deleted_idle(ctx):
     c.delete()
 
 
-# -- step order (§1.8) -------------------------------------------------------------
+# -- step order (docs/aio-context.md, "One iteration") --------------------------------
 
 
 @pytest.mark.parametrize("fdmon", ["poll", "epoll"])
@@ -238,7 +241,7 @@ def test_blocking_poll_with_only_a_timer(ctx, qloop_module):
     assert ctx.poll(False) is False  # consume the arming notify
     assert ran_at == []
     result = ctx.poll(True)
-    while not ran_at:  # a spurious False is allowed (§1.9); bounded by the timer
+    while not ran_at:  # a spurious False is allowed (docs/aio-context.md); bounded by the timer
         assert result is False
         result = ctx.poll(True)
     assert result is True

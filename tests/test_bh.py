@@ -1,4 +1,5 @@
-"""Bottom halves (spec §2, §8 items 1-7): schedule, idle, cancel, delete, oneshot, order."""
+"""Bottom halves (docs/bottom-halves.md; the cases of QEMU's test-aio BH tests): schedule,
+idle, cancel, delete, oneshot, order."""
 
 from __future__ import annotations
 
@@ -9,11 +10,11 @@ import pytest
 IDLE_TIMEOUT_NS = 10_000_000
 
 
-# -- §8 items 1-7 ---------------------------------------------------------------------
+# -- QEMU's test-aio BH cases ---------------------------------------------------------
 
 
 def test_bh_schedule(ctx, watchdog):
-    """§8.1: scheduling does not run synchronously; one blocking poll runs it once."""
+    """Scheduling does not run synchronously; one blocking poll runs it once."""
     n = []
     bh = ctx.bh_new(lambda: n.append(1))
     bh.schedule()
@@ -26,7 +27,7 @@ def test_bh_schedule(ctx, watchdog):
 
 
 def test_bh_schedule10(ctx):
-    """§8.2: a self-rescheduling BH runs once per poll."""
+    """A self-rescheduling BH runs once per poll."""
     n = [0]
 
     def cb():
@@ -52,7 +53,7 @@ def test_bh_schedule10(ctx):
 
 
 def test_bh_cancel(ctx):
-    """§8.3: a BH cancelled before any poll never runs; the poll is not progress."""
+    """A BH cancelled before any poll never runs; the poll is not progress."""
     n = []
     bh = ctx.bh_new(lambda: n.append(1))
     bh.schedule()
@@ -64,7 +65,7 @@ def test_bh_cancel(ctx):
 
 
 def test_bh_delete(ctx):
-    """§8.4: a scheduled BH deleted before any poll never runs; deletion is not progress."""
+    """A scheduled BH deleted before any poll never runs; deletion is not progress."""
     n = []
     bh = ctx.bh_new(lambda: n.append(1))
     bh.schedule()
@@ -75,7 +76,7 @@ def test_bh_delete(ctx):
 
 
 def test_bh_delete_from_cb(ctx, poll_until):
-    """§8.5: a BH deleting itself in its callback runs once; next poll is not progress."""
+    """A BH deleting itself in its callback runs once; next poll is not progress."""
     n = [0]
     holder = {}
 
@@ -93,7 +94,8 @@ def test_bh_delete_from_cb(ctx, poll_until):
 
 
 def test_bh_delete_from_cb_many(ctx, poll_until):
-    """§8.6: four self-deleting BHs (limits 1, 3, 2, 4)."""
+    """Four self-deleting BHs (limits 1, 3, 2, 4): one poll runs each once, then each runs
+    exactly its limit."""
     limits = [1, 3, 2, 4]
     counts = [0] * 4
     bhs: list = [None] * 4
@@ -122,7 +124,7 @@ def test_bh_delete_from_cb_many(ctx, poll_until):
 
 
 def test_bh_flush(ctx):
-    """§8.7: one blocking poll runs the BH, the next non-blocking poll is not progress."""
+    """One blocking poll runs the BH, the next non-blocking poll is not progress."""
     n = []
     bh = ctx.bh_new(lambda: n.append(1))
     bh.schedule()
@@ -195,7 +197,8 @@ def test_bh_scheduled_from_bh_runs_in_next_pass(ctx):
 
 
 def test_nested_poll_finishes_outer_batch_then_new(ctx):
-    """§2.4: a nested poll runs the outer batch's remaining BHs first, then new ones."""
+    """A nested poll runs the outer batch's remaining BHs first, then new ones
+    (docs/bottom-halves.md, "Order")."""
     order = []
     nested_result = []
     d = ctx.bh_new(lambda: order.append("d"))
@@ -314,7 +317,8 @@ def test_blocking_poll_runs_idle_bh(ctx, watchdog):
 
 
 def test_idle_flag_is_sticky(ctx):
-    """§9.21: idle then normal schedule before the run still runs as idle (no progress)."""
+    """Idle then normal schedule before the run still runs as idle (no progress): scheduling
+    normally does not clear a pending idle flag, as in QEMU."""
     n = []
     bh = ctx.bh_new(lambda: n.append(1))
     bh.schedule_idle()
@@ -442,7 +446,7 @@ def test_bh_belongs_to_its_context(make_ctx):
     assert n == [1]
 
 
-# -- which BH operations notify (§2.1, §2.3) ----------------------------------------
+# -- which BH operations notify (docs/bottom-halves.md) -------------------------------
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Coroutines on the main loop (spec §1.14; §8 items 13 and 14; API "Coroutines").
+"""Coroutines on the main loop (docs/coroutines.md; the cases of QEMU's coroutine tests).
 
 Both implementations run every test (the coroutine code is shared, the contexts, BHs and
 timers under it are the implementation's).
@@ -382,7 +382,7 @@ def test_co_wake_from_coroutine_is_queued_not_nested(main_loop):
 
 
 def test_queue_chaining_25000_each(main_loop):
-    """§8 item 13: two coroutines that co_wake each other and yield, 25,000 times each."""
+    """Queue chaining: two coroutines that co_wake each other and yield, 25,000 times each."""
     mod = main_loop
     MAX = 25_000
 
@@ -419,7 +419,7 @@ def test_queue_chaining_25000_each(main_loop):
 
 
 def test_worker_thread_co_wake_runs_in_main_thread(main_loop, watchdog):
-    """§8 item 14: a worker thread wakes a main-context coroutine: it has not run when the
+    """A worker thread wakes a main-context coroutine: it has not run when the
     thread is joined; the next blocking poll of the main ctx runs it in the main thread and
     returns True; a following non-blocking poll returns False."""
     mod = main_loop

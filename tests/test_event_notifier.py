@@ -1,4 +1,4 @@
-"""EventNotifier (spec §7): eventfd or pipe, set/test_and_clear, close."""
+"""EventNotifier (docs/notifiers.md): eventfd or pipe, set/test_and_clear, close."""
 
 from __future__ import annotations
 

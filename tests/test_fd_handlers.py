@@ -1,4 +1,5 @@
-"""fd handlers (spec §1.3, §1.4, §1.9; §8 items 8-11): add, replace, remove, dispatch."""
+"""fd handlers (docs/aio-context.md; the event-notifier cases of QEMU's test-aio): add,
+replace, remove, dispatch."""
 
 from __future__ import annotations
 
@@ -147,7 +148,7 @@ def test_hup_calls_io_read(fctx):
 
 
 def test_event_without_matching_callback_is_not_progress(fctx):
-    """§1.9: a reported event with no callback for it (HUP on a write-only handler)."""
+    """A reported event with no callback for it (HUP on a write-only handler)."""
     r, w = os.pipe()
     try:
         calls = []
@@ -203,7 +204,8 @@ def test_many_fds_each_dispatched_once(fctx, qloop_module):
 
 
 def test_dispatch_order_oldest_registration_first(make_ctx, sockpair):
-    """§1.9: with ppoll, the ready list is dispatched oldest registration first."""
+    """With ppoll, the ready list is dispatched oldest registration first
+    (docs/aio-context.md, "Dispatch order")."""
     ctx = make_ctx(fdmon="poll")
     pairs = [sockpair() for _ in range(3)]
     order = []
@@ -222,7 +224,7 @@ def test_dispatch_order_oldest_registration_first(make_ctx, sockpair):
 
 
 def test_replace_inside_io_read_skips_old_io_write(fctx, sockpair):
-    """§1.3: replacing a handler from its io_read: old io_write is not called this pass;
+    """Replacing a handler from its io_read: old io_write is not called this pass;
     the new node is not dispatched this pass either."""
     a, b = sockpair()
     calls = []
@@ -258,7 +260,7 @@ def test_remove_inside_io_read_skips_io_write(fctx, sockpair):
 
 
 def test_removing_later_ready_handler_prevents_its_dispatch(make_ctx, sockpair):
-    """§1.9: a node removed by an earlier callback in the same pass is not dispatched."""
+    """A node removed by an earlier callback in the same pass is not dispatched."""
     ctx = make_ctx(fdmon="poll")
     (a1, b1), (a2, b2) = sockpair(), sockpair()
     calls = []
@@ -297,7 +299,7 @@ def test_handler_added_during_dispatch_not_dispatched_this_pass(fctx, sockpair):
 
 
 def test_nested_poll_dispatches_ready_handler_once(fctx, sockpair, recv_all):
-    """§1.9: a node ready in both the outer and a nested poll is dispatched once."""
+    """A node ready in both the outer and a nested poll is dispatched once."""
     (a1, b1), (a2, b2) = sockpair(), sockpair()
     calls = []
     nested = []
@@ -322,7 +324,7 @@ def test_nested_poll_dispatches_ready_handler_once(fctx, sockpair, recv_all):
     fctx.set_fd_handler(a2)
 
 
-# -- event notifiers: §8 items 8-11 --------------------------------------------------
+# -- event notifiers: QEMU's test-aio event cases ----------------------------------
 
 
 def make_counter_cb(state):
@@ -340,7 +342,8 @@ def make_counter_cb(state):
 
 
 def test_set_event_notifier_add_remove(fctx, qloop_module):
-    """§8.8"""
+    """Registering an unset notifier (its notify consumed without progress), then
+    unregistering it: the callback never runs."""
     state = {"n": 0, "active": 0}
     with qloop_module.EventNotifier() as e:
         fctx.set_event_notifier(e, make_counter_cb(state))
@@ -352,7 +355,8 @@ def test_set_event_notifier_add_remove(fctx, qloop_module):
 
 
 def test_wait_event_notifier(fctx, qloop_module):
-    """§8.9"""
+    """A registered notifier that is set runs its callback once (which clears it); the next
+    poll is not progress; once unregistered it is not called again."""
     state = {"n": 0, "active": 1}
     with qloop_module.EventNotifier() as e:
         fctx.set_event_notifier(e, make_counter_cb(state))
@@ -372,7 +376,9 @@ def test_wait_event_notifier(fctx, qloop_module):
 
 
 def test_wait_event_notifier_noflush(fctx, qloop_module, poll_until):
-    """§8.10"""
+    """A set notifier keeps a blocking poll from blocking; with a second notifier registered,
+    each set runs the first one's callback exactly once, and setting the second one does not
+    call it."""
     data = {"n": 0, "active": 0}
     dummy = {"n": 0, "active": 0}
     with qloop_module.EventNotifier() as e, qloop_module.EventNotifier() as d:
@@ -409,7 +415,7 @@ def test_wait_event_notifier_noflush(fctx, qloop_module, poll_until):
 
 
 def test_flush_event_notifier(fctx, qloop_module, poll_until):
-    """§8.11: a callback that re-sets its notifier is seen on the next poll."""
+    """A callback that re-sets its notifier is seen on the next poll."""
     state = {"n": 0, "active": 10, "auto_set": True}
     with qloop_module.EventNotifier() as e:
         fctx.set_event_notifier(e, make_counter_cb(state))
@@ -443,7 +449,7 @@ def test_event_notifier_pipe_works_with_context(fctx, qloop_module):
 
 
 def test_err_calls_io_read_and_io_write(fctx):
-    """§1.9: ERR triggers both the read and the write callback."""
+    """ERR triggers both the read and the write callback."""
     r, w = os.pipe()
     os.close(r)  # the write end now reports POLLERR
     try:

@@ -1,4 +1,5 @@
-"""fd monitors (spec §1.12): "poll", "epoll", "auto" (ppoll, upgraded to epoll at 64 fds)."""
+"""fd monitors (docs/aio-context.md, "fd monitors"): "poll", "epoll", "auto" (ppoll, upgraded
+to epoll at 64 fds)."""
 
 from __future__ import annotations
 
@@ -113,7 +114,7 @@ def test_forced_poll_never_upgrades(make_ctx, notifiers):
 
 
 def test_epoll_error_falls_back_to_poll(make_ctx, notifiers):
-    """§1.12: any epoll_ctl error (a regular file cannot be epolled) disables epoll."""
+    """Any epoll_ctl error (a regular file cannot be epolled) disables epoll."""
     ctx, ns = upgraded_ctx(make_ctx, notifiers)
     calls = []
     with tempfile.TemporaryFile() as f:
@@ -257,7 +258,8 @@ def test_backend_notify_and_bh(kind, make_ctx, notifiers, watchdog):
 
 
 def test_upgrade_with_handlers_added_from_other_thread(make_ctx, qloop_module, notifiers, threads):
-    """§9.5: handlers added by another thread around the epoll upgrade are all monitored."""
+    """Handlers added by another thread around the epoll upgrade are all monitored (QEMU once
+    lost a handler added by another thread while it copied the handlers into epoll)."""
     ctx = make_ctx(fdmon="auto")
     notifiers(ctx, 56)
     rt = qloop_module.ClockType.REALTIME
@@ -297,7 +299,7 @@ def test_upgrade_with_handlers_added_from_other_thread(make_ctx, qloop_module, n
 
 @pytest.mark.parametrize("kind", BACKENDS)
 def test_backend_fd_number_reused_after_close(kind, make_ctx, notifiers, sockpair):
-    """§9.13: an fd closed while registered and its number reused by a new file: the new
+    """An fd closed while registered and its number reused by a new file: the new
     registration must work (epoll tracks open files, not numbers).  ``os.dup2`` puts the
     new file on the old number, so the reuse always happens."""
     import socket

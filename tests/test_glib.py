@@ -1,4 +1,5 @@
-"""GLib integration, both ways (spec §1.10 and §4.5), on both implementations.
+"""GLib integration, both ways (docs/glib.md, docs/main-loop-iteration.md), on both
+implementations.
 
 * GLib as a guest of qloop: ``main_loop_wait()`` / ``main_loop()`` run GLib's default
   GMainContext (prepare/query → one merged poll → check/dispatch), so GLib timeouts, idles,
@@ -6,7 +7,7 @@
   timeout bounds qloop's wait.
 * qloop as a guest of GLib: ``AioContext.g_source()`` attached to a ``GLib.MainContext``
   lets a ``GLib.MainLoop`` drive the context's BHs, timers and fd handlers; the notify_me
-  bit-0 window of §1.10 makes a cross-thread notify wake the outer loop.
+  bit-0 window (docs/glib.md) makes a cross-thread notify wake the outer loop.
 * With ``QLOOP_NO_GLIB=1`` (a subprocess); without PyGObject: ``test_glib_unavailable.py``.
 
 GLib's default main context is process-global: every source a test adds to it is destroyed
@@ -80,7 +81,7 @@ def glib_default():
     tracker = GLibDefaultSources()
     yield tracker
     tracker.cleanup()
-    # main_loop_wait must have released GLib's default context (§4.5g)
+    # main_loop_wait must have released GLib's default context (docs/main-loop-iteration.md)
     assert not GLib.MainContext.default().is_owner()
 
 
@@ -199,7 +200,7 @@ def _expected_impl(mod) -> str:
 
 
 # --------------------------------------------------------------------------------------------
-# 1. GLib's sources fire inside main_loop_wait() / main_loop()  (§4.5 b, d, f)
+# 1. GLib's sources fire inside main_loop_wait() / main_loop()  (docs/main-loop-iteration.md)
 
 
 def test_glib_timeout_fires_in_main_loop_wait(main_loop, guard, glib_default):
@@ -207,8 +208,8 @@ def test_glib_timeout_fires_in_main_loop_wait(main_loop, guard, glib_default):
     fired = []
     glib_default.add(GLib.timeout_add(10, lambda: fired.append(mod.bql_locked()) or False))
     wait_until(mod, lambda: bool(fired))
-    assert fired == [True]  # GLib dispatch runs with the BQL held (§4.5e/f)
-    assert not GLib.MainContext.default().is_owner()  # released after the iteration (§4.5g)
+    assert fired == [True]  # GLib dispatch runs with the BQL held
+    assert not GLib.MainContext.default().is_owner()  # released after the iteration
 
 
 def test_glib_idle_fires_in_one_main_loop_wait(main_loop, guard, glib_default):
@@ -356,7 +357,7 @@ def test_main_loop_runs_glib_sources_and_ends_from_glib_callback(main_loop, glib
 
 
 # --------------------------------------------------------------------------------------------
-# 2. GLib's timeout bounds qloop's wait (§4.5 b: soonest(glib_ns, timeout_ns))
+# 2. GLib's timeout bounds qloop's wait (the soonest of GLib's and qloop's timeouts)
 
 
 def test_glib_timeout_bounds_main_loop_wait_without_busy_spin(main_loop, guard, glib_default):
@@ -372,7 +373,7 @@ def test_glib_timeout_bounds_main_loop_wait_without_busy_spin(main_loop, guard, 
 
 
 # --------------------------------------------------------------------------------------------
-# 3. an AioContext as a GLib source (§1.10)
+# 3. an AioContext as a GLib source (docs/glib.md)
 
 
 @pytest.mark.parametrize("which", ["new-context", "default-context"])
@@ -475,7 +476,7 @@ def test_g_source_timer_bounds_glib_wait(make_ctx, qloop_module, glib_loop):
 
 
 # --------------------------------------------------------------------------------------------
-# 4. a BH scheduled from another thread wakes a sleeping GLib loop (§1.6, §1.10)
+# 4. a BH scheduled from another thread wakes a sleeping GLib loop (docs/notify.md)
 
 
 def test_bh_from_thread_wakes_sleeping_glib_loop(make_ctx, qloop_module, glib_loop):
@@ -517,7 +518,7 @@ def test_bh_from_thread_wakes_sleeping_glib_loop(make_ctx, qloop_module, glib_lo
 
 
 # --------------------------------------------------------------------------------------------
-# 5. the notify_me bit-0 window (§1.10 prepare/check, §1.6)
+# 5. the notify_me bit-0 window between the source's prepare and check (docs/glib.md)
 
 
 def _notify_from_thread(ctx) -> None:

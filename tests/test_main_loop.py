@@ -1,5 +1,6 @@
-"""The process-wide main loop (spec §4): main_loop_wait's order (§4.5), poll notifiers, the
-iohandler context (§4.1, §4.7), qemu_notify_event (§4.4, §9.18) and the big lock.
+"""The process-wide main loop (docs/main-loop.md): main_loop_wait's order
+(docs/main-loop-iteration.md), poll notifiers, the iohandler context, qemu_notify_event (a
+real BH: progress for a nested poll of the main context) and the big lock.
 
 Every test runs on both implementations (``qloop_module`` ids "cython" and "python").
 """
@@ -31,7 +32,7 @@ def _now(mod, clock=None):
 
 
 # --------------------------------------------------------------------------------------------
-# §4.5 order
+# main_loop_wait's order (docs/main-loop-iteration.md)
 
 
 def test_main_loop_wait_order_of_steps(main_loop, sockpair):
@@ -115,7 +116,7 @@ def test_nonblocking_wait_does_not_block(main_loop):
 
 
 def test_main_loop_timer_deadline_bounds_blocking_wait(main_loop, guard):
-    """A main-loop timer's deadline is part of the wait's timeout (§4.5 step 4)."""
+    """A main-loop timer's deadline is part of the wait's timeout."""
     mod = main_loop
     fired = []
     t = mod.timer_new_ms(mod.ClockType.REALTIME, lambda: fired.append(_now(mod)))
@@ -195,7 +196,7 @@ def test_poll_notifiers_called_most_recent_first(main_loop):
 
 def test_err_state_when_poll_fails(main_loop, sockpair):
     """A failing poll(2) (EINVAL: more fds than RLIMIT_NOFILE) → ERR notification, the
-    main-loop timers still run (§4.5 steps 6, 8), and the error is raised afterwards."""
+    main-loop timers still run, and the error is raised afterwards."""
     mod = main_loop
     log = []
     socks = [sockpair() for _ in range(4)]
@@ -272,7 +273,7 @@ def test_bad_poll_notifier_arguments(main_loop):
 
 
 # --------------------------------------------------------------------------------------------
-# §4.1 / §4.7: the iohandler context
+# the iohandler context (docs/main-loop.md, "Two contexts")
 
 
 def test_iohandler_context_is_not_main_context(main_loop):
@@ -397,7 +398,7 @@ def test_handler_bad_input(main_loop, sockpair):
 
 
 # --------------------------------------------------------------------------------------------
-# §4.4 qemu_notify_event
+# qemu_notify_event
 
 
 def test_notify_event_is_progress_for_nested_poll(main_loop):
@@ -405,7 +406,7 @@ def test_notify_event_is_progress_for_nested_poll(main_loop):
     ctx = mod.get_aio_context()
     assert ctx.poll(False) is False
     mod.notify_event()
-    assert ctx.poll(False) is True  # a real BH (§9.18)
+    assert ctx.poll(False) is True  # a real BH: progress
     assert ctx.poll(False) is False
 
 
@@ -635,7 +636,7 @@ def test_event_notifier_set_from_thread_wakes_wait(main_loop, guard):
 
 
 def test_pollfds_start_empty_each_iteration(main_loop, sockpair):
-    """§4.5 step 2: the poll array is truncated before every FILL."""
+    """The poll array is truncated before every FILL (docs/main-loop-iteration.md)."""
     mod = main_loop
     a, _ = sockpair()
     lengths = []
@@ -730,7 +731,7 @@ def test_other_thread_gets_bql_while_caller_holding_it_sleeps(main_loop, guard):
 
 def test_main_loop_virtual_timer_follows_vm_state(main_loop):
     """A main-loop VIRTUAL timer does not fire (nor make the loop spin) while the VM is
-    stopped; it fires once the VM runs (§4.5 step 8: deadline-usable clocks only)."""
+    stopped; it fires once the VM runs (only clocks usable for a deadline run their timers)."""
     mod = main_loop
     V = mod.ClockType.VIRTUAL
     fired = []

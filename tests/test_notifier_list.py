@@ -1,4 +1,5 @@
-"""NotifierList (spec §6; decisions.md: snapshot iteration, ValueError on unknown remove)."""
+"""NotifierList (docs/notifiers.md; decisions.md: snapshot iteration, ValueError on unknown
+remove)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Cross-thread wake-ups (spec §1.6, §2.3, §8 items 30-31): no lost wake-up, no hang.
+"""Cross-thread wake-ups (docs/notify.md; the IOThread cases of QEMU's tests): no lost wake-up,
+no hang.
 
 Every blocking wait is bounded by a REALTIME watchdog timer on the context and
 every thread is joined with a timeout, so a lost wake-up fails the test instead
@@ -61,7 +62,7 @@ def test_event_notifier_set_from_other_thread(ctx, qloop_module, watchdog, threa
 
 
 def test_fd_handler_registered_from_other_thread(ctx, watchdog, threads, sockpair):
-    """§1.3: registration from another thread wakes a sleeping poll, which sees the fd."""
+    """Registration from another thread wakes a sleeping poll, which sees the fd."""
     dog = watchdog(ctx, WATCHDOG_S)
     assert ctx.poll(False) is False
     a, b = sockpair()
@@ -215,7 +216,7 @@ def test_stress_shared_bh_schedule_from_threads(ctx, watchdog, threads):
 
 
 def test_lifecycle_iothreads(qloop_module, threads):
-    """§8.30: five 'IOThreads' each poll their own context; one-shot BHs run in them."""
+    """Five 'IOThreads' each poll their own context; one-shot BHs run in them."""
     nthreads = 5
     ctxs = [qloop_module.AioContext() for _ in range(nthreads)]
     running = [True] * nthreads
@@ -261,7 +262,7 @@ def test_lifecycle_iothreads(qloop_module, threads):
 
 @pytest.mark.skipif(not hasattr(signal, "setitimer"), reason="needs setitimer")
 def test_schedule_from_signal_handler_wakes_blocking_poll(ctx, watchdog):
-    """§2.3: BH scheduling is safe from a Python signal handler and wakes a sleeping poll."""
+    """BH scheduling is safe from a Python signal handler and wakes a sleeping poll."""
     if threading.current_thread() is not threading.main_thread():
         pytest.skip("signals are delivered to the main thread")
     dog = watchdog(ctx, WATCHDOG_S)
@@ -299,7 +300,7 @@ def test_schedule_from_signal_handler_while_not_polling(ctx):
 
 
 def test_clock_enable_from_other_thread_wakes_poll(ctx, qloop_module, watchdog, threads):
-    """§3.7: enabling a clock notifies its timer lists; a sleeping poll runs the due timer."""
+    """Enabling a clock notifies its timer lists; a sleeping poll runs the due timer."""
     v = qloop_module.ClockType.VIRTUAL
     ran = []
     t = ctx.timer_new_ns(v, lambda: ran.append(1))

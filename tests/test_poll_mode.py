@@ -1,4 +1,4 @@
-"""Adaptive busy polling (spec §1.3, §1.8 step 4-6, §1.9, §1.11; §8 item 34).
+"""Adaptive busy polling (docs/aio-context.md, "Busy polling"; QEMU's nested-aio-poll test).
 
 Rules exercised here (ppoll/epoll backends):
 * busy polling runs only when ``poll_max_ns > 0``, the poll is blocking (a timeout of 0
@@ -153,7 +153,7 @@ def test_nonblocking_poll_does_not_busy_poll(pctx, qloop_module, watchdog):
 
 
 def test_all_pollable_nonblocking_poll_skips_fd_wait(pctx, qloop_module):
-    """§1.8 step 6: timeout 0 and need_wait false (all handlers pollable) -> no wait."""
+    """Timeout 0 and need_wait false (all handlers pollable) -> no wait."""
     h = PollHandler(pctx, qloop_module)
     try:
         pctx.poll(False)
@@ -199,7 +199,7 @@ def test_non_pollable_handler_disables_busy_polling(pctx, qloop_module, sockpair
 
 
 def test_io_poll_without_io_poll_ready_is_refused(pctx, sockpair):
-    """decisions.md (where QEMU silently ignores a lone io_poll, §1.3 step 1): ValueError,
+    """decisions.md (where QEMU silently ignores a lone io_poll): ValueError,
     and nothing is registered."""
     a, _ = sockpair()
     with pytest.raises(ValueError, match=str(a.fileno())):
@@ -212,7 +212,7 @@ def test_io_poll_without_io_poll_ready_is_refused(pctx, sockpair):
 
 
 def test_io_poll_begin_end(pctx, qloop_module, watchdog):
-    """§1.11: begin once when poll mode starts; end (then a last io_poll) before blocking."""
+    """Begin once when poll mode starts; end (then a last io_poll) before blocking."""
     rt = qloop_module.ClockType.REALTIME
     pctx.set_poll_params(MAX_NS, 2, 2)
     dog = watchdog(pctx, 5.0)
@@ -251,7 +251,7 @@ def test_io_poll_begin_end(pctx, qloop_module, watchdog):
 
 
 def test_replacing_handler_drops_begin_end(pctx, qloop_module, watchdog):
-    """§1.3: a re-registered handler has no io_poll_begin/end until set again."""
+    """A re-registered handler has no io_poll_begin/end until set again."""
     pctx.set_poll_params(MAX_NS, 2, 2)
     dog = watchdog(pctx, 5.0)
     h = PollHandler(pctx, qloop_module)
@@ -271,7 +271,7 @@ def test_replacing_handler_drops_begin_end(pctx, qloop_module, watchdog):
 
 
 def test_set_fd_poll_on_unregistered_fd_is_refused(ctx, sockpair):
-    """decisions.md (QEMU silently ignores it, §1.3): ValueError naming the fd."""
+    """decisions.md (QEMU silently ignores it): ValueError naming the fd."""
     a, _ = sockpair()
     with pytest.raises(ValueError, match=str(a.fileno())):
         ctx.set_fd_poll(a, io_poll_begin=lambda *a: None, io_poll_end=lambda *a: None)
@@ -279,7 +279,8 @@ def test_set_fd_poll_on_unregistered_fd_is_refused(ctx, sockpair):
 
 
 def test_nested_aio_poll_with_busy_polling(make_ctx, qloop_module, watchdog):
-    """§8.34 (tests/unit/test-nested-aio-poll.c)."""
+    """QEMU's nested-aio-poll test: an io_poll_ready that runs a nested blocking poll is not
+    re-invoked by it, and the nested poll runs the other handler instead."""
     ctx = make_ctx(fdmon="poll", drain=False)
     ctx.set_poll_params(MAX_NS, 2, 2)
     dog = watchdog(ctx, 5.0)
@@ -336,7 +337,7 @@ def test_nested_aio_poll_with_busy_polling(make_ctx, qloop_module, watchdog):
 
 
 def test_poll_time_never_grows_when_max_is_tiny(pctx, qloop_module, watchdog):
-    """§1.11 adjust_polling_time: block_ns > poll_max_ns shrinks poll.ns (to 0 here), so
+    """adjust_polling_time: block_ns > poll_max_ns shrinks poll.ns (to 0 here), so
     the handler is never busy-polled."""
     rt = qloop_module.ClockType.REALTIME
     pctx.set_poll_params(1, 2, 2)
@@ -360,7 +361,7 @@ def test_poll_time_never_grows_when_max_is_tiny(pctx, qloop_module, watchdog):
 
 
 def test_replaced_handler_leaves_busy_polling(pctx, qloop_module, watchdog):
-    """§1.3: replacement creates a fresh node that is polled only after it fires again."""
+    """Replacement creates a fresh node that is polled only after it fires again."""
     rt = qloop_module.ClockType.REALTIME
     pctx.set_poll_params(MAX_NS, 2, 2)
     dog = watchdog(pctx, 5.0)
@@ -423,7 +424,7 @@ def test_fd_handler_poll_callbacks_take_no_arguments(pctx, qloop_module, watchdo
 
 
 def test_io_poll_only_handler_is_never_polled_or_dispatched(pctx, qloop_module, sockpair):
-    """§1.3 step 5: a handler with only io_poll/io_poll_ready has no fd events, so it never
+    """A handler with only io_poll/io_poll_ready has no fd events, so it never
     fires, never joins the poll list and is never polled (master); it is not a removal."""
     rt = qloop_module.ClockType.REALTIME
     pctx.set_poll_params(MAX_NS, 2, 2)

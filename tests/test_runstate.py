@@ -1,7 +1,8 @@
-"""Run state, vm_start/vm_stop and the system requests (spec §5, §6 for the notifier lists).
+"""Run state, vm_start/vm_stop and the system requests (docs/run-states.md; docs/notifiers.md
+for the notifier lists).
 
-Requests only record a flag and wake the loop (§5.1); ``main_loop_should_exit()`` handles
-them in QEMU master's order (§5.4).  Both implementations run every test.
+Requests only record a flag and wake the loop; ``main_loop_should_exit()`` handles them in
+QEMU master's order (docs/run-states.md).  Both implementations run every test.
 """
 
 from __future__ import annotations
@@ -562,7 +563,7 @@ def test_vm_stop_request(main_loop, state):
 
 
 def test_several_requests_in_one_pass_in_master_order(main_loop):
-    """§5.4: debug, suspend, shutdown (action pause), reset, wakeup, powerdown, vmstop."""
+    """The order: debug, suspend, shutdown (action pause), reset, wakeup, powerdown, vmstop."""
     mod = main_loop
     R, C, W = mod.RunState, mod.ShutdownCause, mod.WakeupReason
     log = []
@@ -612,7 +613,7 @@ def test_several_requests_in_one_pass_in_master_order(main_loop):
 
 
 def test_shutdown_ends_the_pass(main_loop):
-    """Steps before shutdown are handled; the loop exits before reset/powerdown (§5.4)."""
+    """Steps before shutdown are handled; the loop exits before reset/powerdown."""
     mod = main_loop
     R, C = mod.RunState, mod.ShutdownCause
     log = []
@@ -703,7 +704,7 @@ def test_request_in_notifier_is_seen_next_pass(main_loop):
 
 
 def test_pending_shutdown_ends_main_loop_before_any_wait(main_loop, guard):
-    """§5.1: main_loop_should_exit() is checked before the first main_loop_wait()."""
+    """main_loop_should_exit() is checked before the first main_loop_wait()."""
     mod = main_loop
     mod.system_shutdown_request(mod.ShutdownCause.HOST_QMP_QUIT, exit_code=5)
     assert mod.main_loop() == 5

@@ -1,5 +1,5 @@
-"""Signals (spec §4.3: main_loop() turns SIGINT/SIGTERM/SIGHUP into system_killed;
-add_signal_handler) and the child watch (§4.7, qemu_add_child_watch), on both
+"""Signals (docs/signals-and-children.md: main_loop() turns SIGINT/SIGTERM/SIGHUP into
+system_killed; add_signal_handler) and the child watch (qemu_add_child_watch), on both
 implementations.  One test runs main_loop() in a real subprocess and sends it a real signal.
 """
 

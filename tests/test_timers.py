@@ -1,4 +1,5 @@
-"""Timers and clocks (spec §3, §8 item 12 and the §8 timer list, §9.12, §9.22)."""
+"""Timers and clocks (docs/timers-and-clocks.md; the timer cases of QEMU's test-aio and its
+timer pitfalls: re-arming at "now" on a frozen clock, timer_expired on a disarmed timer)."""
 
 from __future__ import annotations
 
@@ -116,7 +117,8 @@ def test_virtual_rt_timer(ctx, qloop_module, clocks):
 
 
 def test_disabling_clock_from_own_timer_callback_does_not_deadlock(make_ctx, qloop_module, clocks, threads):
-    """§9.23: QEMU deadlocks here; qloop must not (decisions: disabling does not wait)."""
+    """Disabling a clock from its own timer's callback: QEMU deadlocks here (it waits for the
+    timers to finish); qloop must not (decisions: disabling does not wait)."""
     v = clocks.VIRTUAL
     qloop_module.clock_enable(v, True)
     ctx = make_ctx()
@@ -205,7 +207,7 @@ def test_manual_clock_moves_only_by_advance(qloop_module, clocks, manual_virtual
     "a, b, expected",
     [(-1, 5, 5), (5, -1, 5), (-1, -1, -1), (3, 7, 3), (7, 3, 3), (0, -1, 0), (-1, 0, 0),
      (0, 0, 0), (2**62, -1, 2**62),
-     (-5, -3, -5), (-3, -5, -5), (-2, 7, 7)],  # compared as unsigned 64-bit (§3.5)
+     (-5, -3, -5), (-3, -5, -5), (-2, 7, 7)],  # compared as unsigned: -1 (no timeout) is the largest
 )
 def test_soonest_timeout(qloop_module, a, b, expected):
     assert qloop_module.soonest_timeout(a, b) == expected
@@ -231,7 +233,7 @@ def test_new_timer_not_pending(ctx, clocks):
 
 
 def test_expired_on_non_pending_timer_is_true(ctx, qloop_module, clocks):
-    """§9.22: timer_expired on a disarmed timer returns true."""
+    """timer_expired on a disarmed timer returns true, as in QEMU."""
     t = ctx.timer_new_ns(clocks.REALTIME, lambda: None)
     assert t.expired(qloop_module.clock_get_ns(clocks.REALTIME)) is True
     assert t.expired(0) is True
@@ -403,7 +405,8 @@ def test_rearm_in_future_from_callback_runs_later(ctx, qloop_module, clocks):
 
 
 def test_rearm_at_now_on_frozen_clock_reruns_in_same_call(ctx, qloop_module, clocks, manual_virtual):
-    """§3.6/§9.12: current_time is read once, so re-arming at 'now' re-runs in the same call."""
+    """current_time is read once per run, so re-arming at 'now' re-runs in the same call
+    (QEMU spins here forever on a frozen clock)."""
     n = [0]
     holder = {}
 
@@ -461,7 +464,8 @@ def test_timer_runs_only_in_its_context(make_ctx, clocks):
 
 
 def test_timer_schedule_item12(ctx, qloop_module, clocks, poll_until, sockpair):
-    """§8.12 with short periods: expired timers run in non-blocking polls; blocking waits."""
+    """QEMU's timer/schedule test with short periods: expired timers run in non-blocking polls;
+    blocking waits."""
     rt = clocks.REALTIME
     period = 50_000_000
     a, _ = sockpair()
@@ -575,7 +579,7 @@ def test_compute_timeout_soonest_over_clocks(ctx, qloop_module, clocks):
 
 
 def test_disabled_clock_no_deadline_and_no_run(ctx, qloop_module, clocks):
-    """§3.5/§3.6: timers on a disabled clock neither run nor bound the wait; they stay armed."""
+    """Timers on a disabled clock neither run nor bound the wait; they stay armed."""
     v = clocks.VIRTUAL
     assert qloop_module.clock_is_enabled(v) is False
     n = []

@@ -1,4 +1,4 @@
-/* Atomics for qloop's notify protocol and BH flags (spec §1.6, §2.3).
+/* Atomics for qloop's notify protocol and BH flags (docs/notify.md, docs/bottom-halves.md).
  * Sequentially consistent where the protocol needs a full barrier (the Dekker pattern between
  * notify_me and notified); acquire/release elsewhere. */
 #ifndef QLOOP_ATOMIC_H
