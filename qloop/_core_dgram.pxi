@@ -145,32 +145,17 @@ cdef bint _parse_inet_address(int family, object addr, sockaddr_storage *ss,
 
 
 @cython.auto_pickle(False)
-cdef class _DatagramTransport(_FdOwner):
+cdef class _DatagramTransport(_ReadableTransport):
     """A datagram socket transport (asyncio's DatagramTransport API, with flow control);
     created by the event loop."""
 
-    cdef _LoopBase _loop
-    cdef object _sock
-    cdef int _fd
     cdef int _family
     cdef bint _inet                 # IPv4/IPv6: addresses converted here
-    cdef object _protocol
     cdef object _datagram_received
-    cdef dict _extra
     cdef object _address            # the remote_addr given, or None
     cdef bint _connected            # the socket has a peer: send(), not sendto()
-    cdef object _buffer             # deque of (bytes, addr)
+    cdef object _buffer             # deque of (bytes, addr); _wsize counts 8 more per datagram
     cdef Py_ssize_t _nbuf
-    cdef Py_ssize_t _buffer_size
-    cdef bint _closing
-    cdef bint _paused
-    cdef bint _reg_read
-    cdef bint _reg_write
-    cdef bint _protocol_paused
-    cdef bint _protocol_connected
-    cdef int _conn_lost
-    cdef Py_ssize_t _high
-    cdef Py_ssize_t _low
     cdef object _send_err           # what the last failed send raised
     # the last peer received from: its sockaddr and address tuple
     cdef sockaddr_storage _rss
@@ -180,26 +165,26 @@ cdef class _DatagramTransport(_FdOwner):
     cdef sockaddr_storage _sss
     cdef socklen_t _slen
     cdef object _saddr
-    cdef object __weakref__
 
-    def __init__(self, *args, **kwargs):
-        raise TypeError("transports are created by the event loop")
-
-    # ---- registration with the context
-
-    cdef int _register(self, bint on_read, bint on_write) except -1:
-        cdef _LoopBase loop = self._loop
-        if on_read == self._reg_read and on_write == self._reg_write:
-            return 0
-        if loop is not None and not loop._ctx.closed:
-            loop._ctx._set_fd_owner(self._fd, self, on_read, on_write)
-        self._reg_read = on_read
-        self._reg_write = on_write
+    cdef int _clear_buffer(self) except -1:
+        self._buffer.clear()
+        self._nbuf = 0
+        self._wsize = 0
         return 0
 
-    def _start_reading(self):
-        if not self._closing and not self._paused:
-            self._register(True, self._reg_write)
+    cdef int _forget_protocol(self) except -1:
+        self._datagram_received = None
+        self._raddr = self._saddr = None
+        self._rlen = self._slen = 0
+        return 0
+
+    def set_protocol(self, protocol):
+        self._datagram_received = protocol.datagram_received
+        _TransportBase.set_protocol(self, protocol)
+
+    @property
+    def __class__(self):
+        return _DatagramTransportShadow  # so isinstance(t, asyncio.DatagramTransport) holds
 
     # ---- the read path
 
@@ -375,7 +360,7 @@ cdef class _DatagramTransport(_FdOwner):
             buffered = data if PyBytes_CheckExact(data) else PyBytes_FromStringAndSize(ptr, size)
             self._buffer.append((buffered, addr))
             self._nbuf += 1
-            self._buffer_size += size + _DGRAM_HEADER
+            self._wsize += size + _DGRAM_HEADER
             self._maybe_pause_protocol()
         finally:
             if have_view:
@@ -397,7 +382,7 @@ cdef class _DatagramTransport(_FdOwner):
                     return 0  # the rest when the socket is writable again
                 self._buffer.popleft()
                 self._nbuf -= 1
-                self._buffer_size -= PyBytes_GET_SIZE(data) + _DGRAM_HEADER
+                self._wsize -= PyBytes_GET_SIZE(data) + _DGRAM_HEADER
                 if r == DGRAM_SEND_FAILED:
                     exc = self._send_err
                     self._send_err = None
@@ -415,147 +400,6 @@ cdef class _DatagramTransport(_FdOwner):
             loop._leave(prev)
         return 0
 
-    cdef int _maybe_pause_protocol(self) except -1:
-        if self._buffer_size <= self._high or self._protocol_paused:
-            return 0
-        self._protocol_paused = True
-        try:
-            self._protocol.pause_writing()
-        except (SystemExit, KeyboardInterrupt):
-            raise
-        except BaseException as exc:
-            _protocol_failed(self, self._loop, self._protocol, exc, "pause_writing")
-        return 0
-
-    cdef int _maybe_resume_protocol(self) except -1:
-        if self._protocol_paused and self._buffer_size <= self._low:
-            self._protocol_paused = False
-            try:
-                self._protocol.resume_writing()
-            except (SystemExit, KeyboardInterrupt):
-                raise
-            except BaseException as exc:
-                _protocol_failed(self, self._loop, self._protocol, exc, "resume_writing")
-        return 0
-
-    def set_write_buffer_limits(self, high=None, low=None):
-        """Call ``pause_writing()`` above ``high`` buffered bytes, ``resume_writing()`` at or
-        below ``low`` (defaults: 64 KiB, high / 4)."""
-        if high is None:
-            high = _transport_support.HIGH_WATER if low is None else 4 * low
-        if low is None:
-            low = high // 4
-        if not high >= low >= 0:
-            raise ValueError(f"high ({high!r}) must be >= low ({low!r}) must be >= 0")
-        self._high = high
-        self._low = low
-        self._maybe_pause_protocol()
-
-    def get_write_buffer_limits(self):
-        return (self._low, self._high)
-
-    def get_write_buffer_size(self):
-        return self._buffer_size
-
-    # ---- reading control
-
-    def is_reading(self):
-        return not self._closing and not self._paused
-
-    def pause_reading(self):
-        """Stop calling the protocol with datagrams until ``resume_reading()``."""
-        if self._closing or self._paused:
-            return
-        self._paused = True
-        self._register(False, self._reg_write)
-
-    def resume_reading(self):
-        if self._closing or not self._paused:
-            return
-        self._paused = False
-        self._register(True, self._reg_write)
-
-    # ---- closing
-
-    def is_closing(self):
-        return self._closing
-
-    def close(self):
-        """Close after the buffered datagrams are sent; ``connection_lost(None)`` follows."""
-        if self._closing:
-            return
-        self._closing = True
-        self._register(False, self._reg_write)
-        if self._nbuf == 0:
-            self._conn_lost += 1
-            self._register(False, False)
-            self._loop.call_soon(self._call_connection_lost, None)
-
-    def abort(self):
-        """Close now, dropping buffered datagrams; ``connection_lost(None)`` follows."""
-        self._force_close(None)
-
-    def _force_close(self, exc):
-        if self._conn_lost:
-            return
-        self._buffer.clear()
-        self._nbuf = 0
-        self._buffer_size = 0
-        self._register(False, False)
-        self._closing = True
-        self._conn_lost += 1
-        self._loop.call_soon(self._call_connection_lost, exc)
-
-    def _fatal_error(self, exc, message="Fatal error on transport"):
-        _fatal_error_report(self, self._loop, self._protocol, exc, message)
-        self._force_close(exc)
-
-    def _call_connection_lost(self, exc):
-        # from here on the fd may be closed and reused: writes must not reach it
-        if not self._conn_lost:
-            self._conn_lost = 1
-        try:
-            if self._protocol_connected:
-                self._protocol.connection_lost(exc)
-        finally:
-            self._register(False, False)
-            sock = self._sock
-            self._sock = None
-            if sock is not None:
-                sock.close()
-            self._protocol = self._datagram_received = None
-            self._raddr = self._saddr = None
-            self._rlen = self._slen = 0
-            self._loop = None
-
-    # ---- the rest of the Transport API
-
-    def get_extra_info(self, name, default=None):
-        return self._extra.get(name, default)
-
-    def set_protocol(self, protocol):
-        self._protocol = protocol
-        self._datagram_received = protocol.datagram_received
-        self._protocol_connected = True
-
-    def get_protocol(self):
-        return self._protocol
-
-    @property
-    def __class__(self):
-        return _DatagramTransportShadow  # so isinstance(t, asyncio.DatagramTransport) holds
-
-    def __repr__(self):
-        return _transport_support.transport_repr(
-            type(self).__name__, self._fd, self._sock is None, self._closing,
-            self._reg_read, self._reg_write, self._buffer_size)
-
-    def __del__(self):
-        if self._sock is not None:
-            _warnings.warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
-            self._sock.close()
-            self._sock = None
-
 
 _DatagramTransportShadow = _transport_support.shadow_class(
     "qloop._core", "_DatagramTransport",
@@ -569,19 +413,12 @@ def _make_datagram_transport(_LoopBase loop, sock, protocol, address=None, waite
     ``address`` by default; schedules ``connection_made``, then reading, then ``waiter``'s
     result (asyncio's order)."""
     cdef _DatagramTransport t = _DatagramTransport.__new__(_DatagramTransport)
-    t._loop = loop
-    t._sock = sock
-    t._fd = sock.fileno()
+    t._buffer = _deque()
+    t._setup(loop, sock, protocol, _transport_support.socket_extra(sock, extra))
     t._family = sock.family
     t._inet = t._family == AF_INET or t._family == AF_INET6
-    t._extra = _transport_support.socket_extra(sock, extra)
     t._address = address
     t._connected = bool(t._extra["peername"])
-    t._buffer = _deque()
-    t._high = _transport_support.HIGH_WATER
-    t._low = _transport_support.HIGH_WATER // 4
-    t.set_protocol(protocol)
-    loop._transports[t._fd] = t
     loop.call_soon(protocol.connection_made, t)
     loop.call_soon(t._start_reading)
     if waiter is not None:

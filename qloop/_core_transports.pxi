@@ -78,6 +78,7 @@ cdef object _BufferedProtocol = _aio_protocols.BufferedProtocol
 cdef object _set_result_unless_cancelled = _eventloop._set_result_unless_cancelled
 cdef object _fatal_error_report = _transport_support.fatal_error
 cdef object _callback_failed = _transport_support.callback_failed
+cdef object _aio_log_debug = _asyncio.log.logger.debug
 cdef object _protocol_failed = _transport_support.protocol_failed
 
 
@@ -87,7 +88,8 @@ cdef object _os_error(int err):
 
 @cython.auto_pickle(False)
 cdef class _TransportBase(_FdOwner):
-    """What qloop's socket transports share: the loop, the socket, closing, flow control."""
+    """What qloop's transports share: the loop, the socket or pipe (``_sock``), registration with
+    the context, flow control, closing."""
 
     cdef _LoopBase _loop
     cdef object _sock
@@ -131,10 +133,6 @@ cdef class _TransportBase(_FdOwner):
         self._reg_read = on_read
         self._reg_write = on_write
         return 0
-
-    def _start_reading(self):
-        if not self._closing:
-            self._register(True, self._reg_write)
 
     cdef int _clear_buffer(self) except -1:
         self._wsize = 0
@@ -267,24 +265,51 @@ cdef class _TransportBase(_FdOwner):
 
 
 @cython.auto_pickle(False)
-cdef class _StreamTransport(_TransportBase):
+cdef class _ReadableTransport(_TransportBase):
+    """A transport that reads: reading starts once ``connection_made`` was called, and
+    ``pause_reading``/``resume_reading`` (sockets, read pipes)."""
+
+    cdef bint _paused               # pause_reading() was called
+
+    def _start_reading(self):
+        if not self._closing and not self._paused:
+            self._register(True, self._reg_write)
+
+    def is_reading(self):
+        return not self._closing and not self._paused
+
+    def pause_reading(self):
+        """Stop calling the protocol with data until ``resume_reading()``."""
+        if self._closing or self._paused:
+            return
+        self._paused = True
+        self._register(False, self._reg_write)
+        if self._loop._debug:
+            _aio_log_debug("%r pauses reading", self)
+
+    def resume_reading(self):
+        if self._closing or not self._paused:
+            return
+        self._paused = False
+        self._register(True, self._reg_write)
+        if self._loop._debug:
+            _aio_log_debug("%r resumes reading", self)
+
+
+@cython.auto_pickle(False)
+cdef class _StreamTransport(_ReadableTransport):
     """A socket stream transport (asyncio's Transport API); created by the event loop."""
 
     cdef object _data_received      # protocol.data_received, or None for a BufferedProtocol
     cdef object _get_buffer
     cdef object _buffer_updated
     cdef bint _eof                  # write_eof() was called
-    cdef bint _paused               # pause_reading() was called
     cdef list _wbuf                 # pending bytes; the first one from _wpos
     cdef Py_ssize_t _wpos
     cdef public object _empty_waiter
 
     _start_tls_compatible = True
     _sendfile_compatible = _aio_constants._SendfileMode.TRY_NATIVE  # loop.sendfile: os.sendfile
-
-    def _start_reading(self):
-        if not self._closing and not self._paused:
-            self._register(True, self._reg_write)
 
     def _make_empty_waiter(self):
         """A future done once the write buffer is empty (sendfile waits for it)."""
@@ -559,24 +584,6 @@ cdef class _StreamTransport(_TransportBase):
     def can_write_eof(self):
         return True
 
-    # ---- reading control
-
-    def is_reading(self):
-        return not self._closing and not self._paused
-
-    def pause_reading(self):
-        """Stop calling the protocol with data until ``resume_reading()``."""
-        if self._closing or self._paused:
-            return
-        self._paused = True
-        self._register(False, self._reg_write)
-
-    def resume_reading(self):
-        if self._closing or not self._paused:
-            return
-        self._paused = False
-        self._register(True, self._reg_write)
-
     def set_protocol(self, protocol):
         if isinstance(protocol, _BufferedProtocol):
             self._data_received = None
@@ -592,7 +599,6 @@ cdef class _StreamTransport(_TransportBase):
         return _StreamTransportShadow  # so isinstance(t, asyncio.Transport) holds
 
 
-cdef object _aio_log_debug = _asyncio.log.logger.debug
 _StreamTransportShadow = _transport_support.shadow_class("qloop._core", "_StreamTransport")
 
 

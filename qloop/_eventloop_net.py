@@ -784,55 +784,47 @@ class NetworkMixin:
         handle = self._add_writer(fd, callback, (fut, sock) + args)  # type: ignore
         fut.add_done_callback(functools.partial(self._sock_write_done, fd, handle=handle))
 
+    async def _sock_io(self, wait: Callable[..., None], sock: Any, method: str,
+                       *args: Any) -> Any:
+        """``sock.<method>(*args)`` now, or once ``wait`` (``_wait_readable`` /
+        ``_wait_writable``) says the socket is ready if it would have blocked."""
+        self._sock_checks(sock)
+        try:
+            return getattr(sock, method)(*args)
+        except (BlockingIOError, InterruptedError):
+            pass
+        fut = self.create_future()  # type: ignore[attr-defined]
+        wait(sock, _sock_call, fut, method, *args)
+        return await fut
+
     def _sock_checks(self, sock: Any) -> None:
         _check_ssl_socket(sock)
         _check_nonblocking(sock)
 
     async def sock_recv(self, sock: Any, n: int) -> bytes:
         """Receive up to ``n`` bytes from the non-blocking ``sock``."""
-        self._sock_checks(sock)
-        try:
-            return sock.recv(n)  # type: ignore[no-any-return]
-        except (BlockingIOError, InterruptedError):
-            pass
-        fut = self.create_future()  # type: ignore[attr-defined]
-        self._wait_readable(sock, _sock_call, fut, "recv", n)
-        return await fut  # type: ignore[no-any-return]
+        result: bytes = await self._sock_io(self._wait_readable, sock, "recv", n)
+        return result
 
     async def sock_recv_into(self, sock: Any, buf: Any) -> int:
         """Receive into ``buf``; the number of bytes received."""
-        self._sock_checks(sock)
-        try:
-            return sock.recv_into(buf)  # type: ignore[no-any-return]
-        except (BlockingIOError, InterruptedError):
-            pass
-        fut = self.create_future()  # type: ignore[attr-defined]
-        self._wait_readable(sock, _sock_call, fut, "recv_into", buf)
-        return await fut  # type: ignore[no-any-return]
+        result: int = await self._sock_io(self._wait_readable, sock, "recv_into", buf)
+        return result
 
     async def sock_recvfrom(self, sock: Any, bufsize: int) -> tuple[bytes, Any]:
         """Receive a datagram of up to ``bufsize`` bytes: ``(data, address)``."""
-        self._sock_checks(sock)
-        try:
-            return sock.recvfrom(bufsize)  # type: ignore[no-any-return]
-        except (BlockingIOError, InterruptedError):
-            pass
-        fut = self.create_future()  # type: ignore[attr-defined]
-        self._wait_readable(sock, _sock_call, fut, "recvfrom", bufsize)
-        return await fut  # type: ignore[no-any-return]
+        result: tuple[bytes, Any] = await self._sock_io(self._wait_readable, sock, "recvfrom",
+                                                        bufsize)
+        return result
 
     async def sock_recvfrom_into(self, sock: Any, buf: Any, nbytes: int = 0) -> tuple[int, Any]:
         """Receive a datagram into ``buf`` (at most ``nbytes``): ``(nbytes, address)``."""
-        self._sock_checks(sock)
+        self._sock_checks(sock)  # before len(buf): asyncio's order of errors
         if not nbytes:
             nbytes = len(buf)
-        try:
-            return sock.recvfrom_into(buf, nbytes)  # type: ignore[no-any-return]
-        except (BlockingIOError, InterruptedError):
-            pass
-        fut = self.create_future()  # type: ignore[attr-defined]
-        self._wait_readable(sock, _sock_call, fut, "recvfrom_into", buf, nbytes)
-        return await fut  # type: ignore[no-any-return]
+        result: tuple[int, Any] = await self._sock_io(self._wait_readable, sock,
+                                                      "recvfrom_into", buf, nbytes)
+        return result
 
     async def sock_sendall(self, sock: Any, data: Any) -> None:
         """Send all of ``data``, waiting for the socket to be writable as needed."""
@@ -849,14 +841,8 @@ class NetworkMixin:
 
     async def sock_sendto(self, sock: Any, data: Any, address: Any) -> int:
         """Send a datagram to ``address``; the number of bytes sent."""
-        self._sock_checks(sock)
-        try:
-            return sock.sendto(data, address)  # type: ignore[no-any-return]
-        except (BlockingIOError, InterruptedError):
-            pass
-        fut = self.create_future()  # type: ignore[attr-defined]
-        self._wait_writable(sock, _sock_call, fut, "sendto", data, address)
-        return await fut  # type: ignore[no-any-return]
+        result: int = await self._sock_io(self._wait_writable, sock, "sendto", data, address)
+        return result
 
     async def sock_connect(self, sock: Any, address: Any) -> None:
         """Connect the non-blocking ``sock`` to ``address`` (resolved first for IP)."""

@@ -20,35 +20,30 @@ class PipeMixin:
         """Read from ``pipe`` (a file object: a pipe, FIFO, socket or character device, made
         non-blocking) into a new ``protocol_factory()``; returns ``(transport, protocol)``.
         The transport closes ``pipe`` when it is done."""
-        protocol = protocol_factory()
-        waiter = self.create_future()  # type: ignore[attr-defined]
-        transport = self._make_read_pipe_transport(  # type: ignore[attr-defined]
-            pipe, protocol, waiter)
-        try:
-            await waiter
-        except BaseException:
-            transport.close()
-            raise
-        if self.get_debug():  # type: ignore[attr-defined]
-            asyncio.log.logger.debug("Read pipe %r connected: (%r, %r)", pipe.fileno(),
-                                     transport, protocol)
-        return transport, protocol
+        return await self._connect_pipe(
+            self._make_read_pipe_transport, "Read",  # type: ignore[attr-defined]
+            protocol_factory, pipe)
 
     async def connect_write_pipe(self, protocol_factory: Callable[[], Any],
                                  pipe: Any) -> tuple[Any, Any]:
         """Write to ``pipe`` (a file object: a pipe, FIFO, socket or character device, made
         non-blocking) through a write transport for a new ``protocol_factory()``; returns
         ``(transport, protocol)``.  The transport closes ``pipe`` when it is done."""
+        return await self._connect_pipe(
+            self._make_write_pipe_transport, "Write",  # type: ignore[attr-defined]
+            protocol_factory, pipe)
+
+    async def _connect_pipe(self, make_transport: Callable[..., Any], kind: str,
+                            protocol_factory: Callable[[], Any], pipe: Any) -> tuple[Any, Any]:
         protocol = protocol_factory()
         waiter = self.create_future()  # type: ignore[attr-defined]
-        transport = self._make_write_pipe_transport(  # type: ignore[attr-defined]
-            pipe, protocol, waiter)
+        transport = make_transport(pipe, protocol, waiter)
         try:
             await waiter
         except BaseException:
             transport.close()
             raise
         if self.get_debug():  # type: ignore[attr-defined]
-            asyncio.log.logger.debug("Write pipe %r connected: (%r, %r)", pipe.fileno(),
+            asyncio.log.logger.debug("%s pipe %r connected: (%r, %r)", kind, pipe.fileno(),
                                      transport, protocol)
         return transport, protocol

@@ -18,7 +18,7 @@ from typing import Any
 from . import _eventloop, _transport_support
 from ._fallback_loop import _NOT_ENTERED
 
-__all__ = ["_StreamTransport", "_make_stream_transport"]
+__all__ = ["_ReadableTransport", "_StreamTransport", "_TransportBase", "_make_stream_transport"]
 
 _READ_MAX = _transport_support.READ_MAX
 _WRITE_IOV_MAX = 64
@@ -30,7 +30,8 @@ _protocol_failed = _transport_support.protocol_failed
 
 
 class _TransportBase(asyncio.BaseTransport):
-    """What qloop's socket transports share: the loop, the socket, closing, flow control."""
+    """What qloop's transports share: the loop, the socket or pipe (``_sock``), registration with
+    the context, flow control, closing."""
 
     __slots__ = (
         "__weakref__",
@@ -95,10 +96,6 @@ class _TransportBase(asyncio.BaseTransport):
                                    self._on_write if on_write else None, None, None)
         self._reg_read = on_read
         self._reg_write = on_write
-
-    def _start_reading(self) -> None:
-        if not self._closing:
-            self._register(True, self._reg_write)
 
     def _on_read(self) -> None:
         raise NotImplementedError
@@ -236,7 +233,39 @@ class _TransportBase(asyncio.BaseTransport):
             self._sock = None
 
 
-class _StreamTransport(_TransportBase, asyncio.Transport):
+class _ReadableTransport(_TransportBase):
+    """A transport that reads: reading starts once ``connection_made`` was called, and
+    ``pause_reading``/``resume_reading`` (sockets, read pipes)."""
+
+    __slots__ = ("_paused",)
+    _paused: bool
+
+    def _start_reading(self) -> None:
+        if not self._closing and not self._paused:
+            self._register(True, self._reg_write)
+
+    def is_reading(self) -> bool:
+        return not self._closing and not self._paused
+
+    def pause_reading(self) -> None:
+        """Stop calling the protocol with data until ``resume_reading()``."""
+        if self._closing or self._paused:
+            return
+        self._paused = True
+        self._register(False, self._reg_write)
+        if self._loop._debug:
+            asyncio.log.logger.debug("%r pauses reading", self)
+
+    def resume_reading(self) -> None:
+        if self._closing or not self._paused:
+            return
+        self._paused = False
+        self._register(True, self._reg_write)
+        if self._loop._debug:
+            asyncio.log.logger.debug("%r resumes reading", self)
+
+
+class _StreamTransport(_ReadableTransport, asyncio.Transport):
     """A socket stream transport (asyncio's Transport API); created by the event loop."""
 
     __slots__ = (
@@ -245,7 +274,6 @@ class _StreamTransport(_TransportBase, asyncio.Transport):
         "_empty_waiter",
         "_eof",
         "_get_buffer",
-        "_paused",
         "_recv",
         "_send",
         "_wbuf",
@@ -264,10 +292,6 @@ class _StreamTransport(_TransportBase, asyncio.Transport):
 
     _start_tls_compatible = True
     _sendfile_compatible = constants._SendfileMode.TRY_NATIVE  # loop.sendfile: os.sendfile
-
-    def _start_reading(self) -> None:
-        if not self._closing and not self._paused:
-            self._register(True, self._reg_write)
 
     def _make_empty_waiter(self) -> Any:
         """A future done once the write buffer is empty (sendfile waits for it)."""
@@ -511,24 +535,6 @@ class _StreamTransport(_TransportBase, asyncio.Transport):
 
     def can_write_eof(self) -> bool:
         return True
-
-    # ---- reading control
-
-    def is_reading(self) -> bool:
-        return not self._closing and not self._paused
-
-    def pause_reading(self) -> None:
-        """Stop calling the protocol with data until ``resume_reading()``."""
-        if self._closing or self._paused:
-            return
-        self._paused = True
-        self._register(False, self._reg_write)
-
-    def resume_reading(self) -> None:
-        if self._closing or not self._paused:
-            return
-        self._paused = False
-        self._register(True, self._reg_write)
 
     def set_protocol(self, protocol: Any) -> None:
         if isinstance(protocol, _BufferedProtocol):

@@ -1,8 +1,8 @@
-"""Cold-path pieces shared by both implementations' transports (stream: ``qloop/_core_transports.pxi``
-/ ``qloop/_fallback_transports.py``; pipes: ``qloop/_core_pipes.pxi`` / ``qloop/_fallback_pipes.py``;
-datagrams: ``qloop/_core_dgram.pxi`` / ``qloop/_fallback_dgram.py``): fd checks, the extra-info
-dicts, TCP_NODELAY, repr, the exception-handler reports and log lines.  Nothing here runs per
-read or per write."""
+"""Cold-path pieces shared by both implementations' transports (stream:
+``qloop/_core_transports.pxi`` / ``qloop/_fallback_transports.py``; pipes:
+``qloop/_core_pipes.pxi`` / ``qloop/_fallback_pipes.py``; datagrams: ``qloop/_core_dgram.pxi``
+/ ``qloop/_fallback_dgram.py``): fd checks, the extra-info dicts, TCP_NODELAY, repr, the
+exception-handler reports and log lines.  Nothing here runs per read or per write."""
 
 from __future__ import annotations
 
@@ -82,15 +82,20 @@ def set_nodelay(sock: socket.socket) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
-def transport_repr(name: str, fd: int, closed: bool, closing: bool, reading: bool | None,
-                   writing: bool | None, bufsize: int) -> str:
-    """asyncio's repr of a socket transport: ``<name fd=N read=polling write=<idle, ...>>``."""
+def _repr_head(name: str, fd: int, closed: bool, closing: bool) -> list[str]:
     info = [name]
     if closed:
         info.append("closed")
     elif closing:
         info.append("closing")
     info.append(f"fd={fd}")
+    return info
+
+
+def transport_repr(name: str, fd: int, closed: bool, closing: bool, reading: bool | None,
+                   writing: bool | None, bufsize: int) -> str:
+    """asyncio's repr of a socket transport: ``<name fd=N read=polling write=<idle, ...>>``."""
+    info = _repr_head(name, fd, closed, closing)
     if reading is not None and not closed:
         info.append("read=polling" if reading else "read=idle")
     if writing is not None and not closed:
@@ -101,12 +106,7 @@ def transport_repr(name: str, fd: int, closed: bool, closing: bool, reading: boo
 def pipe_repr(name: str, fd: int, closed: bool, closing: bool, loop_open: bool,
               polling: bool, bufsize: int | None) -> str:
     """asyncio's repr of a pipe transport: ``<name fd=N polling|idle|open|closed ...>``."""
-    info = [name]
-    if closed:
-        info.append("closed")
-    elif closing:
-        info.append("closing")
-    info.append(f"fd={fd}")
+    info = _repr_head(name, fd, closed, closing)
     if closed:
         info.append("closed")
     elif loop_open:

@@ -1,7 +1,8 @@
 """Fixtures for the asyncio event loop tests (``tests/test_aio_*.py``).
 
-Import into a test module with ``from _aio_support import loop_impl, loop_factory, loop`` (the
-tests directory is on ``sys.path``).  ``loop_impl`` runs a test on qloop's two implementations
+conftest.py registers this module as a plugin, so its fixtures reach every test; helpers
+(``run``, ``Recorder``, ...) are imported from it (the tests directory is on ``sys.path``).
+``loop_impl`` runs a test on qloop's two implementations
 (``qloop-core``, marked ``c_extension``; ``qloop-fallback``) and on asyncio's own loop
 (``asyncio``), the reference: a test written once passes on all three unless it checks
 something only qloop has (those take ``qloop_loop_factory``, over the two qloop arms only).
@@ -127,6 +128,33 @@ def run_once(loop: asyncio.AbstractEventLoop) -> None:
 def collect() -> None:
     for _ in range(3):
         gc.collect()
+
+
+class RecordingProtocol(asyncio.BaseProtocol):
+    """What a transport tells its protocol, in order, in ``events`` ("made", "pause", "resume",
+    ("lost", exc)); ``done`` resolves with connection_lost's argument.  The tests' protocols
+    add what their kind of transport delivers."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.transport: Any = None
+        self.events: list[Any] = []
+        self.done = loop.create_future()
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+        self.events.append("made")
+
+    def pause_writing(self) -> None:
+        self.events.append("pause")
+
+    def resume_writing(self) -> None:
+        self.events.append("resume")
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self.events.append(("lost", exc))
+        if not self.done.done():
+            self.done.set_result(exc)
 
 
 class Recorder:

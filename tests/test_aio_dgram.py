@@ -13,14 +13,10 @@ from typing import Any
 
 import pytest
 
-from _aio_support import (  # noqa: F401 - fixtures
+from _aio_support import (
     Recorder,
+    RecordingProtocol,
     collect,
-    loop,
-    loop_factory,
-    loop_impl,
-    qloop_loop,
-    qloop_loop_factory,
     run,
 )
 
@@ -31,21 +27,15 @@ except OSError:
     HAS_IPV6 = False
 
 
-class Proto(asyncio.DatagramProtocol):
+class Proto(RecordingProtocol, asyncio.DatagramProtocol):
     """Records datagrams, errors and flow-control calls; echoes with ``echo``."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, echo: bool = False) -> None:
+        super().__init__(loop)
         self.echo = echo
-        self.events: list[Any] = []
         self.datagrams: list[tuple[bytes, Any]] = []
         self.errors: list[BaseException] = []
-        self.done = loop.create_future()
         self.got = asyncio.Event()
-        self.transport: Any = None
-
-    def connection_made(self, transport: Any) -> None:
-        self.transport = transport
-        self.events.append("made")
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
         assert type(data) is bytes
@@ -57,16 +47,6 @@ class Proto(asyncio.DatagramProtocol):
     def error_received(self, exc: Exception) -> None:
         self.errors.append(exc)
         self.got.set()
-
-    def pause_writing(self) -> None:
-        self.events.append("pause")
-
-    def resume_writing(self) -> None:
-        self.events.append("resume")
-
-    def connection_lost(self, exc: BaseException | None) -> None:
-        self.events.append(("lost", exc))
-        self.done.set_result(exc)
 
 
 async def wait_for(proto: Proto, n: int) -> list[tuple[bytes, Any]]:

@@ -12,29 +12,19 @@ from typing import Any
 
 import pytest
 
-from _aio_support import (  # noqa: F401 - fixtures
+from _aio_support import (
     Recorder,
+    RecordingProtocol,
     collect,
-    loop,
-    loop_factory,
-    loop_impl,
-    qloop_loop,
-    qloop_loop_factory,
     run,
 )
 
 
-class ReadProto(asyncio.Protocol):
+class ReadProto(RecordingProtocol, asyncio.Protocol):
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.events: list[Any] = []
+        super().__init__(loop)
         self.data = bytearray()
-        self.done = loop.create_future()
         self.got = asyncio.Event()
-        self.transport: Any = None
-
-    def connection_made(self, transport: Any) -> None:
-        self.transport = transport
-        self.events.append("made")
 
     def data_received(self, data: bytes) -> None:
         assert type(data) is bytes
@@ -44,30 +34,8 @@ class ReadProto(asyncio.Protocol):
     def eof_received(self) -> None:
         self.events.append("eof")
 
-    def connection_lost(self, exc: BaseException | None) -> None:
-        self.events.append(("lost", exc))
-        self.done.set_result(exc)
 
-
-class WriteProto(asyncio.BaseProtocol):
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.events: list[Any] = []
-        self.done = loop.create_future()
-        self.transport: Any = None
-
-    def connection_made(self, transport: Any) -> None:
-        self.transport = transport
-        self.events.append("made")
-
-    def pause_writing(self) -> None:
-        self.events.append("pause")
-
-    def resume_writing(self) -> None:
-        self.events.append("resume")
-
-    def connection_lost(self, exc: BaseException | None) -> None:
-        self.events.append(("lost", exc))
-        self.done.set_result(exc)
+WriteProto = RecordingProtocol
 
 
 async def read_until(proto: ReadProto, n: int) -> bytes:

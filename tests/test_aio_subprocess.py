@@ -16,33 +16,18 @@ from typing import Any
 
 import pytest
 
-from _aio_support import (  # noqa: F401 - fixtures
-    collect,
-    loop,
-    loop_factory,
-    loop_impl,
-    qloop_loop,
-    qloop_loop_factory,
-    run,
-)
-from _mainloop_support import guard, main_loop  # noqa: F401 - fixtures
+from _aio_support import RecordingProtocol, collect, run
 
 PY = sys.executable
 ECHO = "import sys; data = sys.stdin.buffer.read(); sys.stdout.buffer.write(data.upper())"
 
 
-class Recording(asyncio.SubprocessProtocol):
+class Recording(RecordingProtocol, asyncio.SubprocessProtocol):
     """Records the calls it gets, in order; ``done`` resolves on connection_lost."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.events: list[Any] = []
+        super().__init__(loop)
         self.data: dict = {1: bytearray(), 2: bytearray()}
-        self.done = loop.create_future()
-        self.transport: Any = None
-
-    def connection_made(self, transport: Any) -> None:
-        self.transport = transport
-        self.events.append("made")
 
     def pipe_data_received(self, fd: int, data: bytes) -> None:
         self.data[fd] += data
@@ -52,10 +37,6 @@ class Recording(asyncio.SubprocessProtocol):
 
     def process_exited(self) -> None:
         self.events.append(("exited", self.transport.get_returncode()))
-
-    def connection_lost(self, exc: BaseException | None) -> None:
-        self.events.append(("lost", exc))
-        self.done.set_result(None)
 
 
 def test_exec_communicate(loop: asyncio.AbstractEventLoop) -> None:

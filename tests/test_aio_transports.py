@@ -12,36 +12,25 @@ from typing import Any
 
 import pytest
 
-from _aio_support import (  # noqa: F401 - fixtures
+from _aio_support import (
     Recorder,
+    RecordingProtocol,
     collect,
-    loop,
-    loop_factory,
-    loop_impl,
-    qloop_loop,
-    qloop_loop_factory,
     run,
     run_once,
 )
 
 
-class Proto(asyncio.Protocol):
+class Proto(RecordingProtocol, asyncio.Protocol):
     """Records what happens to it; ``done`` resolves on connection_lost."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, echo: bool = False,
                  keep_open_on_eof: bool = False) -> None:
-        self.loop = loop
+        super().__init__(loop)
         self.echo = echo
         self.keep_open_on_eof = keep_open_on_eof
-        self.transport: Any = None
-        self.events: list[Any] = []
         self.data = bytearray()
-        self.done = loop.create_future()
         self.got_data = asyncio.Event()
-
-    def connection_made(self, transport: Any) -> None:
-        self.transport = transport
-        self.events.append("made")
 
     def data_received(self, data: bytes) -> None:
         assert isinstance(data, bytes)
@@ -53,17 +42,6 @@ class Proto(asyncio.Protocol):
     def eof_received(self) -> bool:
         self.events.append("eof")
         return self.keep_open_on_eof
-
-    def pause_writing(self) -> None:
-        self.events.append("pause")
-
-    def resume_writing(self) -> None:
-        self.events.append("resume")
-
-    def connection_lost(self, exc: BaseException | None) -> None:
-        self.events.append(("lost", exc))
-        if not self.done.done():
-            self.done.set_result(exc)
 
 
 async def wait_for_data(proto: Proto, n: int) -> bytes:
