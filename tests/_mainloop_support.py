@@ -1,7 +1,7 @@
 """Shared fixtures and helpers for the main-loop / runstate / coroutine / signal tests.
 
-Import into a test module with ``from _mainloop_support import main_loop, ...`` (the tests
-directory is on ``sys.path``).  Everything goes through the ``qloop_module`` fixture of
+conftest.py registers this module as a plugin, so its fixtures (``main_loop``, ``guard``) reach
+every test; helpers are imported from it (the tests directory is on ``sys.path``).  Everything goes through the ``qloop_module`` fixture of
 ``conftest.py`` (both implementations); nothing is imported from ``qloop`` directly.
 """
 

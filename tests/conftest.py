@@ -25,7 +25,8 @@ import pytest
 
 # pytester runs inner pytest sessions (the plugin tests); qloop's own plugin is registered by
 # its module name, the name its entry point has once qloop is installed (then this is a no-op).
-pytest_plugins = ("pytester", "qloop.pytest_plugin")
+# The _*_support modules hold fixtures shared by several test files (loop, main_loop, vt_loop, ...).
+pytest_plugins = ("pytester", "qloop.pytest_plugin", "_aio_support", "_mainloop_support", "_vt_support")
 
 
 @dataclass(frozen=True)

@@ -13,14 +13,7 @@ from typing import Any
 
 import pytest
 
-from _aio_support import (  # noqa: F401 - fixtures
-    LoopFactory,
-    qloop_loop,
-    qloop_loop_factory,
-    run,
-    run_once,
-)
-from _mainloop_support import guard, main_loop  # noqa: F401 - fixtures
+from _aio_support import run
 
 
 def test_owned_context(qloop_module: ModuleType, qloop_loop: asyncio.AbstractEventLoop) -> None:

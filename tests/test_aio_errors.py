@@ -13,14 +13,9 @@ import time
 
 import pytest
 
-from _aio_support import (  # noqa: F401 - fixtures
+from _aio_support import (
     Recorder,
     collect,
-    loop,
-    loop_factory,
-    loop_impl,
-    qloop_loop,
-    qloop_loop_factory,
     run,
     run_once,
 )

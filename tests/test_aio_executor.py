@@ -10,16 +10,7 @@ import threading
 
 import pytest
 
-from _aio_support import (  # noqa: F401 - fixtures
-    Recorder,
-    loop,
-    loop_factory,
-    loop_impl,
-    qloop_loop,
-    qloop_loop_factory,
-    run,
-    run_once,
-)
+from _aio_support import Recorder, run
 
 
 def test_run_in_executor(loop: asyncio.AbstractEventLoop) -> None:

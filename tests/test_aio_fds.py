@@ -9,15 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from _aio_support import (  # noqa: F401 - fixtures
-    loop,
-    loop_factory,
-    loop_impl,
-    qloop_loop,
-    qloop_loop_factory,
-    run,
-    run_once,
-)
+from _aio_support import run, run_once
 
 
 @pytest.fixture

@@ -16,14 +16,9 @@ import weakref
 
 import pytest
 
-from _aio_support import (  # noqa: F401 - fixtures
+from _aio_support import (
     LoopFactory,
     collect,
-    loop,
-    loop_factory,
-    loop_impl,
-    qloop_loop,
-    qloop_loop_factory,
     run,
     run_once,
 )

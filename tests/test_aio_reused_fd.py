@@ -10,7 +10,7 @@ import os
 import socket
 from typing import Any
 
-from _aio_support import qloop_loop, qloop_loop_factory, run  # noqa: F401 - fixtures
+from _aio_support import run
 
 
 def reuse_fd(fd: int) -> tuple[socket.socket, socket.socket]:

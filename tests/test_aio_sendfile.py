@@ -12,14 +12,7 @@ from typing import Any
 
 import pytest
 
-from _aio_support import (  # noqa: F401 - fixtures
-    loop,
-    loop_factory,
-    loop_impl,
-    qloop_loop,
-    qloop_loop_factory,
-    run,
-)
+from _aio_support import run
 
 DATA = os.urandom(3 * 1024 * 1024 + 123)
 

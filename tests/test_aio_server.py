@@ -16,17 +16,7 @@ from typing import Any
 
 import pytest
 
-from _aio_support import (  # noqa: F401 - fixtures
-    Recorder,
-    loop,
-    loop_factory,
-    loop_impl,
-    qloop_loop,
-    qloop_loop_factory,
-    run,
-    run_once,
-)
-from _mainloop_support import guard, main_loop  # noqa: F401 - fixtures
+from _aio_support import Recorder, run
 from test_aio_transports import Proto, wait_for_data
 
 

@@ -14,16 +14,8 @@ from typing import Any
 
 import pytest
 
-from _aio_support import (  # noqa: F401 - fixtures
-    loop,
-    loop_factory,
-    loop_impl,
-    qloop_loop,
-    qloop_loop_factory,
-    run,
-    watchdog,
-)
-from _mainloop_support import guard, main_loop, wait_until  # noqa: F401 - fixtures
+from _aio_support import run, watchdog
+from _mainloop_support import wait_until
 
 pytestmark = pytest.mark.skipif(threading.current_thread() is not threading.main_thread(),
                                 reason="signal handlers need the main thread")

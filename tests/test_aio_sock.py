@@ -9,12 +9,7 @@ from typing import Any
 
 import pytest
 
-from _aio_support import (  # noqa: F401 - fixtures
-    loop,
-    loop_factory,
-    loop_impl,
-    run,
-)
+from _aio_support import run
 
 
 @pytest.fixture

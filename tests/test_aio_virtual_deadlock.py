@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from _vt_support import Stopwatch, run, vt_loop, vt_loop_factory  # noqa: F401
+from _vt_support import Stopwatch, run
 
 HERE = os.path.abspath(__file__)
 

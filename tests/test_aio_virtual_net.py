@@ -9,7 +9,7 @@ import socket
 
 import pytest
 
-from _vt_support import Stopwatch, run, vt_loop, vt_loop_factory  # noqa: F401
+from _vt_support import Stopwatch, run
 
 SERVER_UP_AT = 5000.0  # virtual seconds: the server starts listening then
 BACKOFF_CAP = 600.0  # exponential backoff 1, 2, 4, ... capped at 10 minutes

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from _vt_support import Stopwatch, run, vt_loop, vt_loop_factory  # noqa: F401
+from _vt_support import Stopwatch, run
 
 # ---------------------------------------------------------------------------------------------
 # the clock

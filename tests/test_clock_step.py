@@ -7,8 +7,6 @@ import time
 
 import pytest
 
-from _mainloop_support import main_loop  # noqa: F401 - fixture
-
 MS = 10**6
 
 

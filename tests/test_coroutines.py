@@ -13,14 +13,7 @@ import time
 
 import pytest
 
-from _mainloop_support import (  # noqa: F401 - fixtures
-    PROMPT_S,
-    guard,
-    join,
-    main_loop,
-    start_thread,
-    wait_until,
-)
+from _mainloop_support import PROMPT_S, join, start_thread, wait_until
 
 MS = 10**6
 HOUR_NS = 3600 * 10**9

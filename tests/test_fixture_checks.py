@@ -123,7 +123,8 @@ def test_fixture_checks_fail_undeclared_errors_and_leftovers(pytester, monkeypat
     spec = importlib.util.find_spec("qloop")
     assert spec is not None and spec.origin is not None
     root = os.path.dirname(os.path.dirname(spec.origin))  # the inner run imports this qloop
-    monkeypatch.setenv("PYTHONPATH", root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    here = os.path.dirname(os.path.abspath(__file__))  # the conftest's fixture plugins live here
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([root, here, os.environ.get("PYTHONPATH", "")]))
     with open(CONFTEST) as f:
         pytester.makeconftest(f.read())
     pytester.makepyfile(test_inner=INNER_TESTS)

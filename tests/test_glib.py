@@ -37,15 +37,7 @@ gi.require_version("GLib", "2.0")
 gi.require_version("Gio", "2.0")
 from gi.repository import Gio, GLib
 
-from _mainloop_support import (  # noqa: F401 - fixtures
-    PROMPT_S,
-    guard,
-    join,
-    main_loop,
-    start_thread,
-    subprocess_env,
-    wait_until,
-)
+from _mainloop_support import PROMPT_S, join, start_thread, subprocess_env, wait_until
 
 # A GLib loop in these tests is always bounded by a watchdog source that quits it after this.
 WATCHDOG_MS = 5000

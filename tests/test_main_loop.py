@@ -14,14 +14,12 @@ import time
 
 import pytest
 
-from _mainloop_support import (  # noqa: F401 - fixtures
+from _mainloop_support import (
     GUARD_MS,
     PROMPT_S,
     UINT32_MAX,
     PollRecorder,
-    guard,
     join,
-    main_loop,
     start_thread,
     wait_until,
 )

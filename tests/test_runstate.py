@@ -12,13 +12,7 @@ import time
 
 import pytest
 
-from _mainloop_support import (  # noqa: F401 - fixtures
-    PROMPT_S,
-    guard,
-    join,
-    main_loop,
-    start_thread,
-)
+from _mainloop_support import PROMPT_S, join, start_thread
 
 
 def _virtual(mod):

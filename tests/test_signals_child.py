@@ -15,15 +15,7 @@ import time
 
 import pytest
 
-from _mainloop_support import (  # noqa: F401 - fixtures
-    PROMPT_S,
-    guard,
-    join,
-    main_loop,
-    start_thread,
-    subprocess_env,
-    wait_until,
-)
+from _mainloop_support import PROMPT_S, join, start_thread, subprocess_env, wait_until
 
 PROG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "progs", "sigterm_main_loop.py")
 
