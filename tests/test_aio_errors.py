@@ -8,6 +8,7 @@ import logging
 import os
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
@@ -244,12 +245,16 @@ def test_debug_coroutine_origin_tracking(loop: asyncio.AbstractEventLoop) -> Non
 
 
 def test_pythonasynciodebug_enables_debug(qloop_module: object) -> None:
-    code = (f"import asyncio, sys; sys.path.insert(0, {os.getcwd()!r}); "
-            f"import {qloop_module.__name__} as m; "  # type: ignore[attr-defined]
+    code = (f"import {qloop_module.__name__} as m; "  # type: ignore[attr-defined]
             f"loop = m.new_event_loop(); print(loop.get_debug()); loop.close()")
+    pkg_root = os.path.dirname(os.path.dirname(os.path.abspath(
+        qloop_module.__file__)))  # type: ignore[attr-defined]
     env = dict(os.environ, PYTHONASYNCIODEBUG="1")
+    env["PYTHONPATH"] = pkg_root + os.pathsep + env.get("PYTHONPATH", "")
+    # cwd outside the source tree: `python -c` puts the cwd first on sys.path, and a checkout
+    # without an in-place build would shadow the installed package (and its compiled core)
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                         text=True, timeout=60, cwd=os.getcwd(), check=False)
+                         text=True, timeout=60, cwd=tempfile.gettempdir(), check=False)
     assert out.stdout.strip() == "True", out.stderr
 
 
