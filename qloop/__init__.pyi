@@ -6,12 +6,23 @@ At run time ``qloop/__init__.py`` re-exports the names of ``qloop._core`` or
 once.  ``tests/test_typing.py`` checks that these names and ``qloop.__all__`` agree.
 """
 
-import abc
 import asyncio
+import concurrent.futures
+import contextvars
+import os
+import socket
+import ssl
 import sys
 import types
-from collections.abc import Awaitable, Callable, Coroutine as _PyCoroutine, Sequence
+from collections.abc import (
+    Awaitable,
+    Callable,
+    Coroutine as _PyCoroutine,
+    Generator,
+    Sequence,
+)
 from typing import (
+    IO,
     Any,
     Final,
     Generic,
@@ -23,7 +34,8 @@ from typing import (
     type_check_only,
 )
 
-from typing_extensions import Self, TypeVar
+from _typeshed import HasFileno, ReadableBuffer, WriteableBuffer
+from typing_extensions import Self, TypeVar, TypeVarTuple, Unpack
 
 from ._constants import ClockType as ClockType
 from ._runstate import (
@@ -434,8 +446,23 @@ wakeup_notifiers: NotifierList[WakeupReason]
 # ---- the asyncio event loop
 
 _R = TypeVar("_R")
+_P = TypeVar("_P", bound=asyncio.BaseProtocol)
+_Ts = TypeVarTuple("_Ts")
+_FileLike: TypeAlias = int | HasFileno
+# getaddrinfo's entries: (family, type, proto, canonname, sockaddr)
+_AddrInfo: TypeAlias = (
+    tuple[Literal[socket.AddressFamily.AF_INET], socket.SocketKind, int, str, tuple[str, int]]
+    | tuple[Literal[socket.AddressFamily.AF_INET6], socket.SocketKind, int, str,
+            tuple[str, int, int, int] | tuple[int, bytes]]
+)
+_SSLContext: TypeAlias = bool | ssl.SSLContext | None
+_ExceptionHandler: TypeAlias = Callable[[asyncio.AbstractEventLoop, dict[str, Any]], object]
+_TaskFactory: TypeAlias = Callable[
+    [asyncio.AbstractEventLoop, _PyCoroutine[Any, Any, Any] | Generator[Any, None, Any]],
+    asyncio.Future[Any],
+]
 
-class EventLoop(asyncio.AbstractEventLoop, metaclass=abc.ABCMeta):
+class EventLoop(asyncio.AbstractEventLoop):
     """An asyncio event loop whose ready queue, timers and fd watches live on an AioContext."""
 
     slow_callback_duration: float
@@ -458,6 +485,169 @@ class EventLoop(asyncio.AbstractEventLoop, metaclass=abc.ABCMeta):
     @property
     def autojump_after(self) -> float | None: ...
     def advance(self, seconds: float) -> float: ...
+
+    # asyncio.AbstractEventLoop, every method concrete here
+    # running and stopping
+    def run_forever(self) -> None: ...
+    def run_until_complete(self, future: Generator[Any, None, _R] | Awaitable[_R]) -> _R: ...
+    def stop(self) -> None: ...
+    def is_running(self) -> bool: ...
+    def is_closed(self) -> bool: ...
+    def close(self) -> None: ...
+    async def shutdown_asyncgens(self) -> None: ...
+    async def shutdown_default_executor(self, timeout: float | None = None) -> None: ...
+    def _timer_handle_cancelled(self, handle: asyncio.TimerHandle) -> None: ...
+    # scheduling callbacks; the clock
+    def call_soon(
+        self, callback: Callable[[Unpack[_Ts]], object], /, *args: Unpack[_Ts],
+        context: contextvars.Context | None = None,
+    ) -> asyncio.Handle: ...
+    def call_later(
+        self, delay: float, callback: Callable[[Unpack[_Ts]], object], *args: Unpack[_Ts],
+        context: contextvars.Context | None = None,
+    ) -> asyncio.TimerHandle: ...
+    def call_at(
+        self, when: float, callback: Callable[[Unpack[_Ts]], object], *args: Unpack[_Ts],
+        context: contextvars.Context | None = None,
+    ) -> asyncio.TimerHandle: ...
+    def call_soon_threadsafe(
+        self, callback: Callable[[Unpack[_Ts]], object], /, *args: Unpack[_Ts],
+        context: contextvars.Context | None = None,
+    ) -> asyncio.Handle: ...
+    def time(self) -> float: ...
+    # futures and tasks
+    def create_future(self) -> asyncio.Future[Any]: ...
+    def create_task(
+        self, coro: _PyCoroutine[Any, Any, _R] | Generator[Any, None, _R], *,
+        name: str | None = None, context: contextvars.Context | None = None,
+    ) -> asyncio.Task[_R]: ...
+    def set_task_factory(self, factory: _TaskFactory | None) -> None: ...
+    def get_task_factory(self) -> _TaskFactory | None: ...
+    # threads
+    def run_in_executor(
+        self, executor: concurrent.futures.Executor | None,
+        func: Callable[[Unpack[_Ts]], _R], *args: Unpack[_Ts],
+    ) -> asyncio.Future[_R]: ...
+    def set_default_executor(self, executor: concurrent.futures.Executor) -> None: ...
+    # names
+    async def getaddrinfo(
+        self, host: bytes | str | None, port: bytes | str | int | None, *,
+        family: int = 0, type: int = 0, proto: int = 0, flags: int = 0,
+    ) -> list[_AddrInfo]: ...
+    async def getnameinfo(
+        self, sockaddr: tuple[str, int] | tuple[str, int, int, int], flags: int = 0,
+    ) -> tuple[str, str]: ...
+    # connections and servers
+    async def create_connection(
+        self, protocol_factory: Callable[[], _P], host: str | None = None,
+        port: int | str | None = None, *, ssl: _SSLContext = None, family: int = 0,
+        proto: int = 0, flags: int = 0, sock: socket.socket | None = None,
+        local_addr: tuple[str, int] | None = None, server_hostname: str | None = None,
+        ssl_handshake_timeout: float | None = None, ssl_shutdown_timeout: float | None = None,
+        happy_eyeballs_delay: float | None = None, interleave: int | None = None,
+        all_errors: bool = False,
+    ) -> tuple[asyncio.Transport, _P]: ...
+    async def create_server(
+        self, protocol_factory: Callable[[], asyncio.BaseProtocol],
+        host: str | Sequence[str] | None = None, port: int | str | None = None, *,
+        family: int = ..., flags: int = ..., sock: socket.socket | None = None,
+        backlog: int = 100, ssl: _SSLContext = None, reuse_address: bool | None = None,
+        reuse_port: bool | None = None, keep_alive: bool | None = None,
+        ssl_handshake_timeout: float | None = None,
+        ssl_shutdown_timeout: float | None = None, start_serving: bool = True,
+    ) -> asyncio.Server: ...
+    async def create_unix_connection(
+        self, protocol_factory: Callable[[], _P], path: str | None = None, *,
+        ssl: _SSLContext = None, sock: socket.socket | None = None,
+        server_hostname: str | None = None, ssl_handshake_timeout: float | None = None,
+        ssl_shutdown_timeout: float | None = None,
+    ) -> tuple[asyncio.Transport, _P]: ...
+    async def create_unix_server(
+        self, protocol_factory: Callable[[], asyncio.BaseProtocol],
+        path: str | os.PathLike[str] | None = None, *, sock: socket.socket | None = None,
+        backlog: int = 100, ssl: _SSLContext = None,
+        ssl_handshake_timeout: float | None = None, ssl_shutdown_timeout: float | None = None,
+        start_serving: bool = True, cleanup_socket: bool = True,
+    ) -> asyncio.Server: ...
+    async def connect_accepted_socket(
+        self, protocol_factory: Callable[[], _P], sock: socket.socket, *,
+        ssl: _SSLContext = None, ssl_handshake_timeout: float | None = None,
+        ssl_shutdown_timeout: float | None = None,
+    ) -> tuple[asyncio.Transport, _P]: ...
+    async def start_tls(
+        self, transport: asyncio.BaseTransport, protocol: asyncio.BaseProtocol,
+        sslcontext: ssl.SSLContext, *, server_side: bool = False,
+        server_hostname: str | None = None, ssl_handshake_timeout: float | None = None,
+        ssl_shutdown_timeout: float | None = None,
+    ) -> asyncio.Transport | None: ...
+    async def sendfile(
+        self, transport: asyncio.WriteTransport, file: IO[bytes], offset: int = 0,
+        count: int | None = None, *, fallback: bool = True,
+    ) -> int: ...
+    async def create_datagram_endpoint(
+        self, protocol_factory: Callable[[], _P],
+        local_addr: tuple[str, int] | str | None = None,
+        remote_addr: tuple[str, int] | str | None = None, *, family: int = 0, proto: int = 0,
+        flags: int = 0, reuse_address: bool | None = None, reuse_port: bool | None = None,
+        allow_broadcast: bool | None = None, sock: socket.socket | None = None,
+    ) -> tuple[asyncio.DatagramTransport, _P]: ...
+    # pipes and subprocesses
+    async def connect_read_pipe(
+        self, protocol_factory: Callable[[], _P], pipe: Any,
+    ) -> tuple[asyncio.ReadTransport, _P]: ...
+    async def connect_write_pipe(
+        self, protocol_factory: Callable[[], _P], pipe: Any,
+    ) -> tuple[asyncio.WriteTransport, _P]: ...
+    async def subprocess_shell(
+        self, protocol_factory: Callable[[], _P], cmd: bytes | str, *, stdin: Any = ...,
+        stdout: Any = ..., stderr: Any = ..., universal_newlines: Literal[False] = False,
+        shell: Literal[True] = True, bufsize: Literal[0] = 0, encoding: None = None,
+        errors: None = None, text: Literal[False] | None = None, **kwargs: Any,
+    ) -> tuple[asyncio.SubprocessTransport, _P]: ...
+    async def subprocess_exec(
+        self, protocol_factory: Callable[[], _P], program: Any, *args: Any, stdin: Any = ...,
+        stdout: Any = ..., stderr: Any = ..., universal_newlines: Literal[False] = False,
+        shell: Literal[False] = False, bufsize: Literal[0] = 0, encoding: None = None,
+        errors: None = None, text: Literal[False] | None = None, **kwargs: Any,
+    ) -> tuple[asyncio.SubprocessTransport, _P]: ...
+    # fd watches
+    def add_reader(
+        self, fd: _FileLike, callback: Callable[[Unpack[_Ts]], object], *args: Unpack[_Ts],
+    ) -> None: ...
+    def remove_reader(self, fd: _FileLike) -> bool: ...
+    def add_writer(
+        self, fd: _FileLike, callback: Callable[[Unpack[_Ts]], object], *args: Unpack[_Ts],
+    ) -> None: ...
+    def remove_writer(self, fd: _FileLike) -> bool: ...
+    # sockets
+    async def sock_recv(self, sock: socket.socket, n: int) -> bytes: ...
+    async def sock_recv_into(self, sock: socket.socket, buf: WriteableBuffer) -> int: ...
+    async def sock_recvfrom(self, sock: socket.socket, bufsize: int) -> tuple[bytes, Any]: ...
+    async def sock_recvfrom_into(
+        self, sock: socket.socket, buf: WriteableBuffer, nbytes: int = 0,
+    ) -> tuple[int, Any]: ...
+    async def sock_sendall(self, sock: socket.socket, data: ReadableBuffer) -> None: ...
+    async def sock_sendto(
+        self, sock: socket.socket, data: ReadableBuffer, address: Any,
+    ) -> int: ...
+    async def sock_connect(self, sock: socket.socket, address: Any) -> None: ...
+    async def sock_accept(self, sock: socket.socket) -> tuple[socket.socket, Any]: ...
+    async def sock_sendfile(
+        self, sock: socket.socket, file: IO[bytes], offset: int = 0,
+        count: int | None = None, *, fallback: bool | None = True,
+    ) -> int: ...
+    # signals
+    def add_signal_handler(
+        self, sig: int, callback: Callable[[Unpack[_Ts]], object], *args: Unpack[_Ts],
+    ) -> None: ...
+    def remove_signal_handler(self, sig: int) -> bool: ...
+    # errors and debug mode
+    def set_exception_handler(self, handler: _ExceptionHandler | None) -> None: ...
+    def get_exception_handler(self) -> _ExceptionHandler | None: ...
+    def default_exception_handler(self, context: dict[str, Any]) -> None: ...
+    def call_exception_handler(self, context: dict[str, Any]) -> None: ...
+    def get_debug(self) -> bool: ...
+    def set_debug(self, enabled: bool) -> None: ...
 
 class EventLoopPolicy(asyncio.events.BaseDefaultEventLoopPolicy):
     """The asyncio policy whose new_event_loop() makes qloop event loops."""
