@@ -1650,7 +1650,7 @@ QEMU's AioContext: fd handlers, bottom halves and timers driven by ``poll()``.
         handler besides the context's notifier is registered and no timer is due.  The asyncio
         loop's run_forever then runs its next ready batch at once (an iteration without I/O)."""
         cdef BH head = self.bh_head
-        if self.closed or self.bh_cur is not None or len(self.handlers) != 1:
+        if self._closed or self.bh_cur is not None or len(self.handlers) != 1:
             return False
         if head is not None and (head is not bh or head.next is not None):
             return False

@@ -471,7 +471,7 @@ cdef class _LoopBase:
     cdef inline int _check_closed(self) except -1:
         if self._closed:
             raise RuntimeError("Event loop is closed")
-        if self._ctx.closed:
+        if self._ctx._closed:
             raise RuntimeError("the event loop's AioContext is closed")
         return 0
 
@@ -856,7 +856,7 @@ cdef class _LoopBase:
             entry.writer = None
         if old is None:
             return False
-        if not self._ctx.closed:
+        if not self._ctx._closed:
             self._update_fd(fd, entry)
         else:
             del self._fds[fd]
@@ -1012,10 +1012,10 @@ cdef class _LoopBase:
         if ctx is None:
             return
         if self._owns_ctx:
-            if not ctx.closed:
+            if not ctx._closed:
                 ctx.close()
             return
-        if not ctx.closed:
+        if not ctx._closed:
             self._bh.delete()
             self._ctx_timer.tl.remove(self._ctx_timer)
             for fd in fds:
@@ -1054,21 +1054,32 @@ cdef extern from "Python.h":
     void _type_modified "PyType_Modified"(PyTypeObject_dict *type)
 
 cdef str _CONTEXT_KW = "context"
+# The last kwnames tuple that was exactly ("context",): asyncio's C Task and Future pass one
+# tuple of their own, built once, on every call, so after the first call a pointer compare
+# stands for the string compare.
+cdef object _context_only_kwnames = None
 
 
 cdef object _fast_call_soon(object self, PyObject **args, Py_ssize_t nargs,
                             PyObject *kwnames, str method):
+    global _context_only_kwnames
     cdef _LoopBase loop = <_LoopBase>self
     cdef Py_ssize_t i, nkw = 0
     cdef object context = None
     if kwnames != NULL:
-        nkw = PyTuple_GET_SIZE(<object>kwnames)
-        for i in range(nkw):
-            name = (<tuple>kwnames)[i]
-            if name is _CONTEXT_KW or name == _CONTEXT_KW:
-                context = <object>args[nargs + i]
-            else:
-                raise TypeError(f"{method}() got an unexpected keyword argument '{name}'")
+        if <object>kwnames is _context_only_kwnames:
+            context = <object>args[nargs]
+        else:
+            nkw = PyTuple_GET_SIZE(<object>kwnames)
+            for i in range(nkw):
+                name = (<tuple>kwnames)[i]
+                if name is _CONTEXT_KW or name == _CONTEXT_KW:
+                    context = <object>args[nargs + i]
+                else:
+                    raise TypeError(
+                        f"{method}() got an unexpected keyword argument '{name}'")
+            if nkw == 1:
+                _context_only_kwnames = <object>kwnames
     if nargs < 1:
         raise TypeError(f"{method}() missing 1 required positional argument: 'callback'")
     cbargs = PyTuple_New(nargs - 1) if nargs > 1 else ()

@@ -128,7 +128,7 @@ cdef class _TransportBase(_FdOwner):
         cdef _LoopBase loop = self._loop
         if on_read == self._reg_read and on_write == self._reg_write:
             return 0
-        if loop is not None and not loop._ctx.closed:
+        if loop is not None and not loop._ctx._closed:
             loop._ctx._set_fd_owner(self._fd, self, on_read, on_write)
         self._reg_read = on_read
         self._reg_write = on_write

@@ -110,6 +110,27 @@ def test_call_soon_with_context(loop: asyncio.AbstractEventLoop) -> None:
     assert seen == ["in ctx", "current", "unset"]
 
 
+def test_call_soon_keywords_after_tasks_have_run(loop: asyncio.AbstractEventLoop) -> None:
+    # asyncio's C Task passes the same ("context",) keyword tuple on every step; the core
+    # remembers that tuple, and every other keyword tuple must still be checked
+    async def steps() -> None:
+        for _ in range(3):
+            await asyncio.sleep(0)
+
+    loop.run_until_complete(steps())
+    ctx = contextvars.copy_context()
+    ctx.run(var.set, "in ctx")
+    seen = []
+    loop.call_soon(lambda: seen.append(var.get()), context=ctx)
+    loop.call_soon_threadsafe(lambda: seen.append(var.get()), context=ctx)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'bogus'"):
+        loop.call_soon(print, bogus=1)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="unexpected keyword argument 'bogus'"):
+        loop.call_soon(print, context=ctx, bogus=1)  # type: ignore[call-arg]
+    run_once(loop)
+    assert seen == ["in ctx", "in ctx"]
+
+
 def test_callback_context_changes_do_not_leak(loop: asyncio.AbstractEventLoop) -> None:
     seen = []
     loop.call_soon(var.set, "changed")
