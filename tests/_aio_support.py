@@ -70,27 +70,46 @@ def loop_impl(request: pytest.FixtureRequest) -> LoopImpl:
 
 
 class LoopFactory:
-    """Creates loops of one implementation; closes them all at teardown."""
+    """Creates loops of one implementation; closes them all at teardown.
 
-    def __init__(self, impl: LoopImpl) -> None:
+    Its teeth: every loop it makes gets an exception handler that records each call, then
+    hands the context to ``loop.default_exception_handler`` (so the log is as usual).  A test
+    fails at teardown if a loop's exception handler was called and the test neither expected
+    it (``@pytest.mark.loop_errors``) nor installed a handler of its own.
+    """
+
+    def __init__(self, impl: LoopImpl, node: pytest.Item | None = None) -> None:
         self.impl = impl
         self.loops: list[asyncio.AbstractEventLoop] = []
+        self.errors: list[dict[str, Any]] = []
+        self.errors_expected = node is not None and node.get_closest_marker("loop_errors")
 
     def __call__(self, **kwargs: Any) -> asyncio.AbstractEventLoop:
         loop = self.impl.new_loop(**kwargs)
+        loop.set_exception_handler(self._record)
         self.loops.append(loop)
         return loop
+
+    def _record(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        self.errors.append(context)
+        loop.default_exception_handler(context)
 
     def close_all(self) -> None:
         for loop in self.loops:
             if not loop.is_closed():
                 loop.close()
         assert asyncio.events._get_running_loop() is None, "a test left a running loop"
+        if self.errors and not self.errors_expected:
+            detail = "\n".join(
+                f"  {c.get('message')!r}: {c.get('exception')!r}" for c in self.errors)
+            pytest.fail(f"the loop's exception handler was called {len(self.errors)} time(s) "
+                        f"and the test did not expect it (@pytest.mark.loop_errors):\n{detail}",
+                        pytrace=False)
 
 
 @pytest.fixture
-def loop_factory(loop_impl: LoopImpl) -> Iterator[LoopFactory]:
-    factory = LoopFactory(loop_impl)
+def loop_factory(loop_impl: LoopImpl, request: pytest.FixtureRequest) -> Iterator[LoopFactory]:
+    factory = LoopFactory(loop_impl, request.node)
     yield factory
     factory.close_all()
 
@@ -101,10 +120,11 @@ def loop(loop_factory: LoopFactory) -> asyncio.AbstractEventLoop:
 
 
 @pytest.fixture
-def qloop_loop_factory(qloop_module: ModuleType) -> Iterator[LoopFactory]:
+def qloop_loop_factory(qloop_module: ModuleType,
+                       request: pytest.FixtureRequest) -> Iterator[LoopFactory]:
     """Like ``loop_factory`` over qloop's two implementations only (``qloop_module``)."""
     name = "qloop-fallback" if qloop_module.__name__ == "qloop._fallback" else "qloop-core"
-    factory = LoopFactory(LoopImpl(name))
+    factory = LoopFactory(LoopImpl(name), request.node)
     yield factory
     factory.close_all()
 

@@ -66,6 +66,11 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers",
         "leftovers: the ctx/make_ctx contexts may keep BHs, timers or fd handlers at teardown",
     )
+    config.addinivalue_line(
+        "markers",
+        "loop_errors: the asyncio loops of loop_factory/qloop_loop_factory may call their "
+        "exception handler",
+    )
 
 
 def c_extensions_disabled(config: pytest.Config) -> str | None:

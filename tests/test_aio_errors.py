@@ -64,6 +64,7 @@ def test_exception_in_reader_goes_to_handler(loop: asyncio.AbstractEventLoop) ->
     assert rec.contexts and isinstance(rec.contexts[0]["exception"], ValueError)
 
 
+@pytest.mark.loop_errors
 def test_default_handler_logs(loop: asyncio.AbstractEventLoop,
                               caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.ERROR, logger="asyncio"):
@@ -76,6 +77,7 @@ def test_default_handler_logs(loop: asyncio.AbstractEventLoop,
     assert records[0].exc_info and records[0].exc_info[0] is ValueError
 
 
+@pytest.mark.loop_errors
 def test_call_exception_handler_direct(loop: asyncio.AbstractEventLoop,
                                        caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.ERROR, logger="asyncio"):

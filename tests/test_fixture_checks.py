@@ -1,6 +1,6 @@
-"""The teeth of the ``ctx`` / ``make_ctx`` fixtures (conftest.py ``ContextChecks``): an
-undeclared callback exception or a BH/timer/fd handler left behind fails the test at
-teardown; declared ones pass.  Each case runs an inner pytest session with this suite's
+"""The teeth of the ``ctx`` / ``make_ctx`` fixtures (conftest.py ``ContextChecks``) and of the
+asyncio loops' ``loop`` fixture (_aio_support.py ``LoopFactory``): an undeclared callback
+exception or a BH/timer/fd handler left behind fails the test at teardown; declared ones pass.  Each case runs an inner pytest session with this suite's
 conftest."""
 
 from __future__ import annotations
@@ -100,6 +100,28 @@ def test_closed_by_the_test(make_ctx):
 
 def test_watchdog_is_not_a_leftover(watchdog, ctx):
     watchdog(ctx, 5.0)  # requested before ctx: still armed at ctx's teardown
+
+
+def run_boom_once(loop):
+    loop.call_soon(boom)
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+
+
+def test_loop_undeclared_error(loop):
+    run_boom_once(loop)
+
+
+@pytest.mark.loop_errors
+def test_loop_declared_error(loop):
+    run_boom_once(loop)
+
+
+def test_loop_own_handler_replaces_the_recorder(loop):
+    seen = []
+    loop.set_exception_handler(lambda lp, context: seen.append(context))
+    run_boom_once(loop)
+    assert len(seen) == 1
 '''
 
 EXPECTED = {
@@ -116,6 +138,9 @@ EXPECTED = {
     "test_leftovers_declared_by_method": "passed",
     "test_closed_by_the_test": "passed",
     "test_watchdog_is_not_a_leftover": "passed",
+    "test_loop_undeclared_error": "error",
+    "test_loop_declared_error": "passed",
+    "test_loop_own_handler_replaces_the_recorder": "passed",
 }
 
 
@@ -144,3 +169,4 @@ def test_fixture_checks_fail_undeclared_errors_and_leftovers(pytester, monkeypat
     text = "\n".join(result.outlines)
     assert "did not declare" in text and "left 1 scheduled BH(s)" in text
     assert "never raised: Boom" in text
+    assert "the test did not expect it (@pytest.mark.loop_errors)" in text
