@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ._eventloop_net import _remove_stale_unix_socket, _set_reuseport
+from ._transport_support import wait_connected
 
 __all__ = ["DatagramMixin"]
 
@@ -95,11 +96,7 @@ class DatagramMixin:
             else:
                 asyncio.log.logger.debug("Datagram endpoint remote_addr=%r created: (%r, %r)",
                                          remote_addr, transport, protocol)
-        try:
-            await waiter
-        except BaseException:
-            transport.close()
-            raise
+        await wait_connected(waiter, transport)
         return transport, protocol
 
     async def _datagram_candidates(self, local_addr: Any, remote_addr: Any, family: int,

@@ -26,6 +26,8 @@ from asyncio import sslproto, staggered, tasks, trsock
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from ._transport_support import wait_connected
+
 if TYPE_CHECKING:
     from typing_extensions import Self
 
@@ -468,11 +470,7 @@ class NetworkMixin:
         else:
             transport = self._make_socket_transport(  # type: ignore[attr-defined]
                 sock, protocol, waiter)
-        try:
-            await waiter
-        except BaseException:
-            transport.close()
-            raise
+        await wait_connected(waiter, transport)
         return transport, protocol
 
     async def create_unix_connection(self, protocol_factory: Callable[[], Any],

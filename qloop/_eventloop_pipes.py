@@ -9,6 +9,8 @@ import asyncio.log
 from collections.abc import Callable
 from typing import Any
 
+from ._transport_support import wait_connected
+
 __all__ = ["PipeMixin"]
 
 
@@ -38,11 +40,7 @@ class PipeMixin:
         protocol = protocol_factory()
         waiter = self.create_future()  # type: ignore[attr-defined]
         transport = make_transport(pipe, protocol, waiter)
-        try:
-            await waiter
-        except BaseException:
-            transport.close()
-            raise
+        await wait_connected(waiter, transport)
         if self.get_debug():  # type: ignore[attr-defined]
             asyncio.log.logger.debug("%s pipe %r connected: (%r, %r)", kind, pipe.fileno(),
                                      transport, protocol)

@@ -118,6 +118,16 @@ def pipe_repr(name: str, fd: int, closed: bool, closing: bool, loop_open: bool,
     return "<{}>".format(" ".join(info))
 
 
+async def wait_connected(waiter: Any, transport: Any) -> None:
+    """Await a new transport's ``waiter`` (resolved once the protocol saw connection_made);
+    if that fails or is cancelled, the transport is closed and the error propagates."""
+    try:
+        await waiter
+    except BaseException:
+        transport.close()
+        raise
+
+
 def fatal_error(transport: Any, loop: Any, protocol: Any, exc: BaseException,
                 message: str, quiet_errno: int = 0) -> None:
     """Report what broke a transport: an OSError only in debug mode (a peer going away is not
