@@ -478,6 +478,15 @@ cdef class _LoopBase:
     def _check_closed_py(self):
         self._check_closed()
 
+    @property
+    def _ready(self):
+        """The handles waiting in the ready queue, oldest first: a snapshot, for code that
+        polls asyncio loops' ``_ready`` queue to see whether callbacks are pending (CPython's
+        gather tests do).  Not public API."""
+        cdef Py_ssize_t i
+        return tuple([<object>self._ring[(self._rhead + i) & self._rmask]
+                      for i in range(self._rlen)])
+
     cdef int _check_thread(self) except -1:
         if (self._running or self._ext_depth) and \
                 self._thread_ident != PyThread_get_thread_ident():

@@ -850,3 +850,15 @@ def test_garbage_collection_during_callbacks(loop: asyncio.AbstractEventLoop) ->
     gc.collect()
     run_once(loop)
     assert seen == list(range(2000))
+
+
+def test_ready_queue_snapshot(qloop_loop: asyncio.AbstractEventLoop) -> None:
+    # asyncio's loops keep their ready queue in ``_ready``, and test suites poll it (CPython's
+    # gather tests run the loop while it is non-empty); both implementations show it, in order
+    h1 = qloop_loop.call_soon(print)
+    h2 = qloop_loop.call_soon(print)
+    assert list(qloop_loop._ready) == [h1, h2]  # type: ignore[attr-defined]
+    h1.cancel()
+    h2.cancel()
+    run_once(qloop_loop)
+    assert not qloop_loop._ready  # type: ignore[attr-defined]
