@@ -14,7 +14,7 @@ loop" section of ``docs/decisions.md``.
 from __future__ import annotations
 
 import asyncio
-import asyncio.log
+import asyncio.base_events
 import concurrent.futures
 import inspect
 import logging
@@ -40,9 +40,10 @@ _coroutine_marker = getattr(getattr(asyncio, "coroutines", None), "_is_coroutine
 
 
 def _logger() -> logging.Logger:
-    # asyncio's logger, looked up when used (so that patching asyncio's module attribute in
-    # tests is seen, as it is for asyncio's own loops)
-    return asyncio.log.logger
+    # asyncio's logger under the name its event loop logs through (asyncio.base_events), looked
+    # up when used: code that patches that module attribute sees qloop's reports too
+    logger: logging.Logger = asyncio.base_events.logger  # type: ignore[attr-defined]
+    return logger
 
 
 # --------------------------------------------------------------------------------------------
