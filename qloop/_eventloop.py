@@ -571,6 +571,37 @@ class EventLoopAPI:
 # Assembling an implementation
 
 # asyncio's policy base (3.14 renamed it; getattr: typeshed knows one name per version)
+# asyncio's child-watcher API (Unix, Python < 3.14; deprecated from 3.12).  qloop's loops reap
+# their subprocesses with qloop's own child watch and never consult a watcher; the policy keeps
+# one for code that uses the API directly, as asyncio's Unix policy does.
+_HAS_CHILD_WATCHERS = hasattr(asyncio, "AbstractChildWatcher")
+
+
+def _get_child_watcher(self: Any) -> Any:
+    """The policy's child watcher (a ``ThreadedChildWatcher`` made on first use unless one was
+    set).  qloop's loops do not need it: their subprocesses are reaped by qloop itself."""
+    watcher = getattr(self, "_qloop_child_watcher", None)
+    if watcher is None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            watcher = asyncio.ThreadedChildWatcher()  # type: ignore[attr-defined, unused-ignore]
+        self._qloop_child_watcher = watcher
+    return watcher
+
+
+def _set_child_watcher(self: Any, watcher: Any) -> None:
+    """Replace the policy's child watcher (the previous one is closed), as asyncio's Unix
+    policy does; ``None`` drops it."""
+    if watcher is not None and not isinstance(
+            watcher, asyncio.AbstractChildWatcher):  # type: ignore[attr-defined, unused-ignore]
+        raise TypeError(f"a child watcher must be an asyncio.AbstractChildWatcher, "
+                        f"not {type(watcher).__name__}")
+    previous = getattr(self, "_qloop_child_watcher", None)
+    if previous is not None and previous is not watcher:
+        previous.close()
+    self._qloop_child_watcher = watcher
+
+
 _BasePolicy: Any = getattr(events, "BaseDefaultEventLoopPolicy", None) or getattr(  # noqa: B009
     events, "_BaseDefaultEventLoopPolicy")
 
@@ -645,7 +676,7 @@ def build_implementation(module: str, base: Any, handle_cls: Any, timer_handle_c
     def _policy_loop_factory(self: Any) -> Any:
         return new_event_loop(**self._qloop_options)
 
-    policy_cls = type("EventLoopPolicy", (_BasePolicy,), {
+    policy_namespace = {
         "__module__": module,
         "__qualname__": "EventLoopPolicy",
         "__doc__": ("An asyncio event loop policy whose loops are qloop's (created with the "
@@ -653,7 +684,11 @@ def build_implementation(module: str, base: Any, handle_cls: Any, timer_handle_c
         "__init__": __policy_init__,
         "_loop_factory": _policy_loop_factory,
         "__repr__": lambda self: f"<{module}.EventLoopPolicy>",
-    })
+    }
+    if _HAS_CHILD_WATCHERS:
+        policy_namespace["get_child_watcher"] = _get_child_watcher
+        policy_namespace["set_child_watcher"] = _set_child_watcher
+    policy_cls = type("EventLoopPolicy", (_BasePolicy,), policy_namespace)
 
     def install() -> None:
         """Make qloop's loop asyncio's default (``asyncio.set_event_loop_policy``)."""

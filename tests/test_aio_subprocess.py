@@ -266,3 +266,25 @@ def test_debug_mode_logs(loop: asyncio.AbstractEventLoop, caplog: Any) -> None:
     with caplog.at_level("DEBUG", logger="asyncio"):
         assert run(loop, main()) == 0
     assert any("execute program" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.skipif(not hasattr(asyncio, "AbstractChildWatcher"),
+                    reason="asyncio's child-watcher API is gone from Python 3.14")
+def test_policy_child_watcher_api(qloop_module: Any) -> None:
+    # qloop's loops reap their own children; the policy still keeps a watcher for code that
+    # calls asyncio's child-watcher API, as asyncio's Unix policy does
+    policy = qloop_module.EventLoopPolicy()
+    first = policy.get_child_watcher()
+    assert isinstance(first, asyncio.AbstractChildWatcher)  # type: ignore[attr-defined]
+    assert policy.get_child_watcher() is first
+    closed = []
+    first.close = lambda: closed.append(first)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        second = asyncio.SafeChildWatcher()  # type: ignore[attr-defined]
+    policy.set_child_watcher(second)
+    assert closed == [first]
+    assert policy.get_child_watcher() is second
+    with pytest.raises(TypeError, match="AbstractChildWatcher"):
+        policy.set_child_watcher(object())
+    policy.set_child_watcher(None)
