@@ -104,17 +104,10 @@ class SubprocessMixin:
         _check_popen_args(universal_newlines, bufsize, text, encoding, errors)
         if shell:
             raise ValueError("shell must be False")
-        protocol = protocol_factory()
-        debug_log = None
-        if self.get_debug():  # type: ignore[attr-defined]
-            # the arguments are not logged: they may hold secrets, or be huge
-            debug_log = f"execute program {program!r}"
-            asyncio.log.logger.debug(_describe_stdio(debug_log, stdin, stdout, stderr))
-        transport = await self._make_subprocess_transport(
-            protocol, (program, *args), False, stdin, stdout, stderr, bufsize, **kwargs)
-        if debug_log is not None:
-            asyncio.log.logger.info("%s: %r", debug_log, transport)
-        return transport, protocol
+        # the arguments are not logged: they may hold secrets, or be huge
+        return await self._start_subprocess(
+            protocol_factory, f"execute program {program!r}", (program, *args), False,
+            stdin, stdout, stderr, bufsize, kwargs)
 
     async def subprocess_shell(self, protocol_factory: Callable[[], Any], cmd: Any, *,
                                stdin: Any = subprocess.PIPE, stdout: Any = subprocess.PIPE,
@@ -129,15 +122,23 @@ class SubprocessMixin:
         _check_popen_args(universal_newlines, bufsize, text, encoding, errors)
         if not shell:
             raise ValueError("shell must be True")
+        return await self._start_subprocess(
+            protocol_factory, f"run shell command {cmd!r}", cmd, True,
+            stdin, stdout, stderr, bufsize, kwargs)
+
+    async def _start_subprocess(self, protocol_factory: Callable[[], Any], what: str,
+                                args: Any, shell: bool, stdin: Any, stdout: Any, stderr: Any,
+                                bufsize: int, kwargs: dict[str, Any]) -> tuple[Any, Any]:
+        """subprocess_exec/_shell once their arguments are checked: ``what`` names the child
+        in the debug-mode log lines."""
         protocol = protocol_factory()
-        debug_log = None
-        if self.get_debug():  # type: ignore[attr-defined]
-            debug_log = f"run shell command {cmd!r}"
-            asyncio.log.logger.debug(_describe_stdio(debug_log, stdin, stdout, stderr))
+        debug = self.get_debug()  # type: ignore[attr-defined]
+        if debug:
+            asyncio.log.logger.debug(_describe_stdio(what, stdin, stdout, stderr))
         transport = await self._make_subprocess_transport(
-            protocol, cmd, True, stdin, stdout, stderr, bufsize, **kwargs)
-        if debug_log is not None:
-            asyncio.log.logger.info("%s: %r", debug_log, transport)
+            protocol, args, shell, stdin, stdout, stderr, bufsize, **kwargs)
+        if debug:
+            asyncio.log.logger.info("%s: %r", what, transport)
         return transport, protocol
 
     async def _make_subprocess_transport(self, protocol: Any, args: Any, shell: bool,
