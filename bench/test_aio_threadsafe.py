@@ -10,31 +10,12 @@ from __future__ import annotations
 
 import pytest
 
-from bench._common import PIN, ROUNDS, pinned_to_one_cpu, run_rounds, scaled
-from bench.test_threadsafe import asyncio_threadsafe
+from bench._common import scaled
+from bench.test_threadsafe import asyncio_threadsafe, run_pinned_round_trips
 
 N = scaled(50_000, minimum=100)
 
 
 @pytest.mark.benchmark(group="aio_threadsafe")
 def test_aio_threadsafe(benchmark, loop_impl):
-    cpus = []
-
-    def target(loop):
-        with pinned_to_one_cpu(PIN) as cpu:
-            cpus.append(cpu)
-            return asyncio_threadsafe(loop, N)
-
-    run_rounds(
-        benchmark,
-        target,
-        setup=lambda: (loop_impl.open(),),
-        cleanup=loop_impl.close,
-        ops=N,
-        expect=N,
-        rounds=max(
-            ROUNDS, 5
-        ),  # thread hand-offs are noisy: keep the best of more rounds
-        unit="round trips",
-    )
-    benchmark.extra_info["pinned_cpu"] = cpus[-1]
+    run_pinned_round_trips(benchmark, asyncio_threadsafe, loop_impl, N)

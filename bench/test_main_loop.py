@@ -20,6 +20,7 @@ import socket
 import pytest
 
 from bench._common import run_rounds, scaled
+from bench.test_bh_chain import asyncio_call_soon_chain
 
 N_CHAIN = scaled(1_000_000)
 N_ITER = scaled(200_000)
@@ -67,23 +68,6 @@ def qloop_main_loop_chain(ml: MainLoop, n_total: int) -> int:
     while n < n_total:
         wait(False)
     bh.delete()
-    return n
-
-
-def asyncio_call_soon_chain(loop, n_total: int) -> int:
-    n = 0
-
-    def cb():
-        nonlocal n
-        n += 1
-        if n < n_total:
-            call_soon(cb)
-        else:
-            loop.stop()
-
-    call_soon = loop.call_soon
-    call_soon(cb)
-    loop.run_forever()
     return n
 
 

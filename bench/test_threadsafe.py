@@ -92,26 +92,32 @@ def asyncio_threadsafe(loop, n_total: int) -> int:
     return n
 
 
-@pytest.mark.benchmark(group="threadsafe")
-def test_threadsafe(benchmark, impl):
-    body = qloop_threadsafe if impl.is_qloop else asyncio_threadsafe
+def run_pinned_round_trips(benchmark, body, impl, n: int) -> None:
+    """Time ``body(impl.open(), n)`` with both threads pinned to one CPU (this workload and
+    aio_threadsafe)."""
     cpus = []
 
     def target(obj):
         with pinned_to_one_cpu(PIN) as cpu:
             cpus.append(cpu)
-            return body(obj, N)
+            return body(obj, n)
 
     run_rounds(
         benchmark,
         target,
         setup=lambda: (impl.open(),),
         cleanup=impl.close,
-        ops=N,
-        expect=N,
+        ops=n,
+        expect=n,
         rounds=max(
             ROUNDS, 5
         ),  # thread hand-offs are noisy: keep the best of more rounds
         unit="round trips",
     )
     benchmark.extra_info["pinned_cpu"] = cpus[-1]
+
+
+@pytest.mark.benchmark(group="threadsafe")
+def test_threadsafe(benchmark, impl):
+    body = qloop_threadsafe if impl.is_qloop else asyncio_threadsafe
+    run_pinned_round_trips(benchmark, body, impl, N)
