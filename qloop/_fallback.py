@@ -1122,30 +1122,17 @@ class AioContext:
         if (self._npollfds >= EPOLL_ENABLE_THRESHOLD and not self._epoll_active
                 and self._fdmon_mode == "auto" and not self._epoll_failed):
             self._epoll_try_upgrade()
+        if not self._epoll_active:
+            self._collect_ready(self._pollobj.poll(timeout_ns_to_ms(timeout)), ready, gen)
+            return
         handlers = self._handlers
-        if self._epoll_active:
-            secs = -1.0 if timeout < 0 else timeout / 1e9
-            events = self._epoll.poll(secs, EPOLL_MAX_EVENTS)  # type: ignore[union-attr]
-            found = []
-            for fd, rev in reversed(events):
-                node = handlers.get(fd)
-                if node is not None and rev & node.events:
-                    found.append((node, rev & node.events))
-        else:
-            events = self._pollobj.poll(timeout_ns_to_ms(timeout))
-            found = []
-            for fd, rev in events:
-                node = handlers.get(fd)
-                if node is None:
-                    continue
-                if rev & _POLLNVAL:
-                    self._set_handler(fd, None, None, None, None)
-                    self._report(_closed_fd_error(fd))
-                    continue
-                if rev & node.events:
-                    found.append((node, rev & node.events))
-            if len(found) > 1:
-                found.sort(key=lambda item: item[0].seq)  # oldest registration first
+        secs = -1.0 if timeout < 0 else timeout / 1e9
+        events = self._epoll.poll(secs, EPOLL_MAX_EVENTS)  # type: ignore[union-attr]
+        found = []
+        for fd, rev in reversed(events):
+            node = handlers.get(fd)
+            if node is not None and rev & node.events:
+                found.append((node, rev & node.events))
         for node, rev in found:
             node.revents = rev
             if node.ready_gen != gen:
@@ -1771,6 +1758,8 @@ class AioContext:
 
     def _collect_ready(self, ready_fds: list[tuple[int, int]], ready: list[_Handler],
                        gen: int) -> None:
+        """Append to ``ready`` the handlers that poll-style ``(fd, revents)`` pairs found ready,
+        oldest registration first; a closed fd (POLLNVAL) loses its handler and is reported."""
         handlers = self._handlers
         found = []
         for fd, rev in ready_fds:
