@@ -7,7 +7,11 @@ every test; helpers are imported from it (the tests directory is on ``sys.path``
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -164,3 +168,21 @@ def subprocess_env(mod: ModuleType, **extra: str) -> dict:
     env.pop("QLOOP_NO_GLIB", None)
     env.update(extra)
     return env
+
+
+def run_python_json(mod: ModuleType, code: str, timeout: float = 30.0, **extra_env: str) -> Any:
+    """Run ``code`` in a fresh interpreter that imports the qloop under test (``mod``; from
+    outside the source tree, see ``subprocess_env``); its last stdout line is JSON, returned."""
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        env=subprocess_env(mod, **extra_env),
+        cwd=tempfile.gettempdir(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    assert proc.returncode == 0, f"child failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
+    lines = proc.stdout.strip().splitlines()
+    assert lines, f"child printed nothing; stderr:\n{proc.stderr}"
+    return json.loads(lines[-1])

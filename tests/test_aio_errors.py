@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import subprocess
 import sys
-import tempfile
 import threading
 import time
+from types import ModuleType
 
 import pytest
 
@@ -20,6 +18,7 @@ from _aio_support import (
     run,
     run_once,
 )
+from _mainloop_support import run_python_json
 
 
 def fail() -> None:
@@ -246,18 +245,10 @@ def test_debug_coroutine_origin_tracking(loop: asyncio.AbstractEventLoop) -> Non
     assert sys.get_coroutine_origin_tracking_depth() == depth
 
 
-def test_pythonasynciodebug_enables_debug(qloop_module: object) -> None:
-    code = (f"import {qloop_module.__name__} as m; "  # type: ignore[attr-defined]
-            f"loop = m.new_event_loop(); print(loop.get_debug()); loop.close()")
-    pkg_root = os.path.dirname(os.path.dirname(os.path.abspath(
-        qloop_module.__file__)))  # type: ignore[attr-defined]
-    env = dict(os.environ, PYTHONASYNCIODEBUG="1")
-    env["PYTHONPATH"] = pkg_root + os.pathsep + env.get("PYTHONPATH", "")
-    # cwd outside the source tree: `python -c` puts the cwd first on sys.path, and a checkout
-    # without an in-place build would shadow the installed package (and its compiled core)
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                         text=True, timeout=60, cwd=tempfile.gettempdir(), check=False)
-    assert out.stdout.strip() == "True", out.stderr
+def test_pythonasynciodebug_enables_debug(qloop_module: ModuleType) -> None:
+    code = (f"import json, {qloop_module.__name__} as m; "
+            f"loop = m.new_event_loop(); print(json.dumps(loop.get_debug())); loop.close()")
+    assert run_python_json(qloop_module, code, PYTHONASYNCIODEBUG="1") is True
 
 
 def test_default_debug_mode_follows_asyncio(loop_factory: object) -> None:

@@ -16,14 +16,11 @@ at teardown (the ``glib_default`` fixture), and contexts whose source was attach
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import platform
 import select
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 
@@ -37,11 +34,10 @@ gi.require_version("GLib", "2.0")
 gi.require_version("Gio", "2.0")
 from gi.repository import Gio, GLib
 
-from _mainloop_support import PROMPT_S, join, start_thread, subprocess_env, wait_until
+from _mainloop_support import PROMPT_S, join, run_python_json, start_thread, wait_until
 
 # A GLib loop in these tests is always bounded by a watchdog source that quits it after this.
 WATCHDOG_MS = 5000
-SUBPROCESS_TIMEOUT_S = 30
 
 
 # --------------------------------------------------------------------------------------------
@@ -167,24 +163,6 @@ def wait_until_thread_sleeps_in_poll(native_id: int, timeout: float = PROMPT_S) 
             return True
         time.sleep(0.001)
     pytest.fail(f"thread {native_id} never blocked in poll within {timeout} s")
-
-
-def _run_python(mod, code: str, **extra_env) -> dict:
-    """Run ``code`` in a fresh interpreter importing the qloop under test; its last stdout
-    line is a JSON object, returned."""
-    proc = subprocess.run(
-        [sys.executable, "-c", code],
-        env=subprocess_env(mod, **extra_env),
-        cwd=tempfile.gettempdir(),
-        capture_output=True,
-        text=True,
-        timeout=SUBPROCESS_TIMEOUT_S,
-        check=False,
-    )
-    assert proc.returncode == 0, f"child failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
-    lines = proc.stdout.strip().splitlines()
-    assert lines, f"child printed nothing; stderr:\n{proc.stderr}"
-    return json.loads(lines[-1])
 
 
 def _expected_impl(mod) -> str:
@@ -668,7 +646,7 @@ print(json.dumps(out))
 
 def test_no_glib_env_main_loop_wait_without_glib_guest(qloop_module):
     mod = qloop_module
-    out = _run_python(mod, f"MODNAME = {mod.__name__!r}\n" + _NO_GLIB_CODE, QLOOP_NO_GLIB="1")
+    out = run_python_json(mod, f"MODNAME = {mod.__name__!r}\n" + _NO_GLIB_CODE, QLOOP_NO_GLIB="1")
     assert out["impl"] == _expected_impl(mod)
     assert out["ran"] == ["bh", "timer"]
     assert out["glib_ran_under_qloop"] == []  # no GLib guest: the default context not run

@@ -8,14 +8,7 @@ the test runs whether or not PyGObject is installed here.
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-import tempfile
-
-from _mainloop_support import subprocess_env
-
-SUBPROCESS_TIMEOUT_S = 30
+from _mainloop_support import run_python_json
 
 _NO_GI_CODE = r"""
 import importlib, json, sys
@@ -47,26 +40,11 @@ print(json.dumps(out))
 """
 
 
-def _run_python(mod, code: str) -> dict:
-    proc = subprocess.run(
-        [sys.executable, "-c", code],
-        env=subprocess_env(mod),
-        cwd=tempfile.gettempdir(),
-        capture_output=True,
-        text=True,
-        timeout=SUBPROCESS_TIMEOUT_S,
-        check=False,
-    )
-    assert proc.returncode == 0, f"child failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
-    lines = proc.stdout.strip().splitlines()
-    assert lines, f"child printed nothing; stderr:\n{proc.stderr}"
-    return json.loads(lines[-1])
-
 
 def test_g_source_without_pygobject_raises_glib_unavailable(qloop_module):
     mod = qloop_module
     assert issubclass(mod.GLibUnavailable, ImportError)
-    out = _run_python(mod, f"MODNAME = {mod.__name__!r}\n" + _NO_GI_CODE)
+    out = run_python_json(mod, f"MODNAME = {mod.__name__!r}\n" + _NO_GI_CODE)
     assert out["impl"] == ("fallback" if mod.__name__ == "qloop._fallback" else "core")
     assert out["same_class"] and out["subclass"]
     assert out["raised"], "g_source() did not raise without PyGObject"

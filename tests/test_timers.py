@@ -4,13 +4,11 @@ timer pitfalls: re-arming at "now" on a frozen clock, timer_expired on a disarme
 from __future__ import annotations
 
 import enum
-import os
-import subprocess
-import sys
-import tempfile
 import time
 
 import pytest
+
+from _mainloop_support import run_python_json
 
 HOUR_NS = 3_600 * 10**9
 INT32_MAX = 2**31 - 1
@@ -138,18 +136,11 @@ def test_disabling_clock_from_own_timer_callback_does_not_deadlock(make_ctx, qlo
 
 def test_virtual_starts_at_zero_disabled_in_fresh_process(qloop_impl, qloop_module):
     code = (
-        f"import {qloop_impl.module_name} as m\n"
+        f"import json, {qloop_impl.module_name} as m\n"
         "V = m.ClockType.VIRTUAL\n"
-        "print(m.clock_get_ns(V), m.clock_is_enabled(V))\n"
+        "print(json.dumps([m.clock_get_ns(V), m.clock_is_enabled(V)]))\n"
     )
-    pkg_root = os.path.dirname(os.path.dirname(os.path.abspath(qloop_module.__file__)))
-    env = dict(os.environ)
-    env["PYTHONPATH"] = pkg_root + os.pathsep + env.get("PYTHONPATH", "")
-    # cwd outside the source tree, so a checkout without an in-place build cannot shadow it
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                         text=True, timeout=60, check=True,
-                         cwd=tempfile.gettempdir()).stdout.split()
-    assert out == ["0", "False"]
+    assert run_python_json(qloop_module, code) == [0, False]
 
 
 def test_virtual_frozen_while_disabled(qloop_module, clocks):
