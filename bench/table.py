@@ -121,7 +121,7 @@ def machine_meta() -> dict:
     commit = _git("rev-parse", "HEAD")
     dirty = _git("status", "--porcelain", "--untracked-files=no")
     return {
-        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "platform": platform.platform(),
         "kernel": platform.release(),
         "cpu": _cpu_model(),

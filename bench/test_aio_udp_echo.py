@@ -82,7 +82,7 @@ async def _round(client: Client) -> int:
     client.start(N, done)
     try:
         return await asyncio.wait_for(done, ROUND_TIMEOUT_S)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         raise RuntimeError(
             f"UDP echo stalled: {client.received} of {N} came back"
         ) from None

@@ -29,16 +29,17 @@ from typing import (
     Literal,
     NoReturn,
     Protocol,
+    Self,
     TypeAlias,
     final,
     type_check_only,
 )
 
 from _typeshed import HasFileno, ReadableBuffer, WriteableBuffer
-from typing_extensions import Self, TypeVar, TypeVarTuple, Unpack
+from typing_extensions import TypeVar, TypeVarTuple, Unpack
 
 from ._constants import ClockType as ClockType
-from ._runstate import (
+from ._main.runstate import (
     MainLoopPollState as MainLoopPollState,
     RunState as RunState,
     ShutdownCause as ShutdownCause,
@@ -499,19 +500,19 @@ class EventLoop(asyncio.AbstractEventLoop):
     def _timer_handle_cancelled(self, handle: asyncio.TimerHandle) -> None: ...
     # scheduling callbacks; the clock
     def call_soon(
-        self, callback: Callable[[Unpack[_Ts]], object], /, *args: Unpack[_Ts],
+        self, callback: Callable[[Unpack[_Ts]], object], /, *args: *_Ts,
         context: contextvars.Context | None = None,
     ) -> asyncio.Handle: ...
     def call_later(
-        self, delay: float, callback: Callable[[Unpack[_Ts]], object], *args: Unpack[_Ts],
+        self, delay: float, callback: Callable[[Unpack[_Ts]], object], *args: *_Ts,
         context: contextvars.Context | None = None,
     ) -> asyncio.TimerHandle: ...
     def call_at(
-        self, when: float, callback: Callable[[Unpack[_Ts]], object], *args: Unpack[_Ts],
+        self, when: float, callback: Callable[[Unpack[_Ts]], object], *args: *_Ts,
         context: contextvars.Context | None = None,
     ) -> asyncio.TimerHandle: ...
     def call_soon_threadsafe(
-        self, callback: Callable[[Unpack[_Ts]], object], /, *args: Unpack[_Ts],
+        self, callback: Callable[[Unpack[_Ts]], object], /, *args: *_Ts,
         context: contextvars.Context | None = None,
     ) -> asyncio.Handle: ...
     def time(self) -> float: ...
@@ -526,7 +527,7 @@ class EventLoop(asyncio.AbstractEventLoop):
     # threads
     def run_in_executor(
         self, executor: concurrent.futures.Executor | None,
-        func: Callable[[Unpack[_Ts]], _R], *args: Unpack[_Ts],
+        func: Callable[[Unpack[_Ts]], _R], *args: *_Ts,
     ) -> asyncio.Future[_R]: ...
     def set_default_executor(self, executor: concurrent.futures.Executor) -> None: ...
     # names
@@ -612,11 +613,11 @@ class EventLoop(asyncio.AbstractEventLoop):
     ) -> tuple[asyncio.SubprocessTransport, _P]: ...
     # fd watches
     def add_reader(
-        self, fd: _FileLike, callback: Callable[[Unpack[_Ts]], object], *args: Unpack[_Ts],
+        self, fd: _FileLike, callback: Callable[[Unpack[_Ts]], object], *args: *_Ts,
     ) -> None: ...
     def remove_reader(self, fd: _FileLike) -> bool: ...
     def add_writer(
-        self, fd: _FileLike, callback: Callable[[Unpack[_Ts]], object], *args: Unpack[_Ts],
+        self, fd: _FileLike, callback: Callable[[Unpack[_Ts]], object], *args: *_Ts,
     ) -> None: ...
     def remove_writer(self, fd: _FileLike) -> bool: ...
     # sockets
@@ -638,7 +639,7 @@ class EventLoop(asyncio.AbstractEventLoop):
     ) -> int: ...
     # signals
     def add_signal_handler(
-        self, sig: int, callback: Callable[[Unpack[_Ts]], object], *args: Unpack[_Ts],
+        self, sig: int, callback: Callable[[Unpack[_Ts]], object], *args: *_Ts,
     ) -> None: ...
     def remove_signal_handler(self, sig: int) -> bool: ...
     # errors and debug mode

@@ -1,9 +1,7 @@
 """Type stubs for the compiled core; hand-kept in step with qloop/_fallback.py (the reference)."""
 
 from collections.abc import Callable
-from typing import Any, TypeAlias
-
-from typing_extensions import Self
+from typing import Any, Self, TypeAlias
 
 from ._common import NotifierList as NotifierList
 from ._constants import (
@@ -108,10 +106,10 @@ class AioContext:
     def __exit__(self, *exc: object) -> None: ...
     def resource_counts(self) -> tuple[int, int, int]: ...
 
-# ---- the main loop, run state and coroutines (shared Python code, see qloop/_mainloop.py)
+# ---- the main loop, run state and coroutines (shared Python code, see qloop/_main/mainloop.py)
 
 from ._common import NotifierList as _NotifierList
-from ._coroutine import (
+from ._main.coroutine import (
     Coroutine as Coroutine,
     co_sleep_ns as co_sleep_ns,
     co_wake as co_wake,
@@ -121,8 +119,8 @@ from ._coroutine import (
     in_coroutine as in_coroutine,
     set_current_aio_context as set_current_aio_context,
 )
-from ._mainloop import MainLoopPoll as MainLoopPoll, PollFD as PollFD
-from ._runstate import (
+from ._main.mainloop import MainLoopPoll as MainLoopPoll, PollFD as PollFD
+from ._main.runstate import (
     MainLoopPollState as MainLoopPollState,
     RunState as RunState,
     ShutdownCause as ShutdownCause,
@@ -192,7 +190,7 @@ def main_loop() -> int: ...
 def main_loop_should_exit() -> bool: ...
 def clock_step(ns: int | None = None) -> int: ...
 
-# ---- the asyncio event loop (qloop/_core_loop.pxi, the API in qloop/_eventloop.py)
+# ---- the asyncio event loop (qloop/_cy/loop.pxi, the API in qloop/_aio/api.py)
 
 import abc as _abc
 import asyncio as _asyncio

@@ -101,7 +101,7 @@ class VirtualClock:
     async def advance(self, seconds: float) -> float:
         """``await qloop.advance(seconds)`` on the running loop: move virtual time forward,
         running every callback due on the way; returns the new time."""
-        from ._virtual_time import advance
+        from ._aio.virtual_time import advance
 
         return await advance(seconds)
 

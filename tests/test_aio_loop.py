@@ -564,9 +564,8 @@ def test_create_task_name_and_context(loop: asyncio.AbstractEventLoop) -> None:
         t = loop.create_task(read_var(), name="reader")
         assert t.get_name() == "reader"
         assert await t == "unset"
-        if sys.version_info >= (3, 11):
-            t2 = loop.create_task(read_var(), context=ctx)
-            assert await t2 == "task ctx"
+        t2 = loop.create_task(read_var(), context=ctx)
+        assert await t2 == "task ctx"
 
     run(loop, main())
 
@@ -630,8 +629,6 @@ def test_gather_sleep_and_timeouts(loop: asyncio.AbstractEventLoop) -> None:
 
 
 def test_runner_with_loop_factory(loop_impl: object) -> None:
-    if sys.version_info < (3, 11):
-        pytest.skip("asyncio.Runner is new in 3.11")
     impl = loop_impl  # a LoopImpl
 
     async def main() -> asyncio.AbstractEventLoop:

@@ -363,8 +363,6 @@ def test_tls_connection_and_start_tls(loop: asyncio.AbstractEventLoop) -> None:
         server.close()
         await server.wait_closed()
 
-    if sys.version_info < (3, 11):
-        pytest.skip("StreamWriter.start_tls is new in 3.11")
     run(loop, main())
 
 

@@ -430,7 +430,7 @@ def test_connection_refused(loop: asyncio.AbstractEventLoop) -> None:
     with pytest.raises(ConnectionRefusedError):
         run(loop, loop.create_connection(asyncio.Protocol, "127.0.0.1", port))
     if sys.version_info >= (3, 12) or hasattr(loop, "aio_context"):
-        with pytest.raises(ExceptionGroup) as info:  # noqa: F821 - 3.11+
+        with pytest.raises(ExceptionGroup) as info:
             run(loop, loop.create_connection(asyncio.Protocol, "127.0.0.1", port,
                                              all_errors=True))
         assert isinstance(info.value.exceptions[0], ConnectionRefusedError)

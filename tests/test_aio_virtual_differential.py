@@ -41,7 +41,7 @@ def program(seed: int):
                         try:
                             await asyncio.wait_for(events[j].wait(), d)
                             trace.append((i, step, "woken", loop.time()))
-                        except asyncio.TimeoutError:
+                        except TimeoutError:
                             trace.append((i, step, "timed out", loop.time()))
                     elif op == "event":
                         loop.call_later(d, events[j].set)

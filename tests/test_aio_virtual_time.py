@@ -539,7 +539,7 @@ def test_autojump_after_lets_real_io_answer_first(vt_loop_factory, grace):
         loop.add_reader(r, lambda: got.done() or got.set_result(os.read(r, 10)))
         try:
             return await asyncio.wait_for(got, 10), loop.time()
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return "timeout", loop.time()
         finally:
             loop.remove_reader(r)

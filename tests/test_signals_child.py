@@ -454,7 +454,7 @@ def test_child_watch_callback_errors(main_loop, guard):
 
 def test_watch_child_on_any_context(qloop_module, make_ctx, poll_until):
     """The reusable piece: a pidfd handler on a given context, callback from its dispatch."""
-    from qloop._childwatch import watch_child
+    from qloop._main.childwatch import watch_child
 
     ctx = make_ctx()
     proc = subprocess.Popen(["sh", "-c", "exit 9"])
@@ -470,7 +470,7 @@ def test_watch_child_on_any_context(qloop_module, make_ctx, poll_until):
 
 
 def test_watch_child_cancel_leaves_child_unreaped(qloop_module, make_ctx):
-    from qloop._childwatch import watch_child
+    from qloop._main.childwatch import watch_child
 
     ctx = make_ctx()
     proc = subprocess.Popen(["sleep", "30"])
@@ -493,7 +493,7 @@ def test_watch_child_cancel_leaves_child_unreaped(qloop_module, make_ctx):
 def test_signal_hub_two_subscribers_and_restore(main_loop, make_ctx, poll_until):
     """The main loop's handler and another loop's subscription for the same signal both get
     it; the wake-up fd and the previous handler come back when both are gone."""
-    from qloop._signals import SIGNAL_HUB
+    from qloop._main.signal_hub import SIGNAL_HUB
 
     mod = main_loop
     before_handler = signal.getsignal(signal.SIGUSR1)

@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import fnmatch
 import inspect
-import sys
 import unittest
 from dataclasses import dataclass
 from pathlib import Path
@@ -118,11 +117,6 @@ def import_cpython_module(name: str) -> ModuleType:
     CI checks that it is there before running the suite.  The class lists here follow the
     suite of Python 3.11+ (3.10's lacks test_taskgroups, test_timeouts, asyncio.Runner...).
     """
-    if sys.version_info < (3, 11):
-        pytest.skip(
-            "the harness covers the asyncio suite of Python 3.11+",
-            allow_module_level=True,
-        )
     return pytest.importorskip(
         f"test.test_asyncio.{name}",
         reason=f"this Python has no test.test_asyncio.{name} (CPython's test suite)",

@@ -11,9 +11,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import socket
-from typing import Any, Literal
-
-from typing_extensions import assert_type
+from typing import Any, Literal, assert_type
 
 import qloop
 

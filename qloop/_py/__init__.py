@@ -1,0 +1,1 @@
+"""Part of qloop's internals; see CONTRIBUTING.md, "The layout"."""
