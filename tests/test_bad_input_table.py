@@ -234,23 +234,37 @@ def _close_from_cb(c):
         raise errs[0]
 
 
-def outcome(mod, fn) -> str:
+def raised(mod, fn) -> BaseException | None:
     c = mod.AioContext()
     a, b = socket.socketpair()
     try:
         fn(mod, c, a)
     except BaseException as e:  # noqa: BLE001 - the point is to classify it
-        name = type(e).__name__
-        if isinstance(e, OSError) and e.errno is not None:
-            import errno as _errno
-
-            name += f" ({_errno.errorcode.get(e.errno, e.errno)})"
-        return name
+        return e
     finally:
         c.close()
         a.close()
         b.close()
-    return "no error"
+    return None
+
+
+def outcome(mod, fn) -> str:
+    e = raised(mod, fn)
+    if e is None:
+        return "no error"
+    name = type(e).__name__
+    if isinstance(e, OSError) and e.errno is not None:
+        import errno as _errno
+
+        name += f" ({_errno.errorcode.get(e.errno, e.errno)})"
+    return name
+
+
+def message(mod, fn) -> str:
+    """The exception's message with the implementation's module name taken out (a repr
+    names ``qloop._core`` or ``qloop._fallback``)."""
+    e = raised(mod, fn)
+    return "" if e is None else str(e).replace(mod.__name__, "qloop")
 
 
 def compute_rows():
@@ -293,6 +307,16 @@ def test_doc_matches_recomputed_table(rows):
 def test_implementations_agree_on_every_row(rows):
     diff = [r for r in rows if r[2] != r[3] and "known divergence" not in r[1]]
     assert not diff, f"the implementations disagree: {diff}"
+
+
+def test_implementations_give_the_same_message_on_every_row():
+    if os.environ.get("QLOOP_NO_EXTENSIONS"):
+        pytest.skip("the table is computed on both implementations")
+    fallback = importlib.import_module("qloop._fallback")
+    core = importlib.import_module("qloop._core")
+    diff = [(api, bad, message(fallback, fn), message(core, fn)) for api, bad, fn in CASES
+            if message(fallback, fn) != message(core, fn)]
+    assert not diff, "the messages differ:\n" + "\n".join(map(repr, diff))
 
 
 def test_no_row_is_marked_as_a_known_divergence(rows):
