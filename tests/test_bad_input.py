@@ -1,4 +1,4 @@
-"""Bad input (decisions.md "Errors"; issue #2 "Bad input"): clear exceptions, no crash/hang."""
+"""Bad input (decisions.md "Errors"): clear exceptions, no crash/hang."""
 
 from __future__ import annotations
 

@@ -269,17 +269,6 @@ def test_bh_drops_callback_after_delete(ctx):
     del bh
 
 
-LAST_TIMER_CB = (
-    "fallback AioContext._last_timer_cb (timer_new_ns fast path cache, added to "
-    "qloop/_fallback.py at 03:34) keeps a strong reference to the last timer callback, "
-    "even after the timer is deleted and after ctx.close()")
-
-
-def _xfail_fallback_timer_cache(qloop_module, request) -> None:
-    """Regression guard: the fallback's timer-callback cache once held a strong reference
-    (now weak); nothing to mark any more."""
-
-
 def cb_dead(ref) -> bool:
     return ref() is None
 
@@ -296,7 +285,6 @@ def test_oneshot_drops_callback_after_running(ctx):
 
 
 def test_timer_drops_callback(ctx, qloop_module, request):
-    _xfail_fallback_timer_cache(qloop_module, request)
     cb = Callback()
     ref = weakref.ref(cb)
     t = ctx.timer_new_ns(qloop_module.ClockType.REALTIME, cb)
@@ -310,7 +298,6 @@ def test_timer_drops_callback(ctx, qloop_module, request):
 
 
 def test_close_drops_every_callback(make_ctx, qloop_module, sockpair, request):
-    _xfail_fallback_timer_cache(qloop_module, request)
     c = make_ctx()
     a, _b = sockpair()
     cbs = [Callback() for _ in range(6)]
@@ -330,7 +317,6 @@ def test_close_drops_every_callback(make_ctx, qloop_module, sockpair, request):
 
 
 def test_refcount_returns_to_baseline(ctx, sockpair, qloop_module, request):
-    _xfail_fallback_timer_cache(qloop_module, request)
     a, _b = sockpair()
     cb = Callback()
     base = sys.getrefcount(cb)

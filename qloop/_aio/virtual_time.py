@@ -1,4 +1,4 @@
-"""Virtual time for qloop's asyncio event loop (issue 13), shared by both implementations.
+"""Virtual time for qloop's asyncio event loop, shared by both implementations.
 
 A virtual-time loop (``new_event_loop(virtual_time=True)``) runs its timers on qloop's VIRTUAL
 clock in manual mode (QEMU's qtest clock): ``loop.time()`` moves only when the loop moves it.

@@ -60,7 +60,7 @@ class LoopArm:
         if self.is_qloop and not hasattr(self.module(), "EventLoop"):
             return (
                 f"{self.module_name}.EventLoop does not exist yet: qloop's asyncio event loop "
-                "(issue 12) is not on this branch"
+                "is not on this branch"
             )
         return None
 
