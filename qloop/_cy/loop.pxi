@@ -155,6 +155,9 @@ cdef class Handle:
     cdef object _source_traceback_
     cdef object _repr
     cdef bint _own_ctx              # _context is a copy made for this handle
+    # asyncio's handles take weak references.  The freelist is safe with them: the
+    # deallocator clears the weak references before it keeps the memory for reuse.
+    cdef object __weakref__
 
     def __init__(self, *args, **kwargs):
         raise TypeError("Handle objects are created by the event loop (call_soon and friends)")
@@ -369,7 +372,7 @@ cdef class _LoopBase:
     cdef int64_t _armed             # when_ns the context timer is armed at, -1 if not
     cdef list _fresh                # TimerHandles already due when created
     cdef dict _fds                  # fd -> _FdEntry
-    cdef bint _closed
+    cdef bint _closed_flag
     cdef bint _stopping
     cdef bint _running              # inside run_forever
     cdef int _ext_depth             # callbacks running while something else drives ctx
@@ -384,7 +387,7 @@ cdef class _LoopBase:
             raise MemoryError()
         self._rmask = RING_INITIAL - 1
         self._armed = -1
-        self._closed = True  # until __init__ completes
+        self._closed_flag = True  # until __init__ completes
         self._slow_callback_s = 0.1
 
     def __init__(self, ctx=None):
@@ -403,7 +406,7 @@ cdef class _LoopBase:
         self._clock = 0  # REALTIME: CLOCK_MONOTONIC, like time.monotonic()
         self._bh = BH._new(self._ctx, self._run_ready, "asyncio ready queue")
         self._ctx_timer = Timer._new(self._ctx.tl0, SCALE_NS, self._on_timer, 0)
-        self._closed = False
+        self._closed_flag = False
 
     def __dealloc__(self):
         self._clear_queues()
@@ -452,7 +455,13 @@ cdef class _LoopBase:
 
     def is_closed(self):
         """True once ``close()`` was called."""
-        return self._closed
+        return self._closed_flag
+
+    @property
+    def _closed(self):
+        """asyncio's loops keep this attribute, and other libraries read it: ``is_closed()``,
+        read-only."""
+        return self._closed_flag
 
     def get_debug(self):
         """Whether debug mode is on."""
@@ -469,7 +478,7 @@ cdef class _LoopBase:
         return self._stopping
 
     cdef inline int _check_closed(self) except -1:
-        if self._closed:
+        if self._closed_flag:
             raise RuntimeError("Event loop is closed")
         if self._ctx._closed:
             raise RuntimeError("the event loop's AioContext is closed")
@@ -614,7 +623,7 @@ cdef class _LoopBase:
                     _run_handle(h)
                 _retrack(<PyObject *>h, 1)
         finally:
-            if self._rlen and not self._closed:
+            if self._rlen and not self._closed_flag:
                 self._ctx._bh_enqueue(self._bh, BH_SCHEDULED)
             self._leave(prev)
         return 0
@@ -795,7 +804,7 @@ cdef class _LoopBase:
                 _run_handle(h)
                 _retrack(<PyObject *>h, 1)
         finally:
-            if not self._closed:
+            if not self._closed_flag:
                 self._arm()
             self._leave(prev)
 
@@ -1012,7 +1021,7 @@ cdef class _LoopBase:
         """Drop queued handles and timers and release the context's BH, timer and fd handlers
         (closing the context when the loop owns it)."""
         cdef AioContext ctx = self._ctx
-        self._closed = True
+        self._closed_flag = True
         self._clear_queues()
         fresh, self._fresh = self._fresh, []
         for h in fresh:

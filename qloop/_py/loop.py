@@ -111,7 +111,8 @@ class Handle:
     ``cancelled()``, ``get_context()``.  Created by the loop only."""
 
     # cancelled <=> _callback is None; the debug-mode slots are set only when used
-    __slots__ = ("_args", "_callback", "_context", "_loop", "_repr", "_source_traceback_")
+    __slots__ = ("__weakref__", "_args", "_callback", "_context", "_loop", "_repr",
+                 "_source_traceback_")
     _callback: Any
     _args: Any
     _context: Any
@@ -265,7 +266,7 @@ class _LoopBase:
     """State and hot paths of ``qloop._fallback.EventLoop`` (see ``qloop._aio.api``)."""
 
     _ctx: Any = None
-    _closed = True  # until __init__ completes
+    _closed_flag = True  # until __init__ completes
     #: seconds after which debug mode logs a callback as slow (the core's is a C double)
     slow_callback_duration: float = 0.1
 
@@ -304,7 +305,7 @@ class _LoopBase:
         self._current_handle: Handle | None = None
         self._bh = ctx.bh_new(self._run_ready, name="asyncio ready queue")
         self._ctx_timer = ctx.timer_new_ns(ClockType.REALTIME, self._on_timer)
-        self._closed = False
+        self._closed_flag = False
 
     # ---- state
 
@@ -331,7 +332,13 @@ class _LoopBase:
 
     def is_closed(self) -> bool:
         """True once ``close()`` was called."""
-        return self._closed
+        return self._closed_flag
+
+    @property
+    def _closed(self) -> bool:
+        """asyncio's loops keep this attribute, and other libraries read it: ``is_closed()``,
+        read-only."""
+        return self._closed_flag
 
     def get_debug(self) -> bool:
         """Whether debug mode is on."""
@@ -348,7 +355,7 @@ class _LoopBase:
         return self._stopping
 
     def _check_closed(self) -> None:
-        if self._closed:
+        if self._closed_flag:
             raise RuntimeError("Event loop is closed")
         if self._ctx._closed:
             raise RuntimeError("the event loop's AioContext is closed")
@@ -410,7 +417,7 @@ class _LoopBase:
     # ---- the ready queue
 
     def _new_handle(self, callback: Any, args: Any, context: Any, method: str) -> Handle:
-        if self._closed or self._ctx._closed:
+        if self._closed_flag or self._ctx._closed:
             self._check_closed()
         tp = type(callback)
         if tp is _FunctionType:
@@ -438,7 +445,7 @@ class _LoopBase:
             self._check_thread()
             h = self._new_handle(callback, args, context, "call_soon")
         else:  # self._new_handle(), inline on this hot path
-            if self._closed or self._ctx._closed:
+            if self._closed_flag or self._ctx._closed:
                 self._check_closed()
             tp = type(callback)
             if tp is _FunctionType:
@@ -504,7 +511,7 @@ class _LoopBase:
                 except BaseException as exc:
                     self._callback_failed(h, exc)
         finally:
-            if ready and not self._closed and not self._bh_pending:
+            if ready and not self._closed_flag and not self._bh_pending:
                 self._bh_pending = True
                 self._bh.schedule()
             if prev is not _NOT_ENTERED:
@@ -559,7 +566,7 @@ class _LoopBase:
 
     def _call_at(self, when: float, when_ns: int, now_ns: int, callback: Any, args: Any,
                  context: Any, method: str) -> TimerHandle:
-        if self._closed or self._ctx._closed:
+        if self._closed_flag or self._ctx._closed:
             self._check_closed()
         tp = type(callback)
         if tp is _FunctionType:
@@ -665,7 +672,7 @@ class _LoopBase:
                         self._callback_failed(h, exc)
                 heap = self._heap  # a compaction may have replaced it
         finally:
-            if not self._closed:
+            if not self._closed_flag:
                 self._arm()
             self._leave(prev)
 
@@ -871,7 +878,7 @@ class _LoopBase:
         """Drop queued handles and timers and release the context's BH, timer and fd handlers
         (closing the context when the loop owns it)."""
         ctx = self._ctx
-        self._closed = True
+        self._closed_flag = True
         self._clear_queues()
         fresh, self._fresh = self._fresh, []
         for h in fresh:
