@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import gc
 import logging
 import os
 import socket
@@ -527,3 +528,66 @@ def test_datagram_socket_closed_under_its_transport(loop: asyncio.AbstractEventL
         b.close()
 
     run(loop, main())
+
+
+# --------------------------------------------------------------------------------------------
+# create_connection: the exceptions of a failed attempt hold no reference cycle
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.parametrize("delay", [None, 0.01], ids=["in-turn", "happy-eyeballs"])
+def test_failed_create_connection_leaves_no_cycles(loop: asyncio.AbstractEventLoop,
+                                                   delay: float | None) -> None:
+    if delay is not None and sys.version_info < (3, 12):
+        pytest.skip("asyncio.staggered of Python 3.11 (which both loops use) keeps the race's "
+                    "exceptions in a cycle")
+    ports = [_closed_port(), _closed_port()]
+
+    async def fake_getaddrinfo(*args: Any, **kwargs: Any) -> list[Any]:
+        return [(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "",
+                 ("127.0.0.1", p)) for p in ports]
+
+    async def main() -> None:
+        loop.getaddrinfo = fake_getaddrinfo  # type: ignore[method-assign]
+        try:
+            await loop.create_connection(asyncio.Protocol, "two.invalid", 80,
+                                         happy_eyeballs_delay=delay)
+        except OSError:
+            pass
+        else:
+            raise AssertionError("create_connection succeeded")
+
+    collect()
+    gc.disable()
+    try:
+        run(loop, main())
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        gc.collect()
+        leaked = [o for o in gc.garbage if isinstance(o, OSError)]
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
+    assert leaked == []
+
+
+# --------------------------------------------------------------------------------------------
+# A closed unix server's socket file: removed from Python 3.13, kept before (asyncio's choice)
+
+
+def test_unix_server_socket_file_after_close(loop: asyncio.AbstractEventLoop) -> None:
+    async def main() -> bool:
+        with tempfile.TemporaryDirectory() as d:
+            path = os.path.join(d, "s")
+            server = await loop.create_unix_server(asyncio.Protocol, path)
+            assert os.path.exists(path)
+            server.close()
+            await server.wait_closed()
+            return os.path.exists(path)
+
+    assert run(loop, main()) is (sys.version_info < (3, 13))
