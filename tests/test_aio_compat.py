@@ -591,3 +591,64 @@ def test_unix_server_socket_file_after_close(loop: asyncio.AbstractEventLoop) ->
             return os.path.exists(path)
 
     assert run(loop, main()) is (sys.version_info < (3, 13))
+
+
+# --------------------------------------------------------------------------------------------
+# Virtual time: an advance asked for inside the loop is served at the next iteration, even
+# while a task keeps the loop busy (qloop only: asyncio's loop has no virtual time)
+
+
+def test_advance_inside_the_loop_moves_time_while_a_task_keeps_yielding(vt_loop_factory):
+    from _vt_support import run as vt_run
+
+    loop = vt_loop_factory(autojump=False)
+    hits: list[tuple[str, float]] = []
+
+    async def main() -> None:
+        loop.call_later(10, lambda: hits.append(("a", loop.time())))
+        loop.call_later(12, lambda: hits.append(("b", loop.time())))
+        loop.call_later(20, lambda: hits.append(("late", loop.time())))
+        loop.advance(15)
+        for _ in range(10):
+            await asyncio.sleep(0)
+        assert hits == [("a", 10.0), ("b", 12.0)]  # in deadline order, each at its time
+        assert loop.time() == 15.0
+
+    vt_run(loop, main())
+    assert hits == [("a", 10.0), ("b", 12.0)]
+
+
+def test_advance_inside_the_loop_with_a_busy_task(vt_loop_factory):
+    from _vt_support import run as vt_run
+
+    loop = vt_loop_factory(autojump=False)
+    hits: list[str] = []
+
+    async def main() -> None:
+        loop.call_later(10, hits.append, "a")
+        loop.advance(15)
+        for _ in range(3):
+            await asyncio.sleep(0)
+        assert hits == ["a"]
+
+    vt_run(loop, main())
+
+
+def test_cancelled_await_advance_withdraws_its_target(vt_loop_factory, qloop_module):
+    from _vt_support import run as vt_run
+
+    loop = vt_loop_factory(autojump=False)
+
+    async def main() -> float:
+        waiter = asyncio.ensure_future(qloop_module.advance(100))
+        await asyncio.sleep(0)
+        waiter.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiter
+        assert await qloop_module.advance(1) == 1.0
+        for _ in range(5):
+            await asyncio.sleep(0)
+        return loop.time()
+
+    assert vt_run(loop, main()) == 1.0
+    assert loop.advance(0) == 1.0  # the withdrawn target is not reached later either

@@ -358,6 +358,7 @@ cdef class _LoopBase:
     cdef int64_t _offset            # loop time minus _clock's time, ns (virtual time: start)
     cdef bint _vt                   # a virtual-time loop (qloop/_aio/virtual_time.py)
     cdef bint _vt_fast              # idle: jump straight to the next virtual deadline
+    cdef bint _vt_pending           # an advance is pending: _vt_step at each iteration
     # the ready queue: a ring of owned Handle references
     cdef PyObject **_ring
     cdef Py_ssize_t _rhead
@@ -920,7 +921,9 @@ cdef class _LoopBase:
                 # While nothing else is registered on the context, the next iterations
                 # would only run the next ready batches: run them without the poll
                 # machinery (no fd to poll, no other BH, no timer due in between).
-                while self._rlen and not self._stopping and ctx._only_bh_pending(self._bh):
+                # (Not while a virtual-time advance is pending: each iteration steps toward it.)
+                while self._rlen and not self._stopping and not self._vt_pending and \
+                        ctx._only_bh_pending(self._bh):
                     PyErr_CheckSignals()  # callbacks in C only would never run the handlers
                     self._run_batch()
                 if self._stopping:
@@ -936,6 +939,8 @@ cdef class _LoopBase:
         to do, jump to the next virtual deadline (or let ``_vt_idle`` decide)."""
         cdef AioContext ctx = self._ctx
         cdef int64_t dest
+        if self._vt_pending:
+            self._vt_step()  # an advance is pending: move toward it, busy or not
         if ctx._poll(False) or self._stopping:
             return 0
         if self._rlen or self._fresh or ctx._compute_timeout() == 0:
@@ -961,6 +966,17 @@ cdef class _LoopBase:
 
     def _vt_set_fast(self, bint fast):
         self._vt_fast = fast
+
+    def _vt_set_pending(self, bint pending):
+        self._vt_pending = pending
+
+    def _vt_next_deadline(self):
+        """The clock ns of the context's next VIRTUAL/VIRTUAL_RT deadline, or -1; a timer of
+        the loop's that was already due when it was made counts as due now."""
+        cdef AioContext ctx = self._ctx
+        if self._fresh:
+            return self._now_ns() - self._offset
+        return _soonest(ctx.tl1.head_expire(), ctx.tl3.head_expire())
 
     def _vt_now_ns(self):
         """The loop time in ns."""

@@ -288,6 +288,7 @@ class _LoopBase:
         self._now_ns: Any = _monotonic_ns  # the loop time in ns
         self._vt = False  # a virtual-time loop (qloop/_aio/virtual_time.py)
         self._vt_fast = False  # idle: jump straight to the next virtual deadline
+        self._vt_pending = False  # an advance is pending: _vt_step at each iteration
         self._ready: deque[Handle] = deque()
         self._bh_pending = False
         self._heap: list[tuple[int, int, TimerHandle]] = []
@@ -783,7 +784,9 @@ class _LoopBase:
                 # While nothing else is registered on the context, the next iterations
                 # would only run the next ready batches: run them without the poll
                 # machinery (no fd to poll, no other BH, no timer due in between).
-                while ready and not self._stopping and only_bh_pending(bh):
+                # (Not while a virtual-time advance is pending: each iteration steps toward it.)
+                while ready and not self._stopping and not self._vt_pending and \
+                        only_bh_pending(bh):
                     self._run_batch()
                 if self._stopping:
                     break
@@ -797,6 +800,8 @@ class _LoopBase:
         """One iteration of a virtual-time loop: a zero-timeout poll; when it finds nothing
         to do, jump to the next virtual deadline (or let ``_vt_idle`` decide)."""
         ctx = self._ctx
+        if self._vt_pending:
+            self._vt_step()  # type: ignore[attr-defined]  # an advance is pending: move on
         if ctx.poll(False) or self._stopping:
             return
         if self._ready or self._fresh or ctx._compute_timeout() == 0:
@@ -832,6 +837,18 @@ class _LoopBase:
 
     def _vt_set_fast(self, fast: bool) -> None:
         self._vt_fast = bool(fast)
+
+    def _vt_set_pending(self, pending: bool) -> None:
+        self._vt_pending = bool(pending)
+
+    def _vt_next_deadline(self) -> int:
+        """The clock ns of the context's next VIRTUAL/VIRTUAL_RT deadline, or -1; a timer of
+        the loop's that was already due when it was made counts as due now."""
+        if self._fresh:
+            return self._now_ns() - self._offset  # type: ignore[no-any-return]
+        lists = self._ctx._timer_lists
+        return soonest_timeout(lists[ClockType.VIRTUAL].head_expire(),
+                               lists[ClockType.VIRTUAL_RT].head_expire())
 
     def _vt_now_ns(self) -> int:
         """The loop time in ns."""
