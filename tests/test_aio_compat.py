@@ -178,6 +178,53 @@ def test_context_of_tcp_protocol_callbacks(loop: asyncio.AbstractEventLoop) -> N
     run(loop, main())
 
 
+class CtxBufferedProto(asyncio.BufferedProtocol):
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.seen: dict[str, set[str]] = {}
+        self.buf = bytearray(16)
+        self.got = 0
+        self.done = loop.create_future()
+
+    def _rec(self, name: str) -> None:
+        self.seen.setdefault(name, set()).add(CV.get())
+
+    def get_buffer(self, sizehint: int) -> bytearray:
+        self._rec("get_buffer")
+        return self.buf
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self._rec("buffer_updated")
+        self.got += nbytes
+
+    def eof_received(self) -> None:
+        self._rec("eof_received")
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self._rec("connection_lost")
+        self.done.set_result(None)
+
+
+def test_context_of_buffered_protocol_callbacks(loop: asyncio.AbstractEventLoop) -> None:
+    async def main() -> None:
+        a, b = socket.socketpair()
+
+        async def reader() -> CtxBufferedProto:
+            _, p = await loop.connect_accepted_socket(lambda: CtxBufferedProto(loop), a)
+            b.sendall(b"x" * 100)
+            b.shutdown(socket.SHUT_WR)
+            await p.done
+            return p
+
+        p = await in_context("inner", reader())
+        b.close()
+        assert p.got == 100
+        assert set(p.seen) == {"get_buffer", "buffer_updated", "eof_received",
+                               "connection_lost"}
+        assert all(v == {"inner"} for v in p.seen.values()), p.seen
+
+    run(loop, main())
+
+
 def test_context_of_unix_protocol_callbacks(loop: asyncio.AbstractEventLoop) -> None:
     async def main() -> None:
         with tempfile.TemporaryDirectory() as d:
@@ -460,6 +507,31 @@ def test_socket_closed_during_sock_recv(loop: asyncio.AbstractEventLoop, family:
         with pytest.raises(asyncio.CancelledError):
             await fut
         await _spin()
+        b.close()
+
+    run(loop, main())
+
+
+@pytest.mark.parametrize("family", [socket.AF_UNIX, socket.AF_INET])
+@pytest.mark.parametrize("pending", [1, 3])
+def test_sock_recv_cancelled_after_the_data_came(loop: asyncio.AbstractEventLoop, family: int,
+                                                 pending: int) -> None:
+    # pending sock_recv calls, the peer sends, then they are cancelled: the next sock_recv
+    # gets the data and the loop reports nothing
+    async def main() -> None:
+        a, b = _pair(family)
+        a.setblocking(False)
+        b.setblocking(False)
+        futs = [asyncio.ensure_future(loop.sock_recv(a, 1)) for _ in range(pending)]
+        await _spin()
+        await loop.sock_sendall(b, b"1")
+        for fut in futs:
+            fut.cancel()
+        assert await loop.sock_recv(a, 1) == b"1"
+        results = await asyncio.gather(*futs, return_exceptions=True)
+        assert all(isinstance(r, asyncio.CancelledError) for r in results)
+        await _spin()
+        a.close()
         b.close()
 
     run(loop, main())
