@@ -390,12 +390,15 @@ class NetworkMixin:
                     except OSError:
                         continue
             else:
-                # only the winner: the race's own list of exceptions would hold this frame
-                # through their tracebacks
-                sock = (await staggered.staggered_race(
+                race = await staggered.staggered_race(
                     (functools.partial(self._connect_sock, exceptions, addrinfo, laddr_infos)
                      for addrinfo in infos),
-                    happy_eyeballs_delay, loop=self))[0]  # type: ignore[arg-type]
+                    happy_eyeballs_delay, loop=self)  # type: ignore[arg-type]
+                sock = race[0]
+                # the race's list of exceptions is also held by the racers' frames, which the
+                # exceptions' tracebacks hold: emptied, it closes no cycle
+                race[2].clear()
+                race = None  # type: ignore[assignment]
             if sock is None:
                 errors = [exc for sub in exceptions for exc in sub]
                 try:
@@ -409,8 +412,10 @@ class NetworkMixin:
                     raise OSError("Multiple exceptions: {}".format(
                         ", ".join(str(exc) for exc in errors)))
                 finally:
-                    errors = []  # no reference cycle through the tracebacks
-                    exceptions = []
+                    # no reference cycle through the tracebacks (the racers' frames hold
+                    # the list itself: empty it, rebinding is not enough)
+                    errors.clear()
+                    exceptions.clear()
         else:
             if sock is None:
                 raise ValueError("host and port was not specified and no sock specified")
