@@ -563,13 +563,25 @@ class EventLoop(asyncio.AbstractEventLoop):
         server_hostname: str | None = None, ssl_handshake_timeout: float | None = None,
         ssl_shutdown_timeout: float | None = None,
     ) -> tuple[asyncio.Transport, _P]: ...
-    async def create_unix_server(
-        self, protocol_factory: Callable[[], asyncio.BaseProtocol],
-        path: str | os.PathLike[str] | None = None, *, sock: socket.socket | None = None,
-        backlog: int = 100, ssl: _SSLContext = None,
-        ssl_handshake_timeout: float | None = None, ssl_shutdown_timeout: float | None = None,
-        start_serving: bool = True, cleanup_socket: bool = True,
-    ) -> asyncio.Server: ...
+    # cleanup_socket: the socket file goes when the server closes from 3.13 (asyncio's)
+    if sys.version_info >= (3, 13):
+        async def create_unix_server(
+            self, protocol_factory: Callable[[], asyncio.BaseProtocol],
+            path: str | os.PathLike[str] | None = None, *, sock: socket.socket | None = None,
+            backlog: int = 100, ssl: _SSLContext = None,
+            ssl_handshake_timeout: float | None = None,
+            ssl_shutdown_timeout: float | None = None,
+            start_serving: bool = True, cleanup_socket: bool = True,
+        ) -> asyncio.Server: ...
+    else:
+        async def create_unix_server(
+            self, protocol_factory: Callable[[], asyncio.BaseProtocol],
+            path: str | os.PathLike[str] | None = None, *, sock: socket.socket | None = None,
+            backlog: int = 100, ssl: _SSLContext = None,
+            ssl_handshake_timeout: float | None = None,
+            ssl_shutdown_timeout: float | None = None,
+            start_serving: bool = True, cleanup_socket: bool = False,
+        ) -> asyncio.Server: ...
     async def connect_accepted_socket(
         self, protocol_factory: Callable[[], _P], sock: socket.socket, *,
         ssl: _SSLContext = None, ssl_handshake_timeout: float | None = None,

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import errno
+import re
 import socket
 import sys
 import threading
@@ -24,6 +26,7 @@ from asyncio import events, futures, tasks
 from collections.abc import Callable
 from typing import Any, cast
 
+from .._common import _closed_fd_error
 from .helpers import (
     _DEBUG_STACK_DEPTH,
     _check_callback_slow,
@@ -34,6 +37,9 @@ from .helpers import (
     _run_until_complete_cb,
     _set_result_unless_cancelled,
 )
+
+# What the context reports for an fd closed while its handler was registered, the fd captured
+_CLOSED_FD = re.compile(re.escape(_closed_fd_error(12345).strerror or "").replace("12345", r"(\d+)"))
 
 # --------------------------------------------------------------------------------------------
 # The high-level API
@@ -73,12 +79,34 @@ class EventLoopAPI:
                 loop = ref()
                 if loop is None:
                     raise exc
+                if loop._forget_closed_fd(exc):
+                    return
                 loop.call_exception_handler({
                     "message": "Exception in a callback of the event loop's AioContext",
                     "exception": exc,
                 })
 
             self.aio_context.set_exception_handler(route)  # type: ignore[attr-defined]
+
+    def _forget_closed_fd(self, exc: BaseException) -> bool:
+        """Whether ``exc`` is the context's report of one of the loop's own fds (a reader, a
+        writer, a transport's socket) closed while registered.  The context has dropped that
+        registration; the loop forgets its handles too and says nothing, as asyncio's loop
+        does not notice such an fd (a pending ``sock_recv`` stays pending until cancelled)."""
+        if not isinstance(exc, OSError) or exc.errno != errno.EBADF:
+            return False
+        m = _CLOSED_FD.fullmatch(exc.strerror or "")
+        if m is None:
+            return False
+        fd = int(m.group(1))
+        reader, writer = self._fd_handles(fd)  # type: ignore[attr-defined]
+        if reader is None and writer is None and fd not in self._transports:
+            return False
+        if reader is not None:
+            self._remove_reader(fd)  # type: ignore[attr-defined]
+        if writer is not None:
+            self._remove_writer(fd)  # type: ignore[attr-defined]
+        return True
 
     def __repr__(self) -> str:
         return (f"<{type(self).__module__}.{type(self).__qualname__} "

@@ -84,7 +84,10 @@ def _handle_repr(handle: Any) -> str:
 
 
 def _log_slow_callback(handle: Any, seconds: float) -> None:
-    _logger().warning("Executing %s took %.3f seconds", _handle_repr(handle), seconds)
+    # a task's step is named by the task (its state after the step), as asyncio does
+    task = getattr(handle._callback_, "__self__", None)
+    what = repr(task) if isinstance(task, asyncio.Task) else _handle_repr(handle)
+    _logger().warning("Executing %s took %.3f seconds", what, seconds)
 
 
 def _time_arg_slow(value: Any, what: str) -> float:

@@ -61,6 +61,11 @@ def _check_nonblocking(sock: Any) -> None:
         raise ValueError("the socket must be non-blocking")
 
 
+# asyncio removes a unix server's socket file when the server closes from Python 3.13
+# (create_unix_server's cleanup_socket); before, the file stays
+_CLEANUP_UNIX_SOCKET = sys.version_info >= (3, 13)
+
+
 def _remove_stale_unix_socket(path: Any) -> None:
     """Remove a socket file left at ``path`` by an earlier process (as asyncio does before it
     binds a Unix socket there); an abstract socket has no file."""
@@ -385,10 +390,15 @@ class NetworkMixin:
                     except OSError:
                         continue
             else:
-                sock, _, _ = await staggered.staggered_race(
+                race = await staggered.staggered_race(
                     (functools.partial(self._connect_sock, exceptions, addrinfo, laddr_infos)
                      for addrinfo in infos),
                     happy_eyeballs_delay, loop=self)  # type: ignore[arg-type]
+                sock = race[0]
+                # the race's list of exceptions is also held by the racers' frames, which the
+                # exceptions' tracebacks hold: emptied, it closes no cycle
+                race[2].clear()
+                race = None  # type: ignore[assignment]
             if sock is None:
                 errors = [exc for sub in exceptions for exc in sub]
                 try:
@@ -402,8 +412,10 @@ class NetworkMixin:
                     raise OSError("Multiple exceptions: {}".format(
                         ", ".join(str(exc) for exc in errors)))
                 finally:
-                    errors = []  # no reference cycle through the tracebacks
-                    exceptions = []
+                    # no reference cycle through the tracebacks (the racers' frames hold
+                    # the list itself: empty it, rebinding is not enough)
+                    errors.clear()
+                    exceptions.clear()
         else:
             if sock is None:
                 raise ValueError("host and port was not specified and no sock specified")
@@ -449,6 +461,9 @@ class NetworkMixin:
             if sock is not None:
                 sock.close()
             raise
+        finally:
+            # the exception's traceback holds this frame: no cycle through these lists
+            exceptions = my_exceptions = None  # type: ignore[assignment]
 
     async def _create_connection_transport(self, sock: socket.socket,
                                            protocol_factory: Callable[[], Any], ssl: Any,
@@ -652,9 +667,10 @@ class NetworkMixin:
                                  ssl_handshake_timeout: float | None = None,
                                  ssl_shutdown_timeout: float | None = None,
                                  start_serving: bool = True,
-                                 cleanup_socket: bool = True) -> Server:
+                                 cleanup_socket: bool = _CLEANUP_UNIX_SOCKET) -> Server:
         """A server on the Unix socket ``path`` (a stale socket file there is replaced), or on
-        the listening ``sock``.  With ``cleanup_socket``, closing it removes the file."""
+        the listening ``sock``.  With ``cleanup_socket``, closing it removes the file (the
+        default from Python 3.13, as asyncio's; before, the file stays)."""
         _check_server_ssl(ssl, ssl_handshake_timeout, ssl_shutdown_timeout)
         unlink: list[tuple[str, int]] = []
         if path is not None:
@@ -946,6 +962,8 @@ def _sock_connect_cb(fut: Any, sock: Any, address: Any) -> None:
         fut.set_exception(exc)
     else:
         fut.set_result(None)
+    finally:
+        fut = None  # the exception's traceback holds this frame: no cycle through fut
 
 
 def _sock_accept_cb(fut: Any, sock: Any) -> None:

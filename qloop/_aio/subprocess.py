@@ -14,6 +14,7 @@ reaches the transport through the loop's ready queue.
 from __future__ import annotations
 
 import asyncio.log
+import contextvars
 import subprocess
 from asyncio import base_subprocess
 from collections.abc import Callable
@@ -175,10 +176,13 @@ class SubprocessMixin:
         if watches is None:
             watches = self._child_watches = {}
         pid = transport.get_pid()
+        # the exit status reaches the protocol in the context the transport was set up in
+        # (as the pipes' data does)
+        context = contextvars.copy_context()
 
         def reaped(pid: int, returncode: int) -> None:
             self.call_soon_threadsafe(  # type: ignore[attr-defined]
-                transport._child_reaped, returncode)
+                transport._child_reaped, returncode, context=context)
 
         def forget(watch: ChildWatch) -> None:
             if watches.get(watch.pid) is watch:

@@ -121,6 +121,7 @@ class VirtualTimeAPI:
     _vt_waiters: list[tuple[int, int, Any]]
     _vt_seq: int
     _vt_stop_at_goal: bool
+    _vt_hold: bool
     _vt_lease: _ClockLease | None
     _vt_grace_timer: Any
     _vt_grace_fired: bool
@@ -135,6 +136,7 @@ class VirtualTimeAPI:
         self._vt_waiters = []
         self._vt_seq = 0
         self._vt_stop_at_goal = False
+        self._vt_hold = False
         self._vt_lease = None
         self._vt_grace_timer = None
         self._vt_grace_fired = False
@@ -180,6 +182,8 @@ class VirtualTimeAPI:
         self._vt_set_fast(  # type: ignore[attr-defined]
             self._vt_enabled and self._vt_autojump and not self._vt_grace_s
             and not self._vt_inflight and self._vt_goal is None and not self._vt_waiters)
+        self._vt_set_pending(  # type: ignore[attr-defined]
+            self._vt_enabled and (self._vt_goal is not None or bool(self._vt_waiters)))
 
     def _vt_check(self, what: str) -> None:
         if not self._vt_enabled:
@@ -217,6 +221,7 @@ class VirtualTimeAPI:
                 raise RuntimeError("loop.advance() called from another thread than the "
                                    "loop's; use loop.call_soon_threadsafe(loop.advance, s)")
             self._vt_set_goal(target)
+            self._vt_hold = True  # what is queued now runs before time moves
             return target / 1e9
         self._check_closed_py()  # type: ignore[attr-defined]
         self._vt_set_goal(target)
@@ -235,8 +240,68 @@ class VirtualTimeAPI:
         fut: asyncio.Future[float] = self.create_future()  # type: ignore[attr-defined]
         self._vt_seq += 1
         heapq.heappush(self._vt_waiters, (target, self._vt_seq, fut))
-        self._vt_set_goal(target)
+        fut.add_done_callback(self._vt_waiter_done)
+        self._vt_hold = True  # what is queued now runs before time moves
+        self._vt_refresh_fast()
         return fut
+
+    def _vt_waiter_done(self, fut: asyncio.Future[float]) -> None:
+        """A cancelled ``await qloop.advance()`` withdraws its target."""
+        if fut.cancelled():
+            self._vt_drop_cancelled()
+
+    def _vt_drop_cancelled(self) -> None:
+        # a cancelled waiter's target goes at once (its done callback runs only later)
+        waiters = self._vt_waiters
+        if any(w[2].done() for w in waiters):
+            waiters = [w for w in waiters if not w[2].done()]
+            heapq.heapify(waiters)
+            self._vt_waiters = waiters
+            self._vt_refresh_fast()
+
+    def _vt_step(self) -> None:
+        """Called at the start of each iteration while an advance is pending, whether or not
+        the loop is busy: move virtual time toward the nearest target ahead, stopping at each
+        deadline on the way (the iteration's poll then runs the timers due there, so they run
+        in deadline order, each at its own time)."""
+        if self._vt_hold:
+            # one iteration between steps: the handles queued before a step or before the
+            # advance was asked for (what the timers there scheduled, a task just created)
+            # run first, at that time
+            self._vt_hold = False
+            return
+        self._vt_drop_cancelled()
+        impl = sys.modules[type(self).__module__]
+        if not impl.clock_is_manual() or not impl.clock_is_enabled(_VIRTUAL):
+            return  # the clock runs by itself
+        now: int = self._vt_now_ns()  # type: ignore[attr-defined]
+        off: int = self._vt_offset_ns()  # type: ignore[attr-defined]
+        nxt: int = self._vt_next_deadline()  # type: ignore[attr-defined]
+        if 0 <= nxt and nxt + off <= now:
+            return  # a timer is due now: it runs first
+        goal = self._vt_goal
+        if goal is not None and now >= goal and not self._vt_stop_at_goal:
+            self._vt_goal = goal = None  # reached (from outside, advance() stops when idle)
+            self._vt_refresh_fast()
+        waiters = self._vt_waiters
+        if waiters and waiters[0][0] <= now and self._vt_busy():  # type: ignore[attr-defined]
+            # reached while the loop stays busy: resume the callers (when it is idle,
+            # _vt_idle does, after everything due by then ran)
+            while waiters and waiters[0][0] <= now:
+                fut = heapq.heappop(waiters)[2]
+                if not fut.done():
+                    fut.set_result(now / 1e9)
+            self._vt_refresh_fast()
+        ahead = [w[0] for w in waiters if w[0] > now]
+        if goal is not None and goal > now:
+            ahead.append(goal)
+        if not ahead:
+            return
+        dest = min(ahead) - off
+        if nxt >= 0:
+            dest = min(dest, nxt)
+        self._vt_jump(dest)  # type: ignore[attr-defined]
+        self._vt_hold = True
 
     # ---- real-time work in flight (executor jobs, subprocesses): never jumped past
 
@@ -273,6 +338,7 @@ class VirtualTimeAPI:
         path did not jump: decide what an idle virtual-time loop does now."""
         if self._is_stopping():  # type: ignore[attr-defined]
             return
+        self._vt_drop_cancelled()
         now: int = self._vt_now_ns()  # type: ignore[attr-defined]
         waiters = self._vt_waiters
         if waiters and waiters[0][0] <= now:
@@ -300,7 +366,7 @@ class VirtualTimeAPI:
         nxt, real_timers, fds = self._vt_probe()  # type: ignore[attr-defined]
         off: int = self._vt_offset_ns()  # type: ignore[attr-defined]
         dest: int | None = None
-        if nxt >= 0 and (self._vt_autojump or goal is not None):
+        if nxt >= 0 and (self._vt_autojump or goal is not None or waiters):
             dest = nxt
         for bound in (waiters[0][0] if waiters else None, goal):
             if bound is not None:

@@ -204,6 +204,8 @@ cdef class _DatagramTransport(_ReadableTransport):
             if err == EAGAIN or err == EINTR:
                 return 0
         prev = loop._enter()
+        cdef object ctx = self._context
+        cdef bint entered = _ctx_enter(ctx)
         try:
             while True:
                 if n < 0:
@@ -234,6 +236,7 @@ cdef class _DatagramTransport(_ReadableTransport):
                     if err == EAGAIN or err == EINTR:
                         return 0
         finally:
+            _ctx_exit(ctx, entered)
             loop._leave(prev)
 
     cdef int _on_read_py(self) except -1:
@@ -241,6 +244,8 @@ cdef class _DatagramTransport(_ReadableTransport):
         cdef int rounds = DGRAM_ROUNDS
         cdef _LoopBase loop = self._loop
         prev = loop._enter()
+        cdef object ctx = self._context
+        cdef bint entered = _ctx_enter(ctx)
         try:
             while rounds:
                 rounds -= 1
@@ -260,6 +265,7 @@ cdef class _DatagramTransport(_ReadableTransport):
                 if self._conn_lost or not self._reg_read:
                     return 0
         finally:
+            _ctx_exit(ctx, entered)
             loop._leave(prev)
         return 0
 
@@ -372,6 +378,8 @@ cdef class _DatagramTransport(_ReadableTransport):
         if self._conn_lost:
             return 0
         prev = loop._enter()
+        cdef object ctx = self._context
+        cdef bint entered = _ctx_enter(ctx)
         try:
             while self._nbuf:
                 item = self._buffer[0]
@@ -397,6 +405,7 @@ cdef class _DatagramTransport(_ReadableTransport):
                 if self._closing:
                     self._call_connection_lost(None)
         finally:
+            _ctx_exit(ctx, entered)
             loop._leave(prev)
         return 0
 

@@ -155,6 +155,9 @@ cdef class Handle:
     cdef object _source_traceback_
     cdef object _repr
     cdef bint _own_ctx              # _context is a copy made for this handle
+    # asyncio's handles take weak references.  The freelist is safe with them: the
+    # deallocator clears the weak references before it keeps the memory for reuse.
+    cdef object __weakref__
 
     def __init__(self, *args, **kwargs):
         raise TypeError("Handle objects are created by the event loop (call_soon and friends)")
@@ -355,6 +358,7 @@ cdef class _LoopBase:
     cdef int64_t _offset            # loop time minus _clock's time, ns (virtual time: start)
     cdef bint _vt                   # a virtual-time loop (qloop/_aio/virtual_time.py)
     cdef bint _vt_fast              # idle: jump straight to the next virtual deadline
+    cdef bint _vt_pending           # an advance is pending: _vt_step at each iteration
     # the ready queue: a ring of owned Handle references
     cdef PyObject **_ring
     cdef Py_ssize_t _rhead
@@ -369,7 +373,7 @@ cdef class _LoopBase:
     cdef int64_t _armed             # when_ns the context timer is armed at, -1 if not
     cdef list _fresh                # TimerHandles already due when created
     cdef dict _fds                  # fd -> _FdEntry
-    cdef bint _closed
+    cdef bint _closed_flag
     cdef bint _stopping
     cdef bint _running              # inside run_forever
     cdef int _ext_depth             # callbacks running while something else drives ctx
@@ -384,7 +388,7 @@ cdef class _LoopBase:
             raise MemoryError()
         self._rmask = RING_INITIAL - 1
         self._armed = -1
-        self._closed = True  # until __init__ completes
+        self._closed_flag = True  # until __init__ completes
         self._slow_callback_s = 0.1
 
     def __init__(self, ctx=None):
@@ -403,7 +407,7 @@ cdef class _LoopBase:
         self._clock = 0  # REALTIME: CLOCK_MONOTONIC, like time.monotonic()
         self._bh = BH._new(self._ctx, self._run_ready, "asyncio ready queue")
         self._ctx_timer = Timer._new(self._ctx.tl0, SCALE_NS, self._on_timer, 0)
-        self._closed = False
+        self._closed_flag = False
 
     def __dealloc__(self):
         self._clear_queues()
@@ -452,7 +456,13 @@ cdef class _LoopBase:
 
     def is_closed(self):
         """True once ``close()`` was called."""
-        return self._closed
+        return self._closed_flag
+
+    @property
+    def _closed(self):
+        """asyncio's loops keep this attribute, and other libraries read it: ``is_closed()``,
+        read-only."""
+        return self._closed_flag
 
     def get_debug(self):
         """Whether debug mode is on."""
@@ -469,7 +479,7 @@ cdef class _LoopBase:
         return self._stopping
 
     cdef inline int _check_closed(self) except -1:
-        if self._closed:
+        if self._closed_flag:
             raise RuntimeError("Event loop is closed")
         if self._ctx._closed:
             raise RuntimeError("the event loop's AioContext is closed")
@@ -614,7 +624,7 @@ cdef class _LoopBase:
                     _run_handle(h)
                 _retrack(<PyObject *>h, 1)
         finally:
-            if self._rlen and not self._closed:
+            if self._rlen and not self._closed_flag:
                 self._ctx._bh_enqueue(self._bh, BH_SCHEDULED)
             self._leave(prev)
         return 0
@@ -795,7 +805,7 @@ cdef class _LoopBase:
                 _run_handle(h)
                 _retrack(<PyObject *>h, 1)
         finally:
-            if not self._closed:
+            if not self._closed_flag:
                 self._arm()
             self._leave(prev)
 
@@ -911,7 +921,9 @@ cdef class _LoopBase:
                 # While nothing else is registered on the context, the next iterations
                 # would only run the next ready batches: run them without the poll
                 # machinery (no fd to poll, no other BH, no timer due in between).
-                while self._rlen and not self._stopping and ctx._only_bh_pending(self._bh):
+                # (Not while a virtual-time advance is pending: each iteration steps toward it.)
+                while self._rlen and not self._stopping and not self._vt_pending and \
+                        ctx._only_bh_pending(self._bh):
                     PyErr_CheckSignals()  # callbacks in C only would never run the handlers
                     self._run_batch()
                 if self._stopping:
@@ -927,6 +939,8 @@ cdef class _LoopBase:
         to do, jump to the next virtual deadline (or let ``_vt_idle`` decide)."""
         cdef AioContext ctx = self._ctx
         cdef int64_t dest
+        if self._vt_pending:
+            self._vt_step()  # an advance is pending: move toward it, busy or not
         if ctx._poll(False) or self._stopping:
             return 0
         if self._rlen or self._fresh or ctx._compute_timeout() == 0:
@@ -952,6 +966,17 @@ cdef class _LoopBase:
 
     def _vt_set_fast(self, bint fast):
         self._vt_fast = fast
+
+    def _vt_set_pending(self, bint pending):
+        self._vt_pending = pending
+
+    def _vt_next_deadline(self):
+        """The clock ns of the context's next VIRTUAL/VIRTUAL_RT deadline, or -1; a timer of
+        the loop's that was already due when it was made counts as due now."""
+        cdef AioContext ctx = self._ctx
+        if self._fresh:
+            return self._now_ns() - self._offset
+        return _soonest(ctx.tl1.head_expire(), ctx.tl3.head_expire())
 
     def _vt_now_ns(self):
         """The loop time in ns."""
@@ -1012,7 +1037,7 @@ cdef class _LoopBase:
         """Drop queued handles and timers and release the context's BH, timer and fd handlers
         (closing the context when the loop owns it)."""
         cdef AioContext ctx = self._ctx
-        self._closed = True
+        self._closed_flag = True
         self._clear_queues()
         fresh, self._fresh = self._fresh, []
         for h in fresh:

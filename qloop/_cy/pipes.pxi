@@ -57,6 +57,8 @@ cdef class _ReadPipeTransport(_ReadableTransport):
             if err == EAGAIN or err == EINTR:
                 return 0
         prev = loop._enter()
+        cdef object ctx = self._context
+        cdef bint entered = _ctx_enter(ctx)
         try:
             if n > 0:
                 data = _take_read(n)
@@ -71,6 +73,7 @@ cdef class _ReadPipeTransport(_ReadableTransport):
             else:
                 self._fatal_error(_os_error(err), "Fatal read error on pipe transport")
         finally:
+            _ctx_exit(ctx, entered)
             loop._leave(prev)
         return 0
 
@@ -95,7 +98,7 @@ cdef class _ReadPipeTransport(_ReadableTransport):
     def __repr__(self):
         loop = self._loop
         return _pipe_repr(type(self).__name__, self._fd, self._sock is None, self._closing,
-                          loop is not None and not loop._closed, self._reg_read, None)
+                          loop is not None and not loop._closed_flag, self._reg_read, None)
 
 
 @cython.auto_pickle(False)
@@ -132,11 +135,14 @@ cdef class _WritePipeTransport(_TransportBase):
     cdef int _on_read(self) except -1:
         cdef _LoopBase loop = self._loop
         prev = loop._enter()
+        cdef object ctx = self._context
+        cdef bint entered = _ctx_enter(ctx)
         try:
             if loop._debug:
                 _transport_support.debug_log("info", "%r was closed by peer", self)
             self._force_close(BrokenPipeError() if self._wsize else None)
         finally:
+            _ctx_exit(ctx, entered)
             loop._leave(prev)
         return 0
 
@@ -205,6 +211,8 @@ cdef class _WritePipeTransport(_TransportBase):
             if err == EAGAIN or err == EINTR:
                 return 0
         prev = loop._enter()
+        cdef object ctx = self._context
+        cdef bint entered = _ctx_enter(ctx)
         try:
             if n < 0:
                 self._fatal_error(_os_error(err), "Fatal write error on pipe transport")
@@ -219,8 +227,21 @@ cdef class _WritePipeTransport(_TransportBase):
                 del buf[:n]
                 self._wsize -= n
         finally:
+            _ctx_exit(ctx, entered)
             loop._leave(prev)
         return 0
+
+    # ---- the read side: asyncio's write pipe transport is a full Transport whose read-side
+    # methods raise NotImplementedError
+
+    def is_reading(self):
+        raise NotImplementedError
+
+    def pause_reading(self):
+        raise NotImplementedError
+
+    def resume_reading(self):
+        raise NotImplementedError
 
     def can_write_eof(self):
         return True
@@ -246,7 +267,7 @@ cdef class _WritePipeTransport(_TransportBase):
     def __repr__(self):
         loop = self._loop
         return _pipe_repr(type(self).__name__, self._fd, self._sock is None, self._closing,
-                          loop is not None and not loop._closed, self._reg_write, self._wsize)
+                          loop is not None and not loop._closed_flag, self._reg_write, self._wsize)
 
 
 _ReadPipeTransportShadow = _transport_support.shadow_class(

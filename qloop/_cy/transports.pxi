@@ -14,6 +14,7 @@ from cpython.bytes cimport (
     PyBytes_FromStringAndSize,
     PyBytes_GET_SIZE,
 )
+from cpython.exc cimport PyErr_Clear
 from libc.string cimport memset, strerror
 
 import socket as _socket_mod
@@ -82,6 +83,23 @@ cdef object _aio_log_debug = _asyncio.log.logger.debug
 cdef object _protocol_failed = _transport_support.protocol_failed
 
 
+# A transport's protocol calls from its fd events run in the transport's context: a copy of the
+# one current when it was set up (asyncio runs its transports' reader and writer handles in the
+# context current when it registered them).
+cdef inline bint _ctx_enter(object ctx) noexcept:
+    """Enter ``ctx``; False when it is already entered (a nested dispatch of the same transport
+    runs in it as it is)."""
+    if _context_enter(<PyObject *>ctx) < 0:
+        PyErr_Clear()
+        return False
+    return True
+
+
+cdef inline void _ctx_exit(object ctx, bint entered) noexcept:
+    if entered and _context_exit(<PyObject *>ctx) < 0:
+        PyErr_Clear()
+
+
 cdef object _os_error(int err):
     return OSError(err, strerror(err).decode("utf-8", "replace"))
 
@@ -96,6 +114,7 @@ cdef class _TransportBase(_FdOwner):
     cdef int _fd
     cdef object _protocol
     cdef object _server
+    cdef object _context            # a copy of the context current at setup (see _ctx_enter)
     cdef dict _extra
     cdef bint _closing
     cdef bint _reg_read             # what is registered with the context
@@ -116,6 +135,7 @@ cdef class _TransportBase(_FdOwner):
         self._sock = sock
         self._fd = sock.fileno()
         self._extra = extra
+        self._context = PyContext_CopyCurrent()
         self._high = _transport_support.HIGH_WATER
         self._low = _transport_support.HIGH_WATER // 4
         self.set_protocol(protocol)
@@ -357,6 +377,8 @@ cdef class _StreamTransport(_ReadableTransport):
             if err == EAGAIN or err == EINTR:
                 return 0
         prev = loop._enter()
+        cdef object ctx = self._context
+        cdef bint entered = _ctx_enter(ctx)
         try:
             while True:
                 if n > 0:
@@ -386,6 +408,7 @@ cdef class _StreamTransport(_ReadableTransport):
                     self._fatal_error(_os_error(err), "Fatal read error on socket transport")
                     return 0
         finally:
+            _ctx_exit(ctx, entered)
             loop._leave(prev)
 
     cdef int _read_into_buffer(self) except -1:
@@ -394,6 +417,8 @@ cdef class _StreamTransport(_ReadableTransport):
         cdef int err = 0
         cdef _LoopBase loop = self._loop
         prev = loop._enter()
+        cdef object ctx = self._context
+        cdef bint entered = _ctx_enter(ctx)
         try:
             try:
                 buf = self._get_buffer(-1)
@@ -426,6 +451,7 @@ cdef class _StreamTransport(_ReadableTransport):
             except BaseException as exc:
                 self._fatal_error(exc, "Fatal error: protocol.buffer_updated() call failed.")
         finally:
+            _ctx_exit(ctx, entered)
             loop._leave(prev)
         return 0
 
@@ -532,6 +558,8 @@ cdef class _StreamTransport(_ReadableTransport):
             if err == EAGAIN or err == EINTR:
                 return 0
         prev = loop._enter()
+        cdef object ctx = self._context
+        cdef bint entered = _ctx_enter(ctx)
         try:
             if sent < 0:
                 self._register(self._reg_read, False)
@@ -554,6 +582,7 @@ cdef class _StreamTransport(_ReadableTransport):
                 elif self._eof:
                     c_shutdown(self._fd, SHUT_WR)
         finally:
+            _ctx_exit(ctx, entered)
             loop._leave(prev)
         return 0
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from .._aio import helpers as _helpers, transport_support as _transport_support
 from .loop import _NOT_ENTERED
-from .transports import _ReadableTransport, _TransportBase
+from .transports import _in_context, _ReadableTransport, _TransportBase
 
 __all__ = ["_DatagramTransport", "_make_datagram_transport"]
 
@@ -55,6 +55,9 @@ class _DatagramTransport(_ReadableTransport, asyncio.Transport, asyncio.Datagram
     # ---- the read path
 
     def _on_read(self) -> None:
+        if self._context is not None:
+            _in_context(self, self._on_read)
+            return
         if self._conn_lost:
             return
         try:
@@ -141,6 +144,9 @@ class _DatagramTransport(_ReadableTransport, asyncio.Transport, asyncio.Datagram
         self._maybe_pause_protocol()
 
     def _on_write(self) -> None:
+        if self._context is not None:
+            _in_context(self, self._on_write)
+            return
         if self._conn_lost:
             return
         loop = self._loop

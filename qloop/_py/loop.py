@@ -111,7 +111,8 @@ class Handle:
     ``cancelled()``, ``get_context()``.  Created by the loop only."""
 
     # cancelled <=> _callback is None; the debug-mode slots are set only when used
-    __slots__ = ("_args", "_callback", "_context", "_loop", "_repr", "_source_traceback_")
+    __slots__ = ("__weakref__", "_args", "_callback", "_context", "_loop", "_repr",
+                 "_source_traceback_")
     _callback: Any
     _args: Any
     _context: Any
@@ -265,7 +266,7 @@ class _LoopBase:
     """State and hot paths of ``qloop._fallback.EventLoop`` (see ``qloop._aio.api``)."""
 
     _ctx: Any = None
-    _closed = True  # until __init__ completes
+    _closed_flag = True  # until __init__ completes
     #: seconds after which debug mode logs a callback as slow (the core's is a C double)
     slow_callback_duration: float = 0.1
 
@@ -287,6 +288,7 @@ class _LoopBase:
         self._now_ns: Any = _monotonic_ns  # the loop time in ns
         self._vt = False  # a virtual-time loop (qloop/_aio/virtual_time.py)
         self._vt_fast = False  # idle: jump straight to the next virtual deadline
+        self._vt_pending = False  # an advance is pending: _vt_step at each iteration
         self._ready: deque[Handle] = deque()
         self._bh_pending = False
         self._heap: list[tuple[int, int, TimerHandle]] = []
@@ -304,7 +306,7 @@ class _LoopBase:
         self._current_handle: Handle | None = None
         self._bh = ctx.bh_new(self._run_ready, name="asyncio ready queue")
         self._ctx_timer = ctx.timer_new_ns(ClockType.REALTIME, self._on_timer)
-        self._closed = False
+        self._closed_flag = False
 
     # ---- state
 
@@ -331,7 +333,13 @@ class _LoopBase:
 
     def is_closed(self) -> bool:
         """True once ``close()`` was called."""
-        return self._closed
+        return self._closed_flag
+
+    @property
+    def _closed(self) -> bool:
+        """asyncio's loops keep this attribute, and other libraries read it: ``is_closed()``,
+        read-only."""
+        return self._closed_flag
 
     def get_debug(self) -> bool:
         """Whether debug mode is on."""
@@ -348,7 +356,7 @@ class _LoopBase:
         return self._stopping
 
     def _check_closed(self) -> None:
-        if self._closed:
+        if self._closed_flag:
             raise RuntimeError("Event loop is closed")
         if self._ctx._closed:
             raise RuntimeError("the event loop's AioContext is closed")
@@ -410,7 +418,7 @@ class _LoopBase:
     # ---- the ready queue
 
     def _new_handle(self, callback: Any, args: Any, context: Any, method: str) -> Handle:
-        if self._closed or self._ctx._closed:
+        if self._closed_flag or self._ctx._closed:
             self._check_closed()
         tp = type(callback)
         if tp is _FunctionType:
@@ -438,7 +446,7 @@ class _LoopBase:
             self._check_thread()
             h = self._new_handle(callback, args, context, "call_soon")
         else:  # self._new_handle(), inline on this hot path
-            if self._closed or self._ctx._closed:
+            if self._closed_flag or self._ctx._closed:
                 self._check_closed()
             tp = type(callback)
             if tp is _FunctionType:
@@ -504,7 +512,7 @@ class _LoopBase:
                 except BaseException as exc:
                     self._callback_failed(h, exc)
         finally:
-            if ready and not self._closed and not self._bh_pending:
+            if ready and not self._closed_flag and not self._bh_pending:
                 self._bh_pending = True
                 self._bh.schedule()
             if prev is not _NOT_ENTERED:
@@ -559,7 +567,7 @@ class _LoopBase:
 
     def _call_at(self, when: float, when_ns: int, now_ns: int, callback: Any, args: Any,
                  context: Any, method: str) -> TimerHandle:
-        if self._closed or self._ctx._closed:
+        if self._closed_flag or self._ctx._closed:
             self._check_closed()
         tp = type(callback)
         if tp is _FunctionType:
@@ -665,7 +673,7 @@ class _LoopBase:
                         self._callback_failed(h, exc)
                 heap = self._heap  # a compaction may have replaced it
         finally:
-            if not self._closed:
+            if not self._closed_flag:
                 self._arm()
             self._leave(prev)
 
@@ -776,7 +784,9 @@ class _LoopBase:
                 # While nothing else is registered on the context, the next iterations
                 # would only run the next ready batches: run them without the poll
                 # machinery (no fd to poll, no other BH, no timer due in between).
-                while ready and not self._stopping and only_bh_pending(bh):
+                # (Not while a virtual-time advance is pending: each iteration steps toward it.)
+                while ready and not self._stopping and not self._vt_pending and \
+                        only_bh_pending(bh):
                     self._run_batch()
                 if self._stopping:
                     break
@@ -790,6 +800,8 @@ class _LoopBase:
         """One iteration of a virtual-time loop: a zero-timeout poll; when it finds nothing
         to do, jump to the next virtual deadline (or let ``_vt_idle`` decide)."""
         ctx = self._ctx
+        if self._vt_pending:
+            self._vt_step()  # type: ignore[attr-defined]  # an advance is pending: move on
         if ctx.poll(False) or self._stopping:
             return
         if self._ready or self._fresh or ctx._compute_timeout() == 0:
@@ -825,6 +837,18 @@ class _LoopBase:
 
     def _vt_set_fast(self, fast: bool) -> None:
         self._vt_fast = bool(fast)
+
+    def _vt_set_pending(self, pending: bool) -> None:
+        self._vt_pending = bool(pending)
+
+    def _vt_next_deadline(self) -> int:
+        """The clock ns of the context's next VIRTUAL/VIRTUAL_RT deadline, or -1; a timer of
+        the loop's that was already due when it was made counts as due now."""
+        if self._fresh:
+            return self._now_ns() - self._offset  # type: ignore[no-any-return]
+        lists = self._ctx._timer_lists
+        return soonest_timeout(lists[ClockType.VIRTUAL].head_expire(),
+                               lists[ClockType.VIRTUAL_RT].head_expire())
 
     def _vt_now_ns(self) -> int:
         """The loop time in ns."""
@@ -871,7 +895,7 @@ class _LoopBase:
         """Drop queued handles and timers and release the context's BH, timer and fd handlers
         (closing the context when the loop owns it)."""
         ctx = self._ctx
-        self._closed = True
+        self._closed_flag = True
         self._clear_queues()
         fresh, self._fresh = self._fresh, []
         for h in fresh:

@@ -19,7 +19,7 @@ import os
 from typing import Any
 
 from .._aio import helpers as _helpers, transport_support as _transport_support
-from .transports import _ReadableTransport, _TransportBase
+from .transports import _in_context, _ReadableTransport, _TransportBase
 
 __all__ = ["_ReadPipeTransport", "_WritePipeTransport", "_make_read_pipe_transport",
            "_make_write_pipe_transport"]
@@ -56,6 +56,9 @@ class _ReadPipeTransport(_ReadableTransport, asyncio.ReadTransport):
     # ---- the read path
 
     def _on_read(self) -> None:
+        if self._context is not None:
+            _in_context(self, self._on_read)
+            return
         data: Any
         try:
             data = _os_read(self._fd, _READ_MAX)
@@ -130,6 +133,9 @@ class _WritePipeTransport(_TransportBase, asyncio.WriteTransport):
     # ---- the peer went away
 
     def _on_read(self) -> None:
+        if self._context is not None:
+            _in_context(self, self._on_read)
+            return
         loop = self._loop
         prev = loop._enter()
         try:
@@ -176,6 +182,9 @@ class _WritePipeTransport(_TransportBase, asyncio.WriteTransport):
         self.write(b"".join(list_of_data))
 
     def _on_write(self) -> None:
+        if self._context is not None:
+            _in_context(self, self._on_write)
+            return
         buf = self._buffer
         if not buf:
             return
@@ -203,6 +212,18 @@ class _WritePipeTransport(_TransportBase, asyncio.WriteTransport):
                 self._wsize -= n
         finally:
             loop._leave(prev)
+
+    # ---- the read side: asyncio's write pipe transport is a full Transport whose read-side
+    # methods raise NotImplementedError
+
+    def is_reading(self) -> bool:
+        raise NotImplementedError
+
+    def pause_reading(self) -> None:
+        raise NotImplementedError
+
+    def resume_reading(self) -> None:
+        raise NotImplementedError
 
     def can_write_eof(self) -> bool:
         return True

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import asyncio.log
+import contextvars
 import socket
 import warnings
 from asyncio import constants, protocols
@@ -27,6 +28,19 @@ _BufferedProtocol = protocols.BufferedProtocol
 _set_result_unless_cancelled = _helpers._set_result_unless_cancelled
 _fatal_error_report = _transport_support.fatal_error
 _protocol_failed = _transport_support.protocol_failed
+_copy_context = contextvars.copy_context
+
+
+def _in_context(t: Any, handler: Any) -> None:
+    """Run the fd handler ``handler`` of transport ``t`` in the transport's context (the one
+    current when it was set up), as asyncio runs its transports' reader and writer handles.
+    While it runs, ``t._context`` is None: a nested dispatch of ``t`` runs in it as it is."""
+    ctx = t._context
+    t._context = None
+    try:
+        ctx.run(handler)
+    finally:
+        t._context = ctx
 
 
 class _TransportBase(asyncio.BaseTransport):
@@ -37,6 +51,7 @@ class _TransportBase(asyncio.BaseTransport):
         "__weakref__",
         "_closing",
         "_conn_lost",
+        "_context",
         "_fd",
         "_high",
         "_loop",
@@ -62,6 +77,7 @@ class _TransportBase(asyncio.BaseTransport):
     _protocol_paused: bool
     _protocol_connected: bool
     _conn_lost: int
+    _context: contextvars.Context | None
     _wsize: int
     _high: int
     _low: int
@@ -79,6 +95,7 @@ class _TransportBase(asyncio.BaseTransport):
         self._reg_read = self._reg_write = False
         self._protocol_paused = self._protocol_connected = False
         self._conn_lost = 0
+        self._context = _copy_context()  # protocol calls from the fd handlers run in it
         self._wsize = 0
         self._high = _transport_support.HIGH_WATER
         self._low = _transport_support.HIGH_WATER // 4
@@ -325,6 +342,9 @@ class _StreamTransport(_ReadableTransport, asyncio.Transport):
     # ---- the read path
 
     def _on_read(self) -> None:
+        if self._context is not None:
+            _in_context(self, self._on_read)
+            return
         if self._conn_lost:
             return
         if self._data_received is None:
@@ -468,6 +488,9 @@ class _StreamTransport(_ReadableTransport, asyncio.Transport):
         self.write(b"".join(list_of_data))
 
     def _on_write(self) -> None:
+        if self._context is not None:
+            _in_context(self, self._on_write)
+            return
         if self._conn_lost:
             return
         wbuf = self._wbuf
