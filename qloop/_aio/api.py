@@ -27,6 +27,7 @@ from collections.abc import Callable
 from typing import Any, cast
 
 from .._common import _closed_fd_error
+from .base import MixinBase
 from .helpers import (
     _DEBUG_STACK_DEPTH,
     _check_callback_slow,
@@ -45,7 +46,7 @@ _CLOSED_FD = re.compile(re.escape(_closed_fd_error(12345).strerror or "").replac
 # The high-level API
 
 
-class EventLoopAPI:
+class EventLoopAPI(MixinBase):
     """What every qloop EventLoop adds over its implementation's base (plain Python)."""
 
     # set by _init_api; declared for type checkers
@@ -70,7 +71,7 @@ class EventLoopAPI:
         self._coroutine_origin_tracking_saved_depth = None
         self._transports = weakref.WeakValueDictionary()
         self.set_debug(_is_debug_mode())
-        if self._owns_context():  # type: ignore[attr-defined]
+        if self._owns_context():
             # Exceptions of qloop callbacks on the loop's own context (and fds closed while
             # registered) go to the loop's exception handler rather than out of run_forever.
             ref = weakref.ref(self)
@@ -86,8 +87,7 @@ class EventLoopAPI:
                     "exception": exc,
                 })
 
-            self.aio_context.set_exception_handler(route)  # type: ignore[attr-defined]
-
+            self.aio_context.set_exception_handler(route)
     def _forget_closed_fd(self, exc: BaseException) -> bool:
         """Whether ``exc`` is the context's report of one of the loop's own fds (a reader, a
         writer, a transport's socket) closed while registered.  The context has dropped that
@@ -99,34 +99,33 @@ class EventLoopAPI:
         if m is None:
             return False
         fd = int(m.group(1))
-        reader, writer = self._fd_handles(fd)  # type: ignore[attr-defined]
+        reader, writer = self._fd_handles(fd)
         if reader is None and writer is None and fd not in self._transports:
             return False
         if reader is not None:
-            self._remove_reader(fd)  # type: ignore[attr-defined]
+            self._remove_reader(fd)
         if writer is not None:
-            self._remove_writer(fd)  # type: ignore[attr-defined]
+            self._remove_writer(fd)
         return True
 
     def __repr__(self) -> str:
         return (f"<{type(self).__module__}.{type(self).__qualname__} "
-                f"running={self.is_running()} closed={self.is_closed()} "  # type: ignore
-                f"debug={self.get_debug()}>")  # type: ignore[attr-defined]
-
+                f"running={self.is_running()} closed={self.is_closed()} "
+                f"debug={self.get_debug()}>")
     def __del__(self, _warn: Any = warnings.warn) -> None:
         try:
-            closed = self.is_closed()  # type: ignore[attr-defined]
+            closed = self.is_closed()
         except Exception:
             return
         if not closed:
             _warn(f"unclosed event loop {self!r}", ResourceWarning, source=self)
-            if not self.is_running():  # type: ignore[attr-defined]
+            if not self.is_running():
                 self.close()
 
     # ---- running
 
     def _check_running(self) -> None:
-        if self.is_running():  # type: ignore[attr-defined]
+        if self.is_running():
             raise RuntimeError("This event loop is already running")
         if events._get_running_loop() is not None:
             raise RuntimeError("Cannot run the event loop while another loop is running")
@@ -134,15 +133,15 @@ class EventLoopAPI:
     def run_forever(self) -> None:
         """Run until ``stop()`` is called: one AioContext iteration (``ctx.poll()``) at a
         time."""
-        self._check_closed_py()  # type: ignore[attr-defined]
+        self._check_closed_py()
         self._check_running()
-        self._set_coroutine_origin_tracking(self.get_debug())  # type: ignore[attr-defined]
+        self._set_coroutine_origin_tracking(self.get_debug())
         old_hooks = sys.get_asyncgen_hooks()
         sys.set_asyncgen_hooks(firstiter=self._asyncgen_firstiter_hook,
                                finalizer=self._asyncgen_finalizer_hook)
         try:
             events._set_running_loop(self)  # type: ignore[arg-type]
-            self._run_loop()  # type: ignore[attr-defined]
+            self._run_loop()
         finally:
             events._set_running_loop(None)
             self._set_coroutine_origin_tracking(False)
@@ -150,7 +149,7 @@ class EventLoopAPI:
 
     def run_until_complete(self, future: Any) -> Any:
         """Run until ``future`` (a Future, Task or coroutine) is done; return its result."""
-        self._check_closed_py()  # type: ignore[attr-defined]
+        self._check_closed_py()
         self._check_running()
         new_task = not futures.isfuture(future)
         future = tasks.ensure_future(future, loop=self)  # type: ignore[call-overload]
@@ -172,19 +171,19 @@ class EventLoopAPI:
     def close(self) -> None:
         """Close the loop: drop pending callbacks, shut the default executor down (without
         waiting) and release the AioContext (closed if the loop owns it, else left open)."""
-        if self.is_running():  # type: ignore[attr-defined]
+        if self.is_running():
             raise RuntimeError("Cannot close a running event loop")
-        if self.is_closed():  # type: ignore[attr-defined]
+        if self.is_closed():
             return
-        if self.get_debug():  # type: ignore[attr-defined]
+        if self.get_debug():
             _logger().debug("Close %r", self)
         self._executor_shutdown_called = True
         executor = self._default_executor
         self._default_executor = None
-        self._close_signal_handlers()  # type: ignore[attr-defined]
-        self._close_child_watches()  # type: ignore[attr-defined]
-        self._close_virtual_time()  # type: ignore[attr-defined]
-        self._close_base()  # type: ignore[attr-defined]
+        self._close_signal_handlers()
+        self._close_child_watches()
+        self._close_virtual_time()
+        self._close_base()
         if executor is not None:
             executor.shutdown(wait=False)
 
@@ -193,9 +192,9 @@ class EventLoopAPI:
     def set_debug(self, enabled: bool) -> None:
         """Turn debug mode on or off (slow-callback warnings, thread checks, coroutine
         origin tracking)."""
-        self._set_debug_flag(enabled)  # type: ignore[attr-defined]
-        if self.is_running():  # type: ignore[attr-defined]
-            self.call_soon_threadsafe(  # type: ignore[attr-defined]
+        self._set_debug_flag(enabled)
+        if self.is_running():
+            self.call_soon_threadsafe(
                 self._set_coroutine_origin_tracking, bool(enabled))
 
     def _set_coroutine_origin_tracking(self, enabled: bool) -> None:
@@ -220,8 +219,8 @@ class EventLoopAPI:
 
     def _asyncgen_finalizer_hook(self, agen: Any) -> None:
         self._asyncgens.discard(agen)
-        if not self.is_closed():  # type: ignore[attr-defined]
-            self.call_soon_threadsafe(self.create_task, agen.aclose())  # type: ignore
+        if not self.is_closed():
+            self.call_soon_threadsafe(self.create_task, agen.aclose())
 
     async def shutdown_asyncgens(self) -> None:
         """Close every asynchronous generator still open (``aclose()``)."""
@@ -245,8 +244,8 @@ class EventLoopAPI:
     def run_in_executor(self, executor: Any, func: Callable[..., Any], *args: Any) -> Any:
         """Run ``func(*args)`` in ``executor`` (default: a ThreadPoolExecutor); an awaitable
         future.  The result comes back through ``call_soon_threadsafe``."""
-        self._check_closed_py()  # type: ignore[attr-defined]
-        if self.get_debug():  # type: ignore[attr-defined]
+        self._check_closed_py()
+        if self.get_debug():
             _check_callback_slow(func, "run_in_executor")
         if executor is None:
             if self._executor_shutdown_called:
@@ -257,7 +256,7 @@ class EventLoopAPI:
                 self._default_executor = executor
         cfut = executor.submit(func, *args)
         fut = futures.wrap_future(cfut, loop=self)  # type: ignore[arg-type]
-        if self._vt_enabled:  # type: ignore[attr-defined]
+        if self._vt_enabled:
             self._track_real_work(cfut)  # type: ignore[attr-defined]  # never jumped past
         return fut
 
@@ -273,10 +272,10 @@ class EventLoopAPI:
         executor = self._default_executor
         if executor is None:
             return
-        future = self.create_future()  # type: ignore[attr-defined]
+        future = self.create_future()
         thread = threading.Thread(target=self._do_shutdown, args=(executor, future))
-        if self._vt_enabled:  # type: ignore[attr-defined]
-            self._real_work_begin()  # type: ignore[attr-defined]  # ended by _do_shutdown
+        if self._vt_enabled:
+            self._real_work_begin()  # ended by _do_shutdown
         thread.start()
         try:
             await asyncio.wait_for(asyncio.shield(future), timeout)
@@ -290,16 +289,15 @@ class EventLoopAPI:
     def _do_shutdown(self, executor: Any, future: Any) -> None:
         try:
             executor.shutdown(wait=True)
-            if not self.is_closed():  # type: ignore[attr-defined]
-                self.call_soon_threadsafe(  # type: ignore[attr-defined]
+            if not self.is_closed():
+                self.call_soon_threadsafe(
                     _set_result_unless_cancelled, future, None)
         except Exception as ex:
-            if not self.is_closed() and not future.cancelled():  # type: ignore
-                self.call_soon_threadsafe(future.set_exception, ex)  # type: ignore
+            if not self.is_closed() and not future.cancelled():
+                self.call_soon_threadsafe(future.set_exception, ex)
         finally:
-            if self._vt_enabled:  # type: ignore[attr-defined]
-                self._real_work_done_threadsafe()  # type: ignore[attr-defined]
-
+            if self._vt_enabled:
+                self._real_work_done_threadsafe()
     # ---- exception handling
 
     def get_exception_handler(self) -> Callable[[Any, dict[str, Any]], Any] | None:
@@ -321,7 +319,7 @@ class EventLoopAPI:
         exc_info: Any = False
         if exception is not None:
             exc_info = (type(exception), exception, exception.__traceback__)
-        current = self._current_handle  # type: ignore[attr-defined]
+        current = self._current_handle
         if ("source_traceback" not in context and current is not None
                 and current._source_traceback):
             context["handle_traceback"] = current._source_traceback
@@ -387,7 +385,7 @@ class EventLoopAPI:
     def create_task(self, coro: Any, *, name: str | None = None,
                     context: Any = None) -> asyncio.Task[Any]:
         """Schedule coroutine ``coro`` as a Task (or through the task factory)."""
-        self._check_closed_py()  # type: ignore[attr-defined]
+        self._check_closed_py()
         factory = self._task_factory
         if factory is None:
             if context is None:
@@ -426,36 +424,32 @@ class EventLoopAPI:
 
     def add_reader(self, fd: Any, callback: Callable[..., Any], *args: Any) -> None:
         """Call ``callback(*args)`` whenever ``fd`` is readable (level-triggered)."""
-        self._check_closed_py()  # type: ignore[attr-defined]
+        self._check_closed_py()
         num = _fileobj_to_fd(fd)
         self._ensure_fd_no_transport(num)
         _check_fd_open(num)
-        self._add_reader(num, callback, args)  # type: ignore[attr-defined]
-
+        self._add_reader(num, callback, args)
     def remove_reader(self, fd: Any) -> bool:
         """Stop watching ``fd`` for reading; True if a reader was registered."""
         num = _fileobj_to_fd(fd)
         self._ensure_fd_no_transport(num)
-        if self.is_closed():  # type: ignore[attr-defined]
+        if self.is_closed():
             return False
-        return bool(self._remove_reader(num))  # type: ignore[attr-defined]
-
+        return bool(self._remove_reader(num))
     def add_writer(self, fd: Any, callback: Callable[..., Any], *args: Any) -> None:
         """Call ``callback(*args)`` whenever ``fd`` is writable (level-triggered)."""
-        self._check_closed_py()  # type: ignore[attr-defined]
+        self._check_closed_py()
         num = _fileobj_to_fd(fd)
         self._ensure_fd_no_transport(num)
         _check_fd_open(num)
-        self._add_writer(num, callback, args)  # type: ignore[attr-defined]
-
+        self._add_writer(num, callback, args)
     def remove_writer(self, fd: Any) -> bool:
         """Stop watching ``fd`` for writing; True if a writer was registered."""
         num = _fileobj_to_fd(fd)
         self._ensure_fd_no_transport(num)
-        if self.is_closed():  # type: ignore[attr-defined]
+        if self.is_closed():
             return False
-        return bool(self._remove_writer(num))  # type: ignore[attr-defined]
-
+        return bool(self._remove_writer(num))
     # ---- name resolution (in the default executor, as asyncio does)
 
     async def getaddrinfo(self, host: Any, port: Any, *, family: int = 0, type: int = 0,

@@ -13,6 +13,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from .base import MixinBase
 from .net import _remove_stale_unix_socket, _set_reuseport
 from .transport_support import wait_connected
 
@@ -21,7 +22,7 @@ __all__ = ["DatagramMixin"]
 _HAS_UNIX = hasattr(socket, "AF_UNIX")
 
 
-class DatagramMixin:
+class DatagramMixin(MixinBase):
     """UDP and Unix datagram endpoints of qloop's EventLoop."""
 
     async def create_datagram_endpoint(self, protocol_factory: Callable[[], Any],
@@ -85,10 +86,10 @@ class DatagramMixin:
                 finally:
                     errors = []  # no reference cycle through the traceback
         protocol = protocol_factory()
-        waiter = self.create_future()  # type: ignore[attr-defined]
-        transport = self._make_datagram_transport(  # type: ignore[attr-defined]
+        waiter = self.create_future()
+        transport = self._make_datagram_transport(
             sock, protocol, r_addr, waiter)
-        if self.get_debug():  # type: ignore[attr-defined]
+        if self.get_debug():
             if local_addr:
                 asyncio.log.logger.info("Datagram endpoint local_addr=%r remote_addr=%r "
                                         "created: (%r, %r)", local_addr, remote_addr,
@@ -120,7 +121,7 @@ class DatagramMixin:
                 continue
             if not (isinstance(addr, tuple) and len(addr) == 2):
                 raise TypeError("2-tuple is expected")
-            infos = await self._ensure_resolved(  # type: ignore[attr-defined]
+            infos = await self._ensure_resolved(
                 addr, family=family, type=socket.SOCK_DGRAM, proto=proto, flags=flags)
             if not infos:
                 raise OSError("getaddrinfo() returned empty list")

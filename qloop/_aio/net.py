@@ -26,6 +26,7 @@ from asyncio import sslproto, staggered, tasks, trsock
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from .base import MixinBase
 from .transport_support import wait_connected
 
 if TYPE_CHECKING:
@@ -324,7 +325,7 @@ class Server(asyncio.AbstractServer):
 # The networking API
 
 
-class NetworkMixin:
+class NetworkMixin(MixinBase):
     """Stream networking of qloop's EventLoop (plain Python over the transports)."""
 
     # ---- name resolution
@@ -336,7 +337,7 @@ class NetworkMixin:
         info = _ipaddr_info(host, port, family, type, proto, *address[2:])
         if info is not None:
             return [info]  # a numeric address: no executor round trip
-        infos: list[Any] = await self.getaddrinfo(  # type: ignore[attr-defined]
+        infos: list[Any] = await self.getaddrinfo(
             host, port, family=family, type=type, proto=proto, flags=flags)
         return infos
 
@@ -474,16 +475,16 @@ class NetworkMixin:
                                            ) -> tuple[Any, Any]:
         sock.setblocking(False)
         protocol = protocol_factory()
-        waiter = self.create_future()  # type: ignore[attr-defined]
+        waiter = self.create_future()
         if ssl:
             sslcontext = None if isinstance(ssl, bool) else ssl
             ssl_protocol = _ssl_protocol(self, protocol, sslcontext, waiter, server_side,
                                          server_hostname, ssl_handshake_timeout,
                                          ssl_shutdown_timeout)
-            self._make_socket_transport(sock, ssl_protocol)  # type: ignore[attr-defined]
+            self._make_socket_transport(sock, ssl_protocol)
             transport = ssl_protocol._app_transport
         else:
-            transport = self._make_socket_transport(  # type: ignore[attr-defined]
+            transport = self._make_socket_transport(
                 sock, protocol, waiter)
         await wait_connected(waiter, transport)
         return transport, protocol
@@ -549,16 +550,16 @@ class NetworkMixin:
                             f"got {sslcontext!r}")
         if not getattr(transport, "_start_tls_compatible", False):
             raise TypeError(f"transport {transport!r} is not supported by start_tls()")
-        waiter = self.create_future()  # type: ignore[attr-defined]
+        waiter = self.create_future()
         ssl_protocol = _ssl_protocol(self, protocol, sslcontext, waiter, server_side,
                                      server_hostname, ssl_handshake_timeout,
                                      ssl_shutdown_timeout, call_connection_made=False)
         # pause first: no data may reach the TLS protocol before its connection_made()
         transport.pause_reading()
         transport.set_protocol(ssl_protocol)
-        conmade = self.call_soon(ssl_protocol.connection_made,  # type: ignore[attr-defined]
+        conmade = self.call_soon(ssl_protocol.connection_made,
                                  transport)
-        resume = self.call_soon(transport.resume_reading)  # type: ignore[attr-defined]
+        resume = self.call_soon(transport.resume_reading)
         try:
             await waiter
         except BaseException:
@@ -611,7 +612,7 @@ class NetworkMixin:
                     try:
                         sock = socket.socket(af, socktype, proto)
                     except OSError:
-                        if self.get_debug():  # type: ignore[attr-defined]
+                        if self.get_debug():
                             _logger().warning("create_server() failed to create "
                                               "socket.socket(%r, %r, %r)", af, socktype,
                                               proto, exc_info=True)
@@ -633,7 +634,7 @@ class NetworkMixin:
                         if err.errno == errno.EADDRNOTAVAIL:
                             sockets.pop()
                             sock.close()
-                            if self.get_debug():  # type: ignore[attr-defined]
+                            if self.get_debug():
                                 _logger().warning(msg)
                             continue
                         raise OSError(err.errno, msg) from None
@@ -658,7 +659,7 @@ class NetworkMixin:
         if start_serving:
             server._start_serving()
             await tasks.sleep(0)  # the listening sockets' readers are registered by now
-        if self.get_debug():  # type: ignore[attr-defined]
+        if self.get_debug():
             _logger().info("%r is serving", server)
         return server
 
@@ -714,12 +715,12 @@ class NetworkMixin:
                        sslcontext: Any = None, server: Server | None = None,
                        backlog: int = 100, ssl_handshake_timeout: float | None = None,
                        ssl_shutdown_timeout: float | None = None) -> None:
-        self._add_reader(sock.fileno(), self._accept_connection,  # type: ignore[attr-defined]
+        self._add_reader(sock.fileno(), self._accept_connection,
                          (protocol_factory, sock, sslcontext, server, backlog,
                           ssl_handshake_timeout, ssl_shutdown_timeout))
 
     def _stop_serving(self, sock: socket.socket) -> None:
-        self._remove_reader(sock.fileno())  # type: ignore[attr-defined]
+        self._remove_reader(sock.fileno())
         sock.close()
 
     def _accept_connection(self, protocol_factory: Callable[[], Any], sock: socket.socket,
@@ -735,14 +736,14 @@ class NetworkMixin:
             except OSError as exc:
                 if exc.errno not in _OUT_OF_RESOURCES:
                     raise
-                self.call_exception_handler({  # type: ignore[attr-defined]
+                self.call_exception_handler({
                     "message": "socket.accept() out of system resource",
                     "exception": exc,
                     "socket": trsock.TransportSocket(sock),
                 })
                 # stop accepting for a while: the loop would spin on the readable socket
-                self._remove_reader(sock.fileno())  # type: ignore[attr-defined]
-                self.call_later(_ACCEPT_RETRY_DELAY,  # type: ignore[attr-defined]
+                self._remove_reader(sock.fileno())
+                self.call_later(_ACCEPT_RETRY_DELAY,
                                 self._start_serving, protocol_factory, sock, sslcontext,
                                 server, backlog, ssl_handshake_timeout, ssl_shutdown_timeout)
                 return
@@ -756,20 +757,20 @@ class NetworkMixin:
         try:
             protocol = protocol_factory()
             if sslcontext:
-                waiter = self.create_future()  # type: ignore[attr-defined]
+                waiter = self.create_future()
                 ssl_protocol = _ssl_protocol(self, protocol, sslcontext, waiter, True, None,
                                              ssl_handshake_timeout, ssl_shutdown_timeout)
-                self._make_socket_transport(  # type: ignore[attr-defined]
+                self._make_socket_transport(
                     conn, ssl_protocol, None, extra, server)
                 waiter.add_done_callback(_retrieve_exception)
             else:
-                self._make_socket_transport(  # type: ignore[attr-defined]
+                self._make_socket_transport(
                     conn, protocol, None, extra, server)
         except (SystemExit, KeyboardInterrupt):
             raise
         except BaseException as exc:
             conn.close()
-            self.call_exception_handler({  # type: ignore[attr-defined]
+            self.call_exception_handler({
                 "message": "Error on transport creation for incoming connection",
                 "exception": exc,
             })
@@ -778,24 +779,22 @@ class NetworkMixin:
 
     def _sock_read_done(self, fd: int, fut: Any, handle: Any = None) -> None:
         if handle is None or not handle.cancelled():
-            self.remove_reader(fd)  # type: ignore[attr-defined]
-
+            self.remove_reader(fd)
     def _sock_write_done(self, fd: int, fut: Any, handle: Any = None) -> None:
         if handle is None or not handle.cancelled():
-            self.remove_writer(fd)  # type: ignore[attr-defined]
-
+            self.remove_writer(fd)
     def _wait_readable(self, sock: Any, callback: Callable[..., Any], fut: Any,
                        *args: Any) -> None:
         fd = sock.fileno()
-        self._ensure_fd_no_transport(fd)  # type: ignore[attr-defined]
-        handle = self._add_reader(fd, callback, (fut, sock) + args)  # type: ignore
+        self._ensure_fd_no_transport(fd)
+        handle = self._add_reader(fd, callback, (fut, sock) + args)
         fut.add_done_callback(functools.partial(self._sock_read_done, fd, handle=handle))
 
     def _wait_writable(self, sock: Any, callback: Callable[..., Any], fut: Any,
                        *args: Any) -> None:
         fd = sock.fileno()
-        self._ensure_fd_no_transport(fd)  # type: ignore[attr-defined]
-        handle = self._add_writer(fd, callback, (fut, sock) + args)  # type: ignore
+        self._ensure_fd_no_transport(fd)
+        handle = self._add_writer(fd, callback, (fut, sock) + args)
         fut.add_done_callback(functools.partial(self._sock_write_done, fd, handle=handle))
 
     async def _sock_io(self, wait: Callable[..., None], sock: Any, method: str,
@@ -807,7 +806,7 @@ class NetworkMixin:
             return getattr(sock, method)(*args)
         except (BlockingIOError, InterruptedError):
             pass
-        fut = self.create_future()  # type: ignore[attr-defined]
+        fut = self.create_future()
         wait(sock, _sock_call, fut, method, *args)
         return await fut
 
@@ -849,7 +848,7 @@ class NetworkMixin:
             n = 0
         if n == len(data):
             return
-        fut = self.create_future()  # type: ignore[attr-defined]
+        fut = self.create_future()
         self._wait_writable(sock, _sock_sendall_cb, fut, memoryview(data), [n])
         return await fut  # type: ignore[no-any-return]
 
@@ -865,7 +864,7 @@ class NetworkMixin:
             resolved = await self._ensure_resolved(address, family=sock.family,
                                                    type=sock.type, proto=sock.proto)
             address = resolved[0][4]
-        fut = self.create_future()  # type: ignore[attr-defined]
+        fut = self.create_future()
         try:
             sock.connect(address)
         except (BlockingIOError, InterruptedError):
@@ -884,7 +883,7 @@ class NetworkMixin:
     async def sock_accept(self, sock: Any) -> tuple[socket.socket, Any]:
         """Accept a connection: ``(conn, address)``, ``conn`` non-blocking."""
         self._sock_checks(sock)
-        fut = self.create_future()  # type: ignore[attr-defined]
+        fut = self.create_future()
         try:
             conn, address = sock.accept()
             conn.setblocking(False)

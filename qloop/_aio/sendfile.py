@@ -21,6 +21,8 @@ import socket
 from asyncio import constants
 from typing import Any
 
+from .base import MixinBase
+
 __all__ = ["SendfileMixin"]
 
 _SendfileMode = constants._SendfileMode
@@ -195,7 +197,7 @@ class _SendfileFallbackProtocol(asyncio.Protocol):
             self._proto.resume_writing()
 
 
-class SendfileMixin:
+class SendfileMixin(MixinBase):
     """``sendfile`` and ``sock_sendfile`` of qloop's EventLoop."""
 
     async def sock_sendfile(self, sock: Any, file: Any, offset: int = 0,
@@ -203,7 +205,7 @@ class SendfileMixin:
         """Send ``file`` (a regular file opened in binary mode) from ``offset`` (``count``
         bytes, or to its end) over the connected non-blocking stream socket ``sock``;
         returns the number of bytes sent."""
-        self._sock_checks(sock)  # type: ignore[attr-defined]
+        self._sock_checks(sock)
         _check_sendfile_params(sock, file, offset, count)
         try:
             return await self._sock_sendfile_native(sock, file, offset, count)
@@ -227,7 +229,7 @@ class SendfileMixin:
         blocksize = count if count else fsize
         if not blocksize:
             return 0  # an empty file
-        fut = self.create_future()  # type: ignore[attr-defined]
+        fut = self.create_future()
         _NativeSend(self, fut, sock, fileno, offset, count, blocksize).step()
         return await fut  # type: ignore[no-any-return]
 
@@ -245,11 +247,11 @@ class SendfileMixin:
                     if blocksize <= 0:
                         break
                 view = memoryview(buf)[:blocksize]
-                n = await self.run_in_executor(  # type: ignore[attr-defined]
+                n = await self.run_in_executor(
                     None, file.readinto, view)
                 if not n:
                     break  # end of file
-                await self.sock_sendall(sock, view[:n])  # type: ignore[attr-defined]
+                await self.sock_sendall(sock, view[:n])
                 total += n
             return total
         finally:
@@ -309,7 +311,7 @@ class SendfileMixin:
                     if blocksize <= 0:
                         return total
                 view = memoryview(buf)[:blocksize]
-                n = await self.run_in_executor(  # type: ignore[attr-defined]
+                n = await self.run_in_executor(
                     None, file.readinto, view)
                 if not n:
                     return total  # end of file

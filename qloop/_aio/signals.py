@@ -24,6 +24,7 @@ from typing import Any
 
 from .._main.signal_hub import SIGNAL_HUB, Subscription
 from . import helpers as _helpers
+from .base import MixinBase
 
 __all__ = ["SignalMixin"]
 
@@ -54,7 +55,7 @@ class _SignalEntry:
         self.sub: Subscription | None = None
 
 
-class SignalMixin:
+class SignalMixin(MixinBase):
     """Signal handlers of qloop's EventLoop (plain Python; nothing here is a hot path)."""
 
     _signal_entries: dict[int, _SignalEntry] | None = None
@@ -64,7 +65,7 @@ class SignalMixin:
         earlier handler of this loop for ``sig``).  Main thread only."""
         _helpers._check_callback_slow(callback, "add_signal_handler")
         sig = _check_signal(sig)
-        self._check_closed_py()  # type: ignore[attr-defined]
+        self._check_closed_py()
         if threading.current_thread() is not threading.main_thread():
             raise RuntimeError(_NOT_MAIN_THREAD)
         if sig in _UNCATCHABLE:
@@ -80,7 +81,7 @@ class SignalMixin:
             return
         try:
             entry.sub = SIGNAL_HUB.subscribe(sig, self._deliver_signal,
-                                             self.aio_context)  # type: ignore[attr-defined]
+                                             self.aio_context)
         except ValueError as exc:
             raise RuntimeError(f"sig {sig:d} cannot be caught: {exc}") from None
         entries[sig] = entry
@@ -107,9 +108,9 @@ class SignalMixin:
         # runs inside the Python signal handler: signal-safe work only
         entries = self._signal_entries
         entry = entries.get(signum) if entries else None
-        if entry is None or self.is_closed():  # type: ignore[attr-defined]
+        if entry is None or self.is_closed():
             return
-        self.call_soon_threadsafe(entry.callback, *entry.args,  # type: ignore[attr-defined]
+        self.call_soon_threadsafe(entry.callback, *entry.args,
                                   context=entry.context)
 
     def _close_signal_handlers(self) -> None:

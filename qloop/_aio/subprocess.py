@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .._main.childwatch import UNKNOWN_RETURNCODE, ChildWatch, watch_child
+from .base import MixinBase
 
 __all__ = ["SubprocessMixin"]
 
@@ -89,7 +90,7 @@ class _SubprocessTransport(base_subprocess.BaseSubprocessTransport):
                 loop._real_work_end()
 
 
-class SubprocessMixin:
+class SubprocessMixin(MixinBase):
     """Subprocesses of qloop's EventLoop."""
 
     _child_watches: dict[int, ChildWatch] | None = None
@@ -133,7 +134,7 @@ class SubprocessMixin:
         """subprocess_exec/_shell once their arguments are checked: ``what`` names the child
         in the debug-mode log lines."""
         protocol = protocol_factory()
-        debug = self.get_debug()  # type: ignore[attr-defined]
+        debug = self.get_debug()
         if debug:
             asyncio.log.logger.debug(_describe_stdio(what, stdin, stdout, stderr))
         transport = await self._make_subprocess_transport(
@@ -145,8 +146,8 @@ class SubprocessMixin:
     async def _make_subprocess_transport(self, protocol: Any, args: Any, shell: bool,
                                          stdin: Any, stdout: Any, stderr: Any, bufsize: int,
                                          extra: Any = None, **kwargs: Any) -> Any:
-        self._check_closed_py()  # type: ignore[attr-defined]
-        waiter = self.create_future()  # type: ignore[attr-defined]
+        self._check_closed_py()
+        waiter = self.create_future()
         transport = _SubprocessTransport(self, protocol, args, shell,  # type: ignore[arg-type]
                                          stdin, stdout, stderr, bufsize, waiter=waiter,
                                          extra=extra, **kwargs)
@@ -155,10 +156,10 @@ class SubprocessMixin:
         except BaseException:
             transport.close()  # kills the child: nothing would ever reap it
             raise
-        if self._vt_enabled:  # type: ignore[attr-defined]
+        if self._vt_enabled:
             # the child runs in real time: a virtual-time loop must not jump past it while
             # it runs; _child_reaped ends this once the exit status reached the loop
-            self._real_work_begin()  # type: ignore[attr-defined]
+            self._real_work_begin()
         try:
             await waiter
         except (SystemExit, KeyboardInterrupt):
@@ -181,7 +182,7 @@ class SubprocessMixin:
         context = contextvars.copy_context()
 
         def reaped(pid: int, returncode: int) -> None:
-            self.call_soon_threadsafe(  # type: ignore[attr-defined]
+            self.call_soon_threadsafe(
                 transport._child_reaped, returncode, context=context)
 
         def forget(watch: ChildWatch) -> None:

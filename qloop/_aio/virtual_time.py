@@ -28,6 +28,7 @@ from typing import Any
 
 from .._constants import ClockType
 from . import deadlock as _vt_deadlock
+from .base import MixinBase
 
 __all__ = ["VirtualTimeAPI", "advance", "check_options"]
 
@@ -110,7 +111,7 @@ def _lease_for(impl: Any) -> _ClockLease:
         return lease
 
 
-class VirtualTimeAPI:
+class VirtualTimeAPI(MixinBase):
     """The virtual-time half of every qloop EventLoop (plain Python, off the hot path)."""
 
     _vt_enabled: bool
@@ -152,7 +153,7 @@ class VirtualTimeAPI:
 
     def _close_virtual_time(self) -> None:
         timer, self._vt_grace_timer = self._vt_grace_timer, None
-        if timer is not None and not self.aio_context.closed:  # type: ignore[attr-defined]
+        if timer is not None and not self.aio_context.closed:
             timer.delete()
         self._vt_waiters = []
         self._vt_goal = None
@@ -179,10 +180,10 @@ class VirtualTimeAPI:
         return self._vt_grace_s
 
     def _vt_refresh_fast(self) -> None:
-        self._vt_set_fast(  # type: ignore[attr-defined]
+        self._vt_set_fast(
             self._vt_enabled and self._vt_autojump and not self._vt_grace_s
             and not self._vt_inflight and self._vt_goal is None and not self._vt_waiters)
-        self._vt_set_pending(  # type: ignore[attr-defined]
+        self._vt_set_pending(
             self._vt_enabled and (self._vt_goal is not None or bool(self._vt_waiters)))
 
     def _vt_check(self, what: str) -> None:
@@ -194,7 +195,7 @@ class VirtualTimeAPI:
         s = _number(seconds, "seconds")
         if s < 0:
             raise ValueError(f"seconds must be >= 0, got {s!r}")
-        target: int = self._vt_now_ns() + round(s * 1e9)  # type: ignore[attr-defined]
+        target: int = self._vt_now_ns() + round(s * 1e9)
         return min(target, _INT64_MAX)
 
     def _vt_set_goal(self, target: int) -> None:
@@ -215,19 +216,19 @@ class VirtualTimeAPI:
         """
         self._vt_check("loop.advance()")
         target = self._vt_target(seconds)
-        if self.is_running():  # type: ignore[attr-defined]
-            owner = self._thread_id()  # type: ignore[attr-defined]
+        if self.is_running():
+            owner = self._thread_id()
             if owner is not None and owner != threading.get_ident():
                 raise RuntimeError("loop.advance() called from another thread than the "
                                    "loop's; use loop.call_soon_threadsafe(loop.advance, s)")
             self._vt_set_goal(target)
             self._vt_hold = True  # what is queued now runs before time moves
             return target / 1e9
-        self._check_closed_py()  # type: ignore[attr-defined]
+        self._check_closed_py()
         self._vt_set_goal(target)
         self._vt_stop_at_goal = True
         try:
-            self.run_forever()  # type: ignore[attr-defined]
+            self.run_forever()
         finally:
             self._vt_stop_at_goal = False
             self._vt_goal = None
@@ -237,7 +238,7 @@ class VirtualTimeAPI:
     def _advance_async(self, seconds: float) -> asyncio.Future[float]:
         self._vt_check("qloop.advance()")
         target = self._vt_target(seconds)
-        fut: asyncio.Future[float] = self.create_future()  # type: ignore[attr-defined]
+        fut: asyncio.Future[float] = self.create_future()
         self._vt_seq += 1
         heapq.heappush(self._vt_waiters, (target, self._vt_seq, fut))
         fut.add_done_callback(self._vt_waiter_done)
@@ -274,9 +275,9 @@ class VirtualTimeAPI:
         impl = sys.modules[type(self).__module__]
         if not impl.clock_is_manual() or not impl.clock_is_enabled(_VIRTUAL):
             return  # the clock runs by itself
-        now: int = self._vt_now_ns()  # type: ignore[attr-defined]
-        off: int = self._vt_offset_ns()  # type: ignore[attr-defined]
-        nxt: int = self._vt_next_deadline()  # type: ignore[attr-defined]
+        now: int = self._vt_now_ns()
+        off: int = self._vt_offset_ns()
+        nxt: int = self._vt_next_deadline()
         if 0 <= nxt and nxt + off <= now:
             return  # a timer is due now: it runs first
         goal = self._vt_goal
@@ -284,7 +285,7 @@ class VirtualTimeAPI:
             self._vt_goal = goal = None  # reached (from outside, advance() stops when idle)
             self._vt_refresh_fast()
         waiters = self._vt_waiters
-        if waiters and waiters[0][0] <= now and self._vt_busy():  # type: ignore[attr-defined]
+        if waiters and waiters[0][0] <= now and self._vt_busy():
             # reached while the loop stays busy: resume the callers (when it is idle,
             # _vt_idle does, after everything due by then ran)
             while waiters and waiters[0][0] <= now:
@@ -300,7 +301,7 @@ class VirtualTimeAPI:
         dest = min(ahead) - off
         if nxt >= 0:
             dest = min(dest, nxt)
-        self._vt_jump(dest)  # type: ignore[attr-defined]
+        self._vt_jump(dest)
         self._vt_hold = True
 
     # ---- real-time work in flight (executor jobs, subprocesses): never jumped past
@@ -322,7 +323,7 @@ class VirtualTimeAPI:
     def _real_work_done_threadsafe(self, *_: Any) -> None:
         """``_real_work_end`` from any thread (queued behind what that thread queued before)."""
         try:
-            self.call_soon_threadsafe(self._real_work_end)  # type: ignore[attr-defined]
+            self.call_soon_threadsafe(self._real_work_end)
         except RuntimeError:
             pass  # the loop is closed: nothing waits any more
 
@@ -336,10 +337,10 @@ class VirtualTimeAPI:
     def _vt_idle(self) -> None:
         """Called by the run loop when a zero-timeout poll found nothing to do and the fast
         path did not jump: decide what an idle virtual-time loop does now."""
-        if self._is_stopping():  # type: ignore[attr-defined]
+        if self._is_stopping():
             return
         self._vt_drop_cancelled()
-        now: int = self._vt_now_ns()  # type: ignore[attr-defined]
+        now: int = self._vt_now_ns()
         waiters = self._vt_waiters
         if waiters and waiters[0][0] <= now:
             while waiters and waiters[0][0] <= now:
@@ -353,9 +354,9 @@ class VirtualTimeAPI:
             self._vt_goal = None
             self._vt_refresh_fast()
             if self._vt_stop_at_goal:
-                self.stop()  # type: ignore[attr-defined]
+                self.stop()
             return
-        ctx = self.aio_context  # type: ignore[attr-defined]
+        ctx = self.aio_context
         if self._vt_inflight:
             ctx.poll(True)  # an executor job or a subprocess answers in real time
             return
@@ -363,8 +364,8 @@ class VirtualTimeAPI:
         if not impl.clock_is_manual() or not impl.clock_is_enabled(_VIRTUAL):
             ctx.poll(True)  # someone took the clock out of manual mode: it runs by itself
             return
-        nxt, real_timers, fds = self._vt_probe()  # type: ignore[attr-defined]
-        off: int = self._vt_offset_ns()  # type: ignore[attr-defined]
+        nxt, real_timers, fds = self._vt_probe()
+        off: int = self._vt_offset_ns()
         dest: int | None = None
         if nxt >= 0 and (self._vt_autojump or goal is not None or waiters):
             dest = nxt
@@ -374,7 +375,7 @@ class VirtualTimeAPI:
         if dest is not None:
             if self._vt_grace_s and self._vt_grace_wait():
                 return  # real I/O or a thread answered: run it first
-            self._vt_jump(dest)  # type: ignore[attr-defined]
+            self._vt_jump(dest)
             return
         if real_timers or _vt_deadlock.could_wake(self, fds):
             ctx.poll(True)  # a REALTIME/HOST timer or an fd may still wake it
@@ -387,7 +388,7 @@ class VirtualTimeAPI:
     def _vt_grace_wait(self) -> bool:
         """Wait up to ``autojump_after`` real seconds for real I/O or a thread; True if it
         brought work (then the loop runs it instead of jumping)."""
-        ctx = self.aio_context  # type: ignore[attr-defined]
+        ctx = self.aio_context
         timer = self._vt_grace_timer
         if timer is None:
             timer = self._vt_grace_timer = ctx.timer_new_ns(_REALTIME, self._vt_grace_expired)
@@ -397,9 +398,9 @@ class VirtualTimeAPI:
         try:
             while True:
                 ctx.poll(True)
-                if self._vt_busy():  # type: ignore[attr-defined]
+                if self._vt_busy():
                     return True
-                if self._vt_grace_fired or self._is_stopping():  # type: ignore[attr-defined]
+                if self._vt_grace_fired or self._is_stopping():
                     return False
         finally:
             if not ctx.closed:
