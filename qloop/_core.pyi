@@ -13,7 +13,7 @@ from ._constants import (
     ClockType as ClockType,
 )
 
-__all__ = ['BH', 'SCALE_MS', 'SCALE_NS', 'SCALE_US', 'TIMER_ATTR_ALL', 'TIMER_ATTR_EXTERNAL', 'AioContext', 'ClockType', 'Coroutine', 'EventLoop', 'EventLoopPolicy', 'EventNotifier', 'MainLoopPoll', 'MainLoopPollState', 'NotifierList', 'PollFD', 'RunState', 'ShutdownCause', 'Timer', 'VirtualTimeDeadlock', 'WakeupReason', 'add_child_watch', 'add_main_loop_poll_notifier', 'add_signal_handler', 'add_vm_change_state_handler', 'advance', 'bh_new', 'bql', 'bql_lock', 'bql_locked', 'bql_unlock', 'clock_advance_virtual_time', 'clock_enable', 'clock_get_ms', 'clock_get_ns', 'clock_get_us', 'clock_is_enabled', 'clock_is_manual', 'clock_set_manual', 'clock_step', 'co_sleep_ns', 'co_wake', 'coroutine_self', 'coroutine_yield', 'debug_request', 'event_notifier_set_handler', 'get_aio_context', 'get_current_aio_context', 'in_coroutine', 'init_main_loop', 'install', 'iohandler_get_aio_context', 'main_loop', 'main_loop_should_exit', 'main_loop_wait', 'new_event_loop', 'notify_event', 'powerdown_notifiers', 'register_reset', 'remove_main_loop_poll_notifier', 'remove_signal_handler', 'remove_vm_change_state_handler', 'run', 'runstate_check', 'runstate_get', 'runstate_is_running', 'runstate_set', 'set_current_aio_context', 'set_fd_handler', 'set_reboot_action', 'set_shutdown_action', 'shutdown_notifiers', 'soonest_timeout', 'suspend_notifiers', 'system_killed', 'system_powerdown_request', 'system_reset_request', 'system_shutdown_request', 'system_suspend_request', 'system_wakeup_enable', 'system_wakeup_request', 'timeout_ns_to_ms', 'timer_new', 'timer_new_ms', 'timer_new_ns', 'timer_new_us', 'unregister_reset', 'vm_start', 'vm_stop', 'vm_stop_request', 'wakeup_notifiers']
+__all__ = ['BH', 'SCALE_MS', 'SCALE_NS', 'SCALE_US', 'TIMER_ATTR_ALL', 'TIMER_ATTR_EXTERNAL', 'AioContext', 'ClockType', 'Coroutine', 'EventLoop', 'EventLoopPolicy', 'EventNotifier', 'IOThread', 'MainLoopPoll', 'MainLoopPollState', 'NotifierList', 'PollFD', 'RunState', 'ShutdownCause', 'ThreadPool', 'ThreadPoolRequest', 'Timer', 'VirtualTimeDeadlock', 'WakeupReason', 'add_child_watch', 'add_main_loop_poll_notifier', 'add_signal_handler', 'add_vm_change_state_handler', 'advance', 'aio_wait_bh_oneshot', 'aio_wait_kick', 'aio_wait_while', 'bh_new', 'bql', 'bql_lock', 'bql_locked', 'bql_unlock', 'clock_advance_virtual_time', 'clock_enable', 'clock_get_ms', 'clock_get_ns', 'clock_get_us', 'clock_is_enabled', 'clock_is_manual', 'clock_set_manual', 'clock_step', 'co_reschedule_self', 'co_sleep_ns', 'co_wake', 'coroutine_self', 'coroutine_yield', 'debug_request', 'event_notifier_set_handler', 'get_aio_context', 'get_current_aio_context', 'in_coroutine', 'init_main_loop', 'install', 'iohandler_get_aio_context', 'main_loop', 'main_loop_should_exit', 'main_loop_wait', 'new_event_loop', 'notify_event', 'powerdown_notifiers', 'register_reset', 'remove_main_loop_poll_notifier', 'remove_signal_handler', 'remove_vm_change_state_handler', 'run', 'runstate_check', 'runstate_get', 'runstate_is_running', 'runstate_set', 'set_current_aio_context', 'set_fd_handler', 'set_reboot_action', 'set_shutdown_action', 'shutdown_notifiers', 'soonest_timeout', 'suspend_notifiers', 'system_killed', 'system_powerdown_request', 'system_reset_request', 'system_shutdown_request', 'system_suspend_request', 'system_wakeup_enable', 'system_wakeup_request', 'timeout_ns_to_ms', 'timer_new', 'timer_new_ms', 'timer_new_ns', 'timer_new_us', 'unregister_reset', 'vm_start', 'vm_stop', 'vm_stop_request', 'wakeup_notifiers']
 
 FileDescriptorLike: TypeAlias = int | Any
 Callback: TypeAlias = Callable[[], Any]
@@ -95,6 +95,8 @@ class AioContext:
     def compute_timeout(self) -> int: ...
     def poll(self, blocking: bool) -> bool: ...
     def co_schedule(self, co: Any) -> None: ...
+    def thread_pool(self) -> ThreadPool: ...
+    def wait_while(self, cond: Callable[[], Any]) -> bool: ...
     def source_prepare(self) -> int: ...
     def source_query(self) -> list[tuple[int, int]]: ...
     def source_check(self, revents: list[int] | None = None) -> bool: ...
@@ -109,8 +111,14 @@ class AioContext:
 # ---- the main loop, run state and coroutines (shared Python code, see qloop/_main/mainloop.py)
 
 from ._common import NotifierList as _NotifierList
+from ._main.aio_wait import (
+    aio_wait_bh_oneshot as aio_wait_bh_oneshot,
+    aio_wait_kick as aio_wait_kick,
+    aio_wait_while as aio_wait_while,
+)
 from ._main.coroutine import (
     Coroutine as Coroutine,
+    co_reschedule_self as co_reschedule_self,
     co_sleep_ns as co_sleep_ns,
     co_wake as co_wake,
     coroutine_self as coroutine_self,
@@ -119,7 +127,14 @@ from ._main.coroutine import (
     in_coroutine as in_coroutine,
     set_current_aio_context as set_current_aio_context,
 )
+from ._main.iothread import IOThread as _IOThreadBase
 from ._main.mainloop import MainLoopPoll as MainLoopPoll, PollFD as PollFD
+from ._main.threadpool import (
+    ThreadPool as ThreadPool,
+    ThreadPoolRequest as ThreadPoolRequest,
+)
+
+class IOThread(_IOThreadBase): ...
 from ._main.runstate import (
     MainLoopPollState as MainLoopPollState,
     RunState as RunState,

@@ -24,6 +24,7 @@ from asyncio import events, futures, tasks
 from collections.abc import Callable
 from typing import Any, cast
 
+from .executor import ContextPoolExecutor
 from .helpers import (
     _DEBUG_STACK_DEPTH,
     _check_callback_slow,
@@ -45,7 +46,7 @@ class EventLoopAPI:
     # set by _init_api; declared for type checkers
     _exception_handler: Callable[[Any, dict[str, Any]], Any] | None
     _task_factory: Callable[..., Any] | None
-    _default_executor: concurrent.futures.ThreadPoolExecutor | None
+    _default_executor: concurrent.futures.Executor | None
     _executor_shutdown_called: bool
     _asyncgens: weakref.WeakSet[Any]
     _asyncgens_shutdown_called: bool
@@ -215,8 +216,8 @@ class EventLoopAPI:
     # ---- executors
 
     def run_in_executor(self, executor: Any, func: Callable[..., Any], *args: Any) -> Any:
-        """Run ``func(*args)`` in ``executor`` (default: a ThreadPoolExecutor); an awaitable
-        future.  The result comes back through ``call_soon_threadsafe``."""
+        """Run ``func(*args)`` in ``executor`` (default: the loop's context's thread pool,
+        whose completion BH resolves the future in this thread); an awaitable future."""
         self._check_closed_py()  # type: ignore[attr-defined]
         if self.get_debug():  # type: ignore[attr-defined]
             _check_callback_slow(func, "run_in_executor")
@@ -225,8 +226,11 @@ class EventLoopAPI:
                 raise RuntimeError("Executor shutdown has been called")
             executor = self._default_executor
             if executor is None:
-                executor = concurrent.futures.ThreadPoolExecutor(thread_name_prefix="asyncio")
+                executor = ContextPoolExecutor(
+                    self.aio_context.thread_pool())  # type: ignore[attr-defined]
                 self._default_executor = executor
+            if type(executor) is ContextPoolExecutor:
+                return executor.run_in_loop(self, func, args)
         cfut = executor.submit(func, *args)
         fut = futures.wrap_future(cfut, loop=self)  # type: ignore[arg-type]
         if self._vt_enabled:  # type: ignore[attr-defined]
@@ -234,7 +238,8 @@ class EventLoopAPI:
         return fut
 
     def set_default_executor(self, executor: Any) -> None:
-        """The executor ``run_in_executor(None, ...)`` uses (a ThreadPoolExecutor)."""
+        """The executor ``run_in_executor(None, ...)`` uses instead of the context's thread
+        pool (a ThreadPoolExecutor)."""
         if not isinstance(executor, concurrent.futures.ThreadPoolExecutor):
             raise TypeError("executor must be ThreadPoolExecutor")
         self._default_executor = executor
