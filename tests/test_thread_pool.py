@@ -21,6 +21,21 @@ def _identity(x):
     return x
 
 
+def _join_workers(pool, ctx=None):
+    """Join the pool's workers until none is left (ones still being started included)."""
+    for _ in range(1000):
+        if ctx is not None and not ctx.closed:
+            ctx.poll(False)  # a worker may be started from a BH
+        workers = list(pool._threads)
+        if not workers and pool.threads == 0:
+            return
+        for t in workers:
+            if t.ident is not None:  # started
+                t.join(WAIT)
+                assert not t.is_alive()
+    raise AssertionError(f"workers left: {pool!r}")
+
+
 def test_one_pool_per_context_made_on_first_use(qloop_module, ctx):
     pool = ctx.thread_pool()
     assert ctx.thread_pool() is pool
@@ -256,8 +271,7 @@ def test_close_tears_the_pool_down(qloop_module, make_ctx, poll_until):
     with pytest.raises(RuntimeError, match="closed"):
         ctx.thread_pool()
     g.gate.set()  # the running job finishes in the background; nothing is delivered
-    for t in list(pool._threads):
-        t.join(WAIT)
+    _join_workers(pool)
     assert running.result() == 1 and got == [] and pool.threads == 0
 
 
@@ -267,11 +281,9 @@ def test_idle_workers_exit_at_close(make_ctx, poll_until):
     got = []
     pool.submit(_identity, 1, callback=got.append)
     poll_until(ctx, lambda: got)
-    threads = list(pool._threads)
     ctx.close()
-    for t in threads:
-        t.join(WAIT)
-        assert not t.is_alive()
+    _join_workers(pool)
+    assert pool.threads == 0
 
 
 def test_completions_from_eight_submitting_threads(ctx, threads, poll_until):
@@ -304,3 +316,36 @@ def test_completions_from_eight_submitting_threads(ctx, threads, poll_until):
     assert set(seen) == {(k, i) for k in range(nthreads) for i in range(per_thread)}
     assert set(seen.values()) == {1}
     assert pool.threads <= pool.max_threads
+
+
+def test_a_batch_of_completions_is_delivered_by_one_poll(ctx, poll_until):
+    """Workers finishing while the context is busy schedule the (already pending) completion
+    BH: one iteration delivers the whole batch."""
+    pool = ctx.thread_pool()
+    pool.set_params(0, 1)
+    g, last = _Gate(), _Gate()
+    got = []
+    pool.submit(g.job, -1, callback=got.append)
+    for i in range(100):
+        pool.submit(_identity, i, callback=got.append)
+    pool.submit(last.job, 100, callback=got.append)
+    ctx.poll(False)
+    g.gate.set()
+    assert last.started.wait(WAIT)  # the 101 jobs before it are done
+    assert ctx.poll(False) is True
+    assert got == list(range(99, -2, -1))  # all in one iteration, newest first
+    last.gate.set()
+    poll_until(ctx, lambda: 100 in got)
+
+
+def test_idle_workers_above_the_minimum_exit(ctx, poll_until, monkeypatch):
+    from qloop._main import threadpool
+
+    monkeypatch.setattr(threadpool, "IDLE_TIMEOUT", 0.01)
+    pool = ctx.thread_pool()
+    got = []
+    for i in range(4):
+        pool.submit(_identity, i, callback=got.append)
+    poll_until(ctx, lambda: len(got) == 4)
+    _join_workers(pool, ctx)
+    assert pool.threads == 0 and pool.idle_threads == 0
