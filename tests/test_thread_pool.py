@@ -349,3 +349,30 @@ def test_idle_workers_above_the_minimum_exit(ctx, poll_until, monkeypatch):
     poll_until(ctx, lambda: len(got) == 4)
     _join_workers(pool, ctx)
     assert pool.threads == 0 and pool.idle_threads == 0
+
+
+def test_a_forked_child_starts_its_own_workers(qloop_module, ctx, poll_until):
+    """The workers do not survive fork(): the child's pool forgets them and starts new ones."""
+    import os
+
+    pool = ctx.thread_pool()
+    got = []
+    pool.submit(_identity, 1, callback=got.append)
+    poll_until(ctx, lambda: got)  # the parent's pool has a worker now
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child reports through its exit status
+        code = 1
+        try:
+            child_got = []
+            fired = []
+            rt = qloop_module.ClockType.REALTIME
+            dog = ctx.timer_new_ns(rt, lambda: fired.append(1))  # a lost job ends the wait
+            dog.mod_ns(qloop_module.clock_get_ns(rt) + 10**10)
+            pool.submit(_identity, 7, callback=child_got.append)
+            while not child_got and not fired:
+                ctx.poll(True)
+            code = 0 if child_got == [7] else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0

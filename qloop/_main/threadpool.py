@@ -26,8 +26,10 @@ from __future__ import annotations
 
 import concurrent.futures
 import heapq
+import os
 import threading
 import types
+import weakref
 from collections import deque
 from collections.abc import Callable, Generator
 from inspect import CO_COROUTINE
@@ -480,6 +482,24 @@ class ThreadPool:
 
 
 _pools_lock = threading.Lock()
+_live_pools: weakref.WeakSet[ThreadPool] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    # The workers did not survive the fork: forget them (and a lock a worker may have held),
+    # so that the child's next submission starts new ones.  Jobs that were running are lost.
+    global _pools_lock
+    _pools_lock = threading.Lock()
+    for pool in list(_live_pools):
+        pool._lock = threading.Lock()
+        pool._idle = []
+        pool._threads = set()
+        pool._waiters = {}
+        pool._waking = pool._cur = pool._new_threads = pool._pending = 0
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def pool_of(ctx: Any) -> ThreadPool:
@@ -492,6 +512,7 @@ def pool_of(ctx: Any) -> ThreadPool:
                 if ctx.closed:
                     raise RuntimeError("AioContext is closed")
                 pool = ctx._thread_pool = ThreadPool._new(ctx)
+                _live_pools.add(pool)
     return pool  # type: ignore[no-any-return]
 
 
