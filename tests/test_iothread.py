@@ -205,6 +205,35 @@ def test_co_schedule_ping_pong_between_two_iothreads(qloop_module):
     assert max(depth) - min(depth) <= 2
 
 
+def test_co_wake_inside_an_iothread_chains_instead_of_nesting(qloop_module):
+    """Inside one IOThread, two coroutines wake each other with co_wake 25,000 times: each
+    wake from inside a coroutine runs the other after the current one yields (no nesting),
+    so the stack stays flat; the counts are exact."""
+    mod = qloop_module
+    rounds = 25_000
+    counts = [0, 0]
+    depth = []
+    cos = []
+
+    async def player(me):
+        for _ in range(rounds):
+            counts[me] += 1
+            depth.append(_stack_depth())
+            mod.co_wake(cos[1 - me])
+            assert counts[1 - me] == counts[me] - (1 - me)  # the other has not run yet
+            await mod.coroutine_yield()
+
+    with mod.IOThread() as io:
+        def start():
+            cos.extend([mod.Coroutine(player(0)), mod.Coroutine(player(1))])
+            cos[0].enter()
+            return [co.done for co in cos]
+
+        assert _run_in(io, start) == [True, False]
+    assert counts == [rounds, rounds]
+    assert max(depth) - min(depth) <= 2
+
+
 def _stack_depth():
     f, n = sys._getframe(1), 0
     while f is not None:
