@@ -690,8 +690,11 @@ AIO_WORKLOADS = {
     "aio_echo_streams": ("streams echo (server)", "rt per server CPU-s"),
     "aio_tcp_throughput": ("TCP throughput", "GB/s"),
     "aio_udp_echo": ("UDP echo", "round trips/s"),
+    "aio_thread_pool": ("run_in_executor(None) jobs", "jobs/s"),
 }
 AIO_BAR = "core >= best peer; fallback >= asyncio"
+# thread_pool (bench/test_thread_pool.py): qloop's ThreadPool against the peers' default executor
+THREAD_POOL_BAR = 1.5  # core / best peer, in jobs/s and in jobs per loop-thread CPU-second
 # Virtual time (bench/test_aio_virtual_sleep.py): qloop's virtual-time loop against looptime
 # over asyncio's loop; its own columns and bar, rendered below the table of the other rows.
 AIO_VT_WORKLOADS = {
@@ -757,7 +760,51 @@ def build_aio_rows(results: dict) -> list[dict]:
                 "detail": detail,
             }
         )
+    rows.extend(build_thread_pool_rows(results))
     rows.extend(build_aio_vt_rows(results))
+    return rows
+
+
+def build_thread_pool_rows(results: dict) -> list[dict]:
+    """thread_pool: jobs/s and jobs per loop-thread CPU-second, core against the best peer."""
+    recs = results.get(("thread_pool", None), {})
+    if not recs:
+        return []
+    per_cpu = {}
+    for impl, rec in recs.items():
+        c = rec["extra_info"].get("loop_cpu_per_job")
+        per_cpu[impl] = (1.0 / c) if c else None
+    rows = []
+    for label, unit, values in (
+        ("thread pool round trips", "jobs/s", _aio_values("thread_pool", recs)),
+        ("thread pool, loop-thread CPU", "jobs/loop CPU-s", per_cpu),
+    ):
+        peers = {p: values[p] for p in AIO_PEERS if values.get(p)}
+        best = max(peers, key=peers.get) if peers else None
+        core_best = _ratio(values.get("qloop-core"), peers.get(best) if best else None)
+        fb_asyncio = _ratio(values.get("qloop-fallback"), values.get("asyncio"))
+        checks = {
+            "core/best peer": None if core_best is None else core_best >= THREAD_POOL_BAR,
+            "fallback/asyncio": None if fb_asyncio is None else fb_asyncio >= 1.0,
+        }
+        detail = f"bar: core >= {THREAD_POOL_BAR:g}x best peer; fallback >= asyncio"
+        if unit != "jobs/s":
+            detail += "; loop-thread CPU us/job: " + ", ".join(
+                f"{AIO_SHORT[i]} {1e6 / values[i]:.2f}" for i in AIO_IMPLS if values.get(i))
+        note = _partial_note(checks)
+        rows.append(
+            {
+                "workload": "thread_pool",
+                "label": label,
+                "unit": unit,
+                "values": {impl: values.get(impl) for impl in AIO_IMPLS},
+                "best_peer": best,
+                "ratios": {"core/best peer": core_best, "fallback/asyncio": fb_asyncio},
+                "bar": f"core >= {THREAD_POOL_BAR:g}x best peer; fallback >= asyncio",
+                "status": _status(_all_known(checks)),
+                "detail": detail + (f"; {note}" if note else ""),
+            }
+        )
     return rows
 
 

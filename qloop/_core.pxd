@@ -147,6 +147,7 @@ cdef class AioContext:
     cdef bint source_epoll_ready
     cdef list source_errors
     cdef public object _co_state
+    cdef public object _thread_pool
     cdef public object _g_source_obj
     cdef object __weakref__
 

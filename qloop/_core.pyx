@@ -74,10 +74,12 @@ import weakref
 
 from qloop._aio.build import build_implementation
 from qloop._main import (
+    aio_wait as _aio_wait,
     coroutine as _coroutine,
     glib as _glib,
     mainloop as _mainloop,
     runstate as _runstate,
+    threadpool as _threadpool,
 )
 from qloop._main.mainloop import MainLoopPoll
 from qloop._common import (
@@ -206,6 +208,7 @@ _main_loop = _mainloop.MainLoop(types.SimpleNamespace(
     clock_is_manual=clock_is_manual,
     clock_advance_virtual_time=clock_advance_virtual_time,
     virtual_deadline=_virtual_deadline,
+    module=__name__,
 ))
 globals().update(_main_loop.exports())
 GLibUnavailable = _glib.GLibUnavailable

@@ -88,6 +88,7 @@ _main_loop = _mainloop.MainLoop(types.SimpleNamespace(
     clock_is_manual=clock_is_manual,
     clock_advance_virtual_time=clock_advance_virtual_time,
     virtual_deadline=_virtual_deadline,
+    module=__name__,
 ))
 globals().update(_main_loop.exports())
 RunState = _runstate.RunState

@@ -28,6 +28,7 @@ from typing import Any, cast
 
 from .._common import _closed_fd_error
 from .base import MixinBase
+from .executor import ContextPoolExecutor
 from .helpers import (
     _DEBUG_STACK_DEPTH,
     _check_callback_slow,
@@ -52,7 +53,7 @@ class EventLoopAPI(MixinBase):
     # set by _init_api; declared for type checkers
     _exception_handler: Callable[[Any, dict[str, Any]], Any] | None
     _task_factory: Callable[..., Any] | None
-    _default_executor: concurrent.futures.ThreadPoolExecutor | None
+    _default_executor: concurrent.futures.Executor | None
     _executor_shutdown_called: bool
     _asyncgens: weakref.WeakSet[Any]
     _asyncgens_shutdown_called: bool
@@ -242,8 +243,8 @@ class EventLoopAPI(MixinBase):
     # ---- executors
 
     def run_in_executor(self, executor: Any, func: Callable[..., Any], *args: Any) -> Any:
-        """Run ``func(*args)`` in ``executor`` (default: a ThreadPoolExecutor); an awaitable
-        future.  The result comes back through ``call_soon_threadsafe``."""
+        """Run ``func(*args)`` in ``executor`` (default: the loop's context's thread pool,
+        whose completion BH resolves the future in this thread); an awaitable future."""
         self._check_closed_py()
         if self.get_debug():
             _check_callback_slow(func, "run_in_executor")
@@ -252,16 +253,20 @@ class EventLoopAPI(MixinBase):
                 raise RuntimeError("Executor shutdown has been called")
             executor = self._default_executor
             if executor is None:
-                executor = concurrent.futures.ThreadPoolExecutor(thread_name_prefix="asyncio")
+                executor = ContextPoolExecutor(
+                    self.aio_context.thread_pool())
                 self._default_executor = executor
+            if type(executor) is ContextPoolExecutor:
+                return executor.run_in_loop(self, func, args)
         cfut = executor.submit(func, *args)
         fut = futures.wrap_future(cfut, loop=self)  # type: ignore[arg-type]
         if self._vt_enabled:
-            self._track_real_work(cfut)  # type: ignore[attr-defined]  # never jumped past
+            self._track_real_work(cfut)  # never jumped past
         return fut
 
     def set_default_executor(self, executor: Any) -> None:
-        """The executor ``run_in_executor(None, ...)`` uses (a ThreadPoolExecutor)."""
+        """The executor ``run_in_executor(None, ...)`` uses instead of the context's thread
+        pool (a ThreadPoolExecutor)."""
         if not isinstance(executor, concurrent.futures.ThreadPoolExecutor):
             raise TypeError("executor must be ThreadPoolExecutor")
         self._default_executor = executor

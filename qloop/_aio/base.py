@@ -32,6 +32,7 @@ class LoopBase(Protocol):
     _real_work_begin: Any
     _real_work_done_threadsafe: Any
     _real_work_end: Any
+    _track_real_work: Any
     _remove_reader: Any
     _remove_writer: Any
     _run_loop: Any

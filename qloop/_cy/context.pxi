@@ -936,6 +936,18 @@ QEMU's AioContext: fd handlers, bottom halves and timers driven by ``poll()``.
         self._check_open()
         _coroutine.co_schedule(self, co)
 
+    # ---- thread pool and AIO_WAIT_WHILE (docs/thread-pool.md, docs/iothreads.md)
+
+    def thread_pool(self):
+        """``aio_get_thread_pool``: this context's ThreadPool, made on first use and stopped
+        by ``close()``; safe from any thread."""
+        return _threadpool.pool_of(self)
+
+    def wait_while(self, cond):
+        """``AIO_WAIT_WHILE``: poll until ``cond()`` is false (``qloop.aio_wait_while``);
+        True if it polled."""
+        return _aio_wait.aio_wait_while(self, cond)
+
     def g_source(self):
         """``aio_get_g_source``: this context as a ``GLib.Source`` (PyGObject) to attach to a
         ``GLib.MainContext``; a running ``GLib.MainLoop`` then drives its BHs, timers and fd
@@ -1235,6 +1247,7 @@ QEMU's AioContext: fd handlers, bottom halves and timers driven by ``poll()``.
             raise RuntimeError("cannot close an AioContext from inside its own poll()")
         self._closed = True
         _contexts.discard(self)
+        _threadpool.close_pool(self)
         src, self._g_source_obj = self._g_source_obj, None
         if src is not None and not src.is_destroyed():
             src.destroy()

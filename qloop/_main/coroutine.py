@@ -22,6 +22,7 @@ from __future__ import annotations
 import inspect
 import sys
 import threading
+import weakref
 from collections import deque
 from collections.abc import Coroutine as _PyCoroutine, Generator
 from typing import Any
@@ -30,6 +31,7 @@ from .._common import _clock_of, _int_arg, _raise_errors
 
 __all__ = [
     "Coroutine",
+    "co_reschedule_self",
     "co_sleep_ns",
     "co_wake",
     "coroutine_self",
@@ -69,10 +71,27 @@ def add_bql_context_provider(provider: Any) -> None:
         _bql_context_providers.append(provider)
 
 
+# contexts a thread registered as its own: ctx -> that thread's ident
+_owners: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
+# what the scheduler's BH calls once it entered its coroutines: aio_wait_kick (set by
+# qloop/_main/aio_wait.py, which imports this module)
+_kick: Any = int
+
+
 def set_current_aio_context(ctx: Any) -> None:
     """Register ``ctx`` as this thread's AioContext (``qemu_set_current_aio_context``);
     ``None`` unregisters.  ``init_main_loop()`` registers the main context this way."""
+    old = _tls.ctx
+    if old is not None and _owners.get(old) == threading.get_ident():
+        del _owners[old]
     _tls.ctx = ctx
+    if ctx is not None:
+        _owners[ctx] = threading.get_ident()
+
+
+def context_owner(ctx: Any) -> int | None:
+    """The ident of the thread that registered ``ctx`` as its context, if one did."""
+    return _owners.get(ctx)
 
 
 def get_current_aio_context() -> Any:
@@ -209,21 +228,21 @@ def co_schedule(ctx: Any, co: Coroutine) -> None:
     """``aio_co_schedule``: enter ``co`` from a BH of ``ctx`` (FIFO).  Safe from any thread."""
     if not isinstance(co, Coroutine):
         raise TypeError(f"co_schedule needs a qloop.Coroutine, not {type(co).__name__}")
-    if co._scheduled is not None:
-        raise RuntimeError(f"Co-routine was already scheduled in '{co._scheduled}'")
-    if co._state == "done":
-        raise RuntimeError("Co-routine was already terminated")
     state = ctx._co_state
-    if state is None:
-        with _co_state_lock:
+    with _co_state_lock:  # test-and-set: two threads cannot both schedule it
+        if co._scheduled is not None:
+            raise RuntimeError(f"Co-routine was already scheduled in '{co._scheduled}'")
+        if co._state == "done":
+            raise RuntimeError("Co-routine was already terminated")
+        if state is None:
             state = ctx._co_state
             if state is None:
                 queue: deque[Coroutine] = deque()
                 bh = ctx.bh_new(lambda: _co_schedule_bh(ctx, queue), name="co_schedule_bh")
                 state = ctx._co_state = (queue, bh)
-    co._scheduled = "co_schedule"
-    co.ctx = ctx
-    state[0].append(co)
+        co._scheduled = "co_schedule"
+        co.ctx = ctx
+        state[0].append(co)
     state[1].schedule()
 
 
@@ -238,8 +257,44 @@ def _co_schedule_bh(ctx: Any, queue: deque[Coroutine]) -> None:
             co._enter(ctx)
         except BaseException as exc:
             errors.append(exc)
+    _kick()
     if errors:
         _raise_errors(errors)
+
+
+class _Reschedule:
+    """The awaitable behind ``co_reschedule_self``."""
+
+    __slots__ = ("ctx",)
+
+    def __init__(self, ctx: Any) -> None:
+        self.ctx = ctx
+
+    def __await__(self) -> Generator[Any, None, None]:
+        co = _tls.current
+        if co is None:
+            raise RuntimeError("co_reschedule_self() must be awaited inside a qloop Coroutine")
+        new_ctx = self.ctx
+        old = co.ctx if co.ctx is not None else get_current_aio_context()
+        if old is new_ctx:
+            return
+        if old is None:
+            raise RuntimeError("co_reschedule_self(): the coroutine runs in no AioContext")
+        # Not co_schedule() from here: the new context's thread could enter the coroutine
+        # before it yielded in this one.  A one-shot BH of this thread's context runs after
+        # the yield.
+        old.bh_schedule_oneshot(lambda: co_schedule(new_ctx, co), name="co_reschedule_self")
+        yield _YIELD
+        while co.ctx is not new_ctx:  # a stray co_wake() before the move
+            yield _YIELD
+
+
+def co_reschedule_self(ctx: Any) -> _Reschedule:
+    """``await qloop.co_reschedule_self(ctx)`` (``aio_co_reschedule_self``): move the running
+    coroutine to ``ctx``; it resumes there (in ``ctx``'s thread).  No-op if it runs there."""
+    if getattr(ctx, "co_schedule", None) is None or not hasattr(ctx, "_co_state"):
+        raise TypeError(f"co_reschedule_self needs an AioContext, not {type(ctx).__name__}")
+    return _Reschedule(ctx)
 
 
 class _Sleep:

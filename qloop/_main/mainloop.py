@@ -27,7 +27,13 @@ from typing import Any
 
 from .._common import NotifierList, _fd_of, _int64_arg, _int_arg, _raise_errors
 from .._constants import SCALE_MS, SCALE_NS, SCALE_US, ClockType
-from . import coroutine as _coroutine, glib as _glib
+from . import (
+    aio_wait as _aio_wait,
+    coroutine as _coroutine,
+    glib as _glib,
+    iothread as _iothread,
+    threadpool as _threadpool,
+)
 from .childwatch import ChildCallback, ChildWatches
 from .runstate import (
     RUNSTATE_EXPORTS,
@@ -52,7 +58,7 @@ EXPORTS = (
     "bql_lock", "bql_unlock", "bql_locked", "bql",
     "add_signal_handler", "remove_signal_handler",
     *RUNSTATE_EXPORTS,
-    "main_loop", "clock_step",
+    "main_loop", "clock_step", "IOThread",
 )
 
 # Names shared by both implementations (plain Python, the same objects).
@@ -60,6 +66,8 @@ SHARED_EXPORTS = (
     "RunState", "ShutdownCause", "WakeupReason", "MainLoopPollState", "PollFD", "MainLoopPoll",
     "Coroutine", "coroutine_yield", "coroutine_self", "in_coroutine", "co_wake",
     "co_sleep_ns", "get_current_aio_context", "set_current_aio_context",
+    "co_reschedule_self", "ThreadPool", "ThreadPoolRequest",
+    "aio_wait_kick", "aio_wait_while", "aio_wait_bh_oneshot",
 )
 
 
@@ -98,7 +106,8 @@ class MainLoop:
 
     ``impl`` is the implementation's namespace: ``AioContext``, ``BigLock``, ``MainLoopWait``,
     ``glib_poller`` (or None), ``clock_enable``, ``clock_get_ns``,
-    ``clock_advance_virtual_time``, ``clock_is_manual`` and ``virtual_deadline``.
+    ``clock_advance_virtual_time``, ``clock_is_manual``, ``virtual_deadline`` and
+    ``module`` (the implementation module's name).
     """
 
     def __init__(self, impl: Any) -> None:
@@ -115,6 +124,11 @@ class MainLoop:
         self._signals = SignalCallbacks(self.iohandler_get_aio_context)
         self._children = ChildWatches(self.iohandler_get_aio_context)
         self._wait = impl.MainLoopWait(self.init_main_loop, self.bql, self._poll_notifiers)
+        # IOThreads of this implementation; AIO_WAIT_WHILE sleeps in this main context
+        self.IOThread = type("IOThread", (_iothread.IOThread,), {
+            "_context_type": impl.AioContext, "__module__": impl.module,
+            "__doc__": _iothread.IOThread.__doc__})
+        _aio_wait.register_main_loop(impl.AioContext, self._main_context, self.notify_event)
 
     def exports(self) -> dict[str, Any]:
         names: dict[str, Any] = {}
@@ -150,6 +164,9 @@ class MainLoop:
             self._ctx = ctx
         _coroutine.set_current_aio_context(ctx)
         _coroutine.add_bql_context_provider(self._bql_context)
+
+    def _main_context(self) -> Any:
+        return self._ctx
 
     def _bql_context(self) -> Any:
         # qemu_get_current_aio_context(): a thread holding the BQL gets the main context
@@ -387,4 +404,10 @@ _SHARED: dict[str, Any] = {
     "co_sleep_ns": _coroutine.co_sleep_ns,
     "get_current_aio_context": _coroutine.get_current_aio_context,
     "set_current_aio_context": _coroutine.set_current_aio_context,
+    "co_reschedule_self": _coroutine.co_reschedule_self,
+    "ThreadPool": _threadpool.ThreadPool,
+    "ThreadPoolRequest": _threadpool.ThreadPoolRequest,
+    "aio_wait_kick": _aio_wait.aio_wait_kick,
+    "aio_wait_while": _aio_wait.aio_wait_while,
+    "aio_wait_bh_oneshot": _aio_wait.aio_wait_bh_oneshot,
 }

@@ -57,7 +57,12 @@ from .._constants import (
     TIMER_ATTR_ALL,
     ClockType,
 )
-from .._main import coroutine as _coroutine, glib as _glib
+from .._main import (
+    aio_wait as _aio_wait,
+    coroutine as _coroutine,
+    glib as _glib,
+    threadpool as _threadpool,
+)
 from .bh import (
     _BH_CANCEL,
     _BH_DELETED,
@@ -191,6 +196,7 @@ class AioContext:
         self._exception_handler: Callable[[AioContext, BaseException], Any] | None = None
         self._timer_notify_cb: Callback | None = None
         self._co_state: Any = None
+        self._thread_pool: _threadpool.ThreadPool | None = None
         # the last callback timer_new() validated (weakly: it must not keep it alive)
         self._last_timer_cb: Callable[[], Any] = _no_callback
         self._g_source_obj: Any = None
@@ -914,6 +920,18 @@ class AioContext:
         self._check_open()
         _coroutine.co_schedule(self, co)
 
+    # ---- thread pool and AIO_WAIT_WHILE (docs/thread-pool.md, docs/iothreads.md)
+
+    def thread_pool(self) -> _threadpool.ThreadPool:
+        """``aio_get_thread_pool``: this context's ThreadPool, made on first use and stopped
+        by ``close()``; safe from any thread."""
+        return _threadpool.pool_of(self)
+
+    def wait_while(self, cond: Callable[[], Any]) -> bool:
+        """``AIO_WAIT_WHILE``: poll until ``cond()`` is false (``qloop.aio_wait_while``);
+        True if it polled."""
+        return _aio_wait.aio_wait_while(self, cond)
+
     def g_source(self) -> Any:
         """``aio_get_g_source``: this context as a ``GLib.Source`` (PyGObject) to attach to a
         ``GLib.MainContext``; a running ``GLib.MainLoop`` then drives its BHs, timers and fd
@@ -1195,6 +1213,7 @@ class AioContext:
             raise RuntimeError("cannot close an AioContext from inside its own poll()")
         self._closed = True
         _contexts.discard(self)
+        _threadpool.close_pool(self)
         src, self._g_source_obj = self._g_source_obj, None
         if src is not None and not src.is_destroyed():
             src.destroy()

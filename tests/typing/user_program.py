@@ -26,6 +26,12 @@ async def coroutine_body(done: list[str]) -> int:
     return 42
 
 
+async def hop(target: qloop.AioContext, pool: qloop.ThreadPool) -> None:
+    await qloop.co_reschedule_self(target)
+    n = await pool.co_submit(len, "abcd")
+    assert_type(n, int)
+
+
 def context_api() -> None:
     ctx = qloop.AioContext(fdmon="auto")
     assert_type(ctx.closed, bool)
@@ -106,6 +112,27 @@ def context_api() -> None:
     qloop.set_current_aio_context(ctx)
     assert_type(qloop.get_current_aio_context(), qloop.AioContext | None)
     qloop.set_current_aio_context(None)
+
+    pool = ctx.thread_pool()
+    assert_type(pool, qloop.ThreadPool)
+    req = pool.submit(len, "abc", callback=print)
+    assert_type(req, qloop.ThreadPoolRequest)
+    assert_type(req.state, Literal["queued", "active", "done"])
+    assert_type(req.done, bool)
+    assert_type(req.cancelled, bool)
+    assert_type(req.cancel(), bool)
+    pool.set_params(0, 4)
+    assert_type(pool.min_threads + pool.max_threads + pool.threads + pool.idle_threads, int)
+    assert_type(pool.ctx, qloop.AioContext)
+    assert_type(ctx.wait_while(lambda: not req.done), bool)
+    assert_type(qloop.aio_wait_while(ctx, lambda: False), bool)
+    qloop.aio_wait_kick()
+    qloop.aio_wait_bh_oneshot(ctx, lambda: None)
+    with qloop.IOThread(name="io") as iothread:
+        assert_type(iothread.ctx, qloop.AioContext)
+        assert_type(iothread.name, str)
+        iothread.ctx.co_schedule(qloop.Coroutine(hop(iothread.ctx, pool), ctx=ctx))
+    iothread.join()
 
     try:
         src = ctx.g_source()
