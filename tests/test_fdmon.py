@@ -406,3 +406,66 @@ def test_timed_epoll_wait_with_and_without_epoll_pwait2(qloop_module, switch, in
         pytest.skip("epoll_pwait2 needs Linux 5.11")
     out = run_python_json(qloop_module, PWAIT2_CHILD, QLOOP_EPOLL_PWAIT2=switch)
     assert out == {"in_use": in_use, "fdmon": "epoll", "early": False, "got": "x"}
+
+
+SECCOMP_CHILD = r"""
+import ctypes, json, socket, struct, sys
+libc = ctypes.CDLL(None, use_errno=True)
+# a seccomp filter answering epoll_pwait2 (441 on every architecture) with errno ERR, as a
+# sandbox that does not know the call does; every other system call is allowed
+ERR = int(sys.argv[1])
+prog = [(0x20, 0, 0, 0), (0x15, 0, 1, 441), (0x06, 0, 0, 0x00050000 | ERR),
+        (0x06, 0, 0, 0x7FFF0000)]
+buf = ctypes.create_string_buffer(b"".join(struct.pack("HBBI", *i) for i in prog))
+fprog = struct.pack("HxxxxxxP", len(prog), ctypes.addressof(buf))
+fprog_buf = ctypes.create_string_buffer(fprog)
+if libc.prctl(38, 1, 0, 0, 0) != 0 or libc.prctl(22, 2, fprog_buf, 0, 0) != 0:
+    print(json.dumps({"skip": ctypes.get_errno()}))
+    sys.exit(0)
+import qloop
+rt = qloop.ClockType.REALTIME
+out = {"before": qloop._core._epoll_pwait2_in_use()}
+with qloop.AioContext() as ctx:
+    a, b = socket.socketpair()
+    got = []
+    ctx.set_fd_handler(a, io_read=lambda: got.append(a.recv(10)))
+    ctx.poll(False)
+    ran = []
+    t = ctx.timer_new_ns(rt, lambda: ran.append(qloop.clock_get_ns(rt)))
+    deadline = qloop.clock_get_ns(rt) + 3_000_000
+    t.mod_ns(deadline)
+    while not ran:
+        ctx.poll(True)  # the refused epoll_pwait2, then the two-call wait
+    out["after"] = qloop._core._epoll_pwait2_in_use()
+    out["early"] = ran[0] < deadline
+    out["fdmon"] = ctx.fdmon
+    t.mod_ns(qloop.clock_get_ns(rt) + 10 * 10**9)
+    b.send(b"x")
+    while not got:
+        ctx.poll(True)
+    out["got"] = got[0].decode()
+    t.delete()
+    ctx.set_fd_handler(a)
+    a.close()
+    b.close()
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.parametrize("err", ["ENOSYS", "EPERM"])
+def test_epoll_pwait2_refused_by_seccomp(qloop_module, err):
+    """A real refusal (a seccomp filter in a child): the first timed wait notices it and the
+    core goes on with the two-call wait, process-wide."""
+    import errno
+    import platform
+
+    if qloop_module.__name__ != "qloop._core":
+        pytest.skip("the compiled core's wait")
+    if platform.system() != "Linux" or _kernel_version() < (5, 11):
+        pytest.skip("needs Linux 5.11 (epoll_pwait2) and seccomp")
+    code = SECCOMP_CHILD.replace("sys.argv[1]", str(getattr(errno, err)))
+    out = run_python_json(qloop_module, code, QLOOP_EPOLL_PWAIT2="")
+    if "skip" in out:
+        pytest.skip(f"seccomp filter refused: errno {out['skip']}")
+    assert out == {"before": True, "after": False, "early": False, "fdmon": "epoll",
+                   "got": "x"}
