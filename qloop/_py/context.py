@@ -147,7 +147,8 @@ class AioContext:
     """QEMU's AioContext: fd handlers, bottom halves and timers driven by ``poll()``.
 
     ``fdmon`` is ``"auto"`` (ppoll while only the context's own notifier is registered, epoll
-    from the first wait with another fd), ``"poll"`` or ``"epoll"``.  Exceptions raised by callbacks: see ``set_exception_handler``.
+    from the first wait with another fd), ``"poll"`` or ``"epoll"``.  Exceptions raised by
+    callbacks: see ``set_exception_handler``.
     """
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
