@@ -43,6 +43,9 @@ TIMER_SCALE_RANDOM_BAR = 3.0  # the same with a random timer re-armed each time,
 TIMER_MOD_1M_BAR = 5.0  # core / uvloop re-arms per second among 1M armed
 IDLE_FDS_BAR = 1.1  # time(10k idle) / time(0 idle), core
 IDLE_FDS_FALLBACK_BAR = 1.2  # the same, fallback
+FDMON_AUTO_BAR = 0.95  # auto / the better of forced poll and epoll, round trips per CPU-s
+FDMON_AUTO_IDLE_BAR = 1.05  # auto: CPU per round trip with 10k idle fds / with none
+FDMON_AUTO_CASES = ("pairs_1", "pairs_8", "pairs_30", "pairs_64", "fds_10k")
 MAIN_LOOP_CHAIN_BARS = {"glib_on": 2.0, "glib_off": 3.0}  # core / uvloop
 MAIN_LOOP_ITERATION_US = 1.5  # core, one main_loop_wait iteration
 MEMORY_BAR = 200.0  # bytes per armed timer, core
@@ -336,6 +339,60 @@ def build_rows(results: dict) -> list[dict]:
                         for k, v in checks.items()
                     }
                 ),
+                detail=_partial_note(checks),
+                ratios=False,
+            )
+        )
+
+    # fdmon_auto: auto against forced poll and epoll, round trips per CPU-second
+    def cpu_rate(variant):
+        out = {}
+        for impl, rec in results.get(("fdmon_auto", variant), {}).items():
+            cpu = rec["extra_info"].get("cpu_min_s")
+            if cpu and rec["ops"]:
+                out[impl] = rec["ops"] / cpu
+        return out
+
+    for case in FDMON_AUTO_CASES:
+        auto = cpu_rate(f"auto-{case}")
+        if not auto:
+            continue
+        poll_, epoll_ = cpu_rate(f"poll-{case}"), cpu_rate(f"epoll-{case}")
+        rows.append(_row(f"fdmon_auto[{case}] auto", "round trips/CPU-s", "ops/s", auto))
+        rows.append(_row(f"fdmon_auto[{case}] poll", "round trips/CPU-s", "ops/s", poll_))
+        rows.append(_row(f"fdmon_auto[{case}] epoll", "round trips/CPU-s", "ops/s", epoll_))
+        rel = {}
+        for impl in IMPLS:
+            forced = [v for v in (poll_.get(impl), epoll_.get(impl)) if v is not None]
+            rel[impl] = _ratio(auto.get(impl), max(forced)) if forced else None
+        checks = {k: rel.get(f"qloop-{k}") for k in ("core", "fallback")}
+        rows.append(
+            _row(
+                f"fdmon_auto[{case}]",
+                "auto / best forced",
+                "x",
+                rel,
+                f"core, fallback >= {FDMON_AUTO_BAR:g}",
+                _all_known({k: None if v is None else v >= FDMON_AUTO_BAR
+                            for k, v in checks.items()}),
+                detail=_partial_note(checks),
+                ratios=False,
+            )
+        )
+    none_, many = cpu_rate("auto-fds_0"), cpu_rate("auto-fds_10k")
+    if none_ and many:
+        slow = {impl: _ratio(none_.get(impl), many.get(impl)) for impl in IMPLS}
+        checks = {k: slow.get(f"qloop-{k}") for k in ("core", "fallback")}
+        rows.append(_row("fdmon_auto[fds_0] auto", "round trips/CPU-s", "ops/s", none_))
+        rows.append(
+            _row(
+                "fdmon_auto",
+                "auto: CPU 10k idle / 0 idle",
+                "x",
+                slow,
+                f"core, fallback <= {FDMON_AUTO_IDLE_BAR:g}x",
+                _all_known({k: None if v is None else v <= FDMON_AUTO_IDLE_BAR
+                            for k, v in checks.items()}),
                 detail=_partial_note(checks),
                 ratios=False,
             )

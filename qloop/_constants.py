@@ -33,8 +33,9 @@ TIMER_ATTR_ALL = 0xFFFFFFFF
 
 FDMON_NAMES = ("auto", "poll", "epoll")
 
-# fd count at which fdmon="auto" moves from ppoll to epoll (EPOLL_ENABLE_THRESHOLD).
-EPOLL_ENABLE_THRESHOLD = 64
+# fd count at which fdmon="auto" moves from ppoll to epoll: the context's own notifier and one
+# more fd (docs/decisions.md, "fd monitor policy", has the measurements behind it).
+AUTO_EPOLL_FDS = 2
 # events taken from one epoll_wait call; the rest are seen next time (level-triggered).
 EPOLL_MAX_EVENTS = 128
 # blocking-timeout cap while only idle BHs are pending.

@@ -28,7 +28,7 @@ from cpython.exc cimport PyErr_CheckSignals
 from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from cpython.object cimport PyObject
 from cpython.ref cimport Py_DECREF, Py_INCREF
-from libc.errno cimport EAGAIN, EINTR, ENOSYS, errno
+from libc.errno cimport EAGAIN, EINTR, ENOSYS, EPERM, errno
 from libc.string cimport memcpy
 from libc.stdint cimport INT64_MAX, int64_t, uint32_t, uint64_t
 from posix.fcntl cimport O_CLOEXEC, O_NONBLOCK
@@ -55,6 +55,7 @@ from qloop.includes.posix cimport (
     pipe2,
     pollfd,
     ppoll,
+    ql_epoll_pwait2,
     sched_yield,
     ql_fetch_add,
     ql_fetch_and,
@@ -68,6 +69,7 @@ from qloop.includes.posix cimport (
     ql_xchg,
 )
 
+import os as _os
 import threading
 import types
 import weakref
@@ -160,7 +162,7 @@ cdef extern from "Python.h":
 
 
 cdef enum:
-    EPOLL_ENABLE_THRESHOLD = 64
+    AUTO_EPOLL_FDS = 2  # the context's own notifier and one more fd
     EPOLL_MAX_EVENTS = 128
     IDLE_BH_TIMEOUT_NS = 10000000
     POLL_NS_INITIAL = 4000

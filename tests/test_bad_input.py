@@ -385,10 +385,11 @@ def test_deleted_bh_raises(ctx):
 # -- fd closed while registered --------------------------------------------------------
 
 
-@pytest.mark.parametrize("fdmon", ["poll", "auto"])
-def test_fd_closed_while_registered(make_ctx, fdmon):
-    """decisions.md: POLLNVAL -> the handler is removed and poll() raises OSError(EBADF)."""
-    ctx = make_ctx(fdmon=fdmon)
+def test_fd_closed_while_registered(make_ctx):
+    """decisions.md: POLLNVAL -> the handler is removed and poll() raises OSError(EBADF).  Only
+    ppoll reports it: epoll (and "auto" once it has moved to epoll) drops a closed file from its
+    set silently (docs/aio-context.md, "fd monitors")."""
+    ctx = make_ctx(fdmon="poll")
     ctx.set_exception_handler(None)  # the case without a handler: poll() raises it
     r, w = os.pipe()
     calls = []

@@ -1,5 +1,5 @@
-"""fd monitors (docs/aio-context.md, "fd monitors"): "poll", "epoll", "auto" (ppoll, upgraded
-to epoll at 64 fds)."""
+"""fd monitors (docs/aio-context.md, "fd monitors"): "poll", "epoll", "auto" (ppoll while only
+the context's own notifier is registered, epoll from the first fd waited on)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import os
 import tempfile
 
 import pytest
+
+from _mainloop_support import run_python_json
 
 
 class Notifiers:
@@ -71,12 +73,24 @@ def test_default_is_auto_starting_on_poll(qloop_module):
         assert ctx.fdmon == "poll"
 
 
-def test_auto_stays_on_poll_below_threshold(make_ctx, notifiers):
+def test_auto_stays_on_poll_with_only_its_notifier(make_ctx):
     ctx = make_ctx(fdmon="auto")
-    notifiers(ctx, 62)
     for _ in range(3):
         ctx.poll(False)
     assert ctx.fdmon == "poll"
+
+
+def test_auto_moves_to_epoll_at_the_first_fd(make_ctx, notifiers):
+    ctx = make_ctx(fdmon="auto")
+    ns = notifiers(ctx, 1)
+    assert ctx.fdmon == "poll"  # the move happens inside a wait
+    ctx.poll(False)
+    assert ctx.fdmon == "epoll"
+    # It keeps working after the move.
+    ns.items[0].set()
+    assert ctx.poll(False) is True
+    assert ns.counts == [1]
+    assert ctx.poll(False) is False
 
 
 def test_auto_upgrades_to_epoll_when_polled_with_64_fds(make_ctx, notifiers):
@@ -90,6 +104,22 @@ def test_auto_upgrades_to_epoll_when_polled_with_64_fds(make_ctx, notifiers):
     assert ctx.poll(False) is True
     assert ns.counts[37] == 1 and sum(ns.counts) == 1
     assert ctx.poll(False) is False
+
+
+def test_auto_does_not_move_inside_a_nested_poll(make_ctx, notifiers):
+    ctx = make_ctx(fdmon="auto")
+    seen = []
+
+    def nested():
+        notifiers(ctx, 3)
+        ctx.poll(False)
+        seen.append(ctx.fdmon)
+
+    ctx.bh_schedule_oneshot(nested)
+    assert ctx.poll(False) is True
+    assert seen == ["poll"]
+    ctx.poll(False)  # outermost again: the move happens now
+    assert ctx.fdmon == "epoll"
 
 
 def test_no_downgrade_when_fds_are_removed(make_ctx, notifiers):
@@ -326,3 +356,116 @@ def test_backend_fd_number_reused_after_close(kind, make_ctx, notifiers, sockpai
         assert ctx.poll(False) is False
     finally:
         os.close(old_fd)
+
+
+# -- the wait with a timeout: epoll_pwait2, or ppoll on the epoll fd where it is missing -------
+
+
+def _kernel_version() -> tuple[int, ...]:
+    release = os.uname().release.split("-")[0]
+    return tuple(int(p) for p in release.split(".")[:2] if p.isdigit())
+
+
+PWAIT2_CHILD = r"""
+import json, socket, qloop
+rt = qloop.ClockType.REALTIME
+out = {"in_use": qloop._core._epoll_pwait2_in_use()}
+with qloop.AioContext(fdmon="auto") as ctx:
+    a, b = socket.socketpair()
+    got = []
+    ctx.set_fd_handler(a, io_read=lambda: got.append(a.recv(10)))
+    ctx.poll(False)
+    out["fdmon"] = ctx.fdmon
+    ran = []
+    t = ctx.timer_new_ns(rt, lambda: ran.append(qloop.clock_get_ns(rt)))
+    deadline = qloop.clock_get_ns(rt) + 3_000_000
+    t.mod_ns(deadline)
+    while not ran:
+        ctx.poll(True)  # a blocking wait with a finite timeout
+    out["early"] = ran[0] < deadline
+    t.mod_ns(qloop.clock_get_ns(rt) + 10 * 10**9)  # the wait below has a timeout too
+    b.send(b"x")
+    while not got:
+        ctx.poll(True)
+    out["got"] = got[0].decode()
+    t.delete()
+    ctx.set_fd_handler(a)
+    a.close()
+    b.close()
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.parametrize("switch, in_use", [("", True), ("0", False)])
+def test_timed_epoll_wait_with_and_without_epoll_pwait2(qloop_module, switch, in_use):
+    """QLOOP_EPOLL_PWAIT2=0 starts the core on the two-call wait that kernels without
+    epoll_pwait2 (before Linux 5.11, or a sandbox refusing it) get: same behaviour."""
+    if qloop_module.__name__ != "qloop._core":
+        pytest.skip("the compiled core's wait; the fallback uses select.epoll (ms timeouts)")
+    if in_use and _kernel_version() < (5, 11):
+        pytest.skip("epoll_pwait2 needs Linux 5.11")
+    out = run_python_json(qloop_module, PWAIT2_CHILD, QLOOP_EPOLL_PWAIT2=switch)
+    assert out == {"in_use": in_use, "fdmon": "epoll", "early": False, "got": "x"}
+
+
+SECCOMP_CHILD = r"""
+import ctypes, json, socket, struct, sys
+libc = ctypes.CDLL(None, use_errno=True)
+# a seccomp filter answering epoll_pwait2 (441 on every architecture) with errno ERR, as a
+# sandbox that does not know the call does; every other system call is allowed
+ERR = int(sys.argv[1])
+prog = [(0x20, 0, 0, 0), (0x15, 0, 1, 441), (0x06, 0, 0, 0x00050000 | ERR),
+        (0x06, 0, 0, 0x7FFF0000)]
+buf = ctypes.create_string_buffer(b"".join(struct.pack("HBBI", *i) for i in prog))
+fprog = struct.pack("HxxxxxxP", len(prog), ctypes.addressof(buf))
+fprog_buf = ctypes.create_string_buffer(fprog)
+if libc.prctl(38, 1, 0, 0, 0) != 0 or libc.prctl(22, 2, fprog_buf, 0, 0) != 0:
+    print(json.dumps({"skip": ctypes.get_errno()}))
+    sys.exit(0)
+import qloop
+rt = qloop.ClockType.REALTIME
+out = {"before": qloop._core._epoll_pwait2_in_use()}
+with qloop.AioContext() as ctx:
+    a, b = socket.socketpair()
+    got = []
+    ctx.set_fd_handler(a, io_read=lambda: got.append(a.recv(10)))
+    ctx.poll(False)
+    ran = []
+    t = ctx.timer_new_ns(rt, lambda: ran.append(qloop.clock_get_ns(rt)))
+    deadline = qloop.clock_get_ns(rt) + 3_000_000
+    t.mod_ns(deadline)
+    while not ran:
+        ctx.poll(True)  # the refused epoll_pwait2, then the two-call wait
+    out["after"] = qloop._core._epoll_pwait2_in_use()
+    out["early"] = ran[0] < deadline
+    out["fdmon"] = ctx.fdmon
+    t.mod_ns(qloop.clock_get_ns(rt) + 10 * 10**9)
+    b.send(b"x")
+    while not got:
+        ctx.poll(True)
+    out["got"] = got[0].decode()
+    t.delete()
+    ctx.set_fd_handler(a)
+    a.close()
+    b.close()
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.parametrize("err", ["ENOSYS", "EPERM"])
+def test_epoll_pwait2_refused_by_seccomp(qloop_module, err):
+    """A real refusal (a seccomp filter in a child): the first timed wait notices it and the
+    core goes on with the two-call wait, process-wide."""
+    import errno
+    import platform
+
+    if qloop_module.__name__ != "qloop._core":
+        pytest.skip("the compiled core's wait")
+    if platform.system() != "Linux" or _kernel_version() < (5, 11):
+        pytest.skip("needs Linux 5.11 (epoll_pwait2) and seccomp")
+    code = SECCOMP_CHILD.replace("sys.argv[1]", str(getattr(errno, err)))
+    out = run_python_json(qloop_module, code, QLOOP_EPOLL_PWAIT2="")
+    if "skip" in out:
+        pytest.skip(f"seccomp filter refused: errno {out['skip']}")
+    assert out == {"before": True, "after": False, "early": False, "fdmon": "epoll",
+                   "got": "x"}

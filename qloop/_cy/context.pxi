@@ -32,6 +32,41 @@ cdef class _Handler:
 
 cdef object _FDMON_NAMES = {"auto": FDMON_AUTO, "poll": FDMON_POLL, "epoll": FDMON_EPOLL}
 
+# epoll_pwait2 (one call, ns timeout) until the kernel or a sandbox refuses it (ENOSYS/EPERM);
+# QLOOP_EPOLL_PWAIT2=0 starts without it (how the tests reach the two-call wait).
+cdef bint _epoll_pwait2_usable = _os.environ.get("QLOOP_EPOLL_PWAIT2", "") != "0"
+
+
+cdef void _epoll_pwait2_off() noexcept:
+    global _epoll_pwait2_usable
+    _epoll_pwait2_usable = False
+
+
+cdef int _epoll_wait_via_ppoll(int epfd, epoll_event *events, int64_t timeout) noexcept:
+    """The wait with a timeout where epoll_pwait2 is missing: ppoll the epoll fd itself (ns
+    precision; epoll_wait takes ms), then collect with epoll_wait(0).  Returns what epoll_wait
+    returns: 0 on timeout, -1 with errno on failure."""
+    cdef timespec ts
+    cdef pollfd pfd
+    cdef int r
+    pfd.fd = epfd
+    pfd.events = POLLIN
+    pfd.revents = 0
+    ts.tv_sec = timeout // 1000000000
+    ts.tv_nsec = timeout % 1000000000
+    if ts.tv_sec > INT32_MAX:
+        ts.tv_sec = INT32_MAX
+    with nogil:
+        r = ppoll(&pfd, 1, &ts, NULL)
+    if r <= 0:
+        return r
+    return epoll_wait(epfd, events, EPOLL_MAX_EVENTS, 0)
+
+
+def _epoll_pwait2_in_use():
+    """Whether blocking epoll waits with a timeout use epoll_pwait2 (one call) now."""
+    return _epoll_pwait2_usable
+
 
 @cython.final
 cdef class AioContext:
@@ -40,8 +75,9 @@ cdef class AioContext:
 
 QEMU's AioContext: fd handlers, bottom halves and timers driven by ``poll()``.
 
-    ``fdmon`` is ``"auto"`` (ppoll, moving to epoll once 64 or more fds are polled), ``"poll"``
-    or ``"epoll"``.  Exceptions raised by callbacks: see ``set_exception_handler``.
+    ``fdmon`` is ``"auto"`` (ppoll while only the context's own notifier is registered, epoll
+    from the first wait with another fd), ``"poll"`` or ``"epoll"``.  Exceptions raised by
+    callbacks: see ``set_exception_handler``.
     """
 
     def __cinit__(self):
@@ -390,7 +426,7 @@ QEMU's AioContext: fd handlers, bottom halves and timers driven by ``poll()``.
 
     cdef int _wait(self, list ready, int64_t timeout, uint64_t gen) except -1:
         """The backend wait: the only blocking point of poll()."""
-        if (self.npollfds >= EPOLL_ENABLE_THRESHOLD and not self.epoll_active
+        if (self.npollfds >= AUTO_EPOLL_FDS and not self.epoll_active
                 and self.fdmon_mode == FDMON_AUTO and not self.epoll_failed):
             self._epoll_try_upgrade()
         if self.epoll_active:
@@ -436,26 +472,20 @@ QEMU's AioContext: fd handlers, bottom halves and timers driven by ``poll()``.
         return 0
 
     cdef int _wait_epoll(self, list ready, int64_t timeout, uint64_t gen) except -1:
-        cdef timespec ts
-        cdef pollfd pfd
-        cdef int r, i, rev
+        cdef int r, i, rev, err
         cdef _Handler node
-        if timeout > 0:
-            # ns precision: ppoll the epoll fd itself first (epoll_wait takes ms)
-            pfd.fd = self.epfd
-            pfd.events = POLLIN
-            pfd.revents = 0
-            ts.tv_sec = timeout // 1000000000
-            ts.tv_nsec = timeout % 1000000000
-            if ts.tv_sec > INT32_MAX:
-                ts.tv_sec = INT32_MAX
+        if timeout > 0 and _epoll_pwait2_usable:
+            # ns precision in one call (Linux 5.11+)
             with nogil:
-                r = ppoll(&pfd, 1, &ts, NULL)
-            if r <= 0:
-                if r < 0:
-                    return self._wait_failed(errno, "ppoll() on the epoll fd failed")
-                return 0
-            r = epoll_wait(self.epfd, self.ep_events, EPOLL_MAX_EVENTS, 0)
+                r = ql_epoll_pwait2(self.epfd, self.ep_events, EPOLL_MAX_EVENTS, timeout)
+            if r < 0:
+                err = errno
+                if err != ENOSYS and err != EPERM:
+                    return self._wait_failed(err, "epoll_pwait2() failed")
+                _epoll_pwait2_off()  # not offered here: the two-call wait from now on
+                r = _epoll_wait_via_ppoll(self.epfd, self.ep_events, timeout)
+        elif timeout > 0:
+            r = _epoll_wait_via_ppoll(self.epfd, self.ep_events, timeout)
         elif timeout == 0:
             r = epoll_wait(self.epfd, self.ep_events, EPOLL_MAX_EVENTS, 0)
         else:

@@ -45,7 +45,7 @@ from .._common import (
     _raise_errors,
 )
 from .._constants import (
-    EPOLL_ENABLE_THRESHOLD,
+    AUTO_EPOLL_FDS,
     EPOLL_MAX_EVENTS,
     FDMON_NAMES,
     IDLE_BH_TIMEOUT_NS,
@@ -151,8 +151,9 @@ class _Handler:
 class AioContext:
     """QEMU's AioContext: fd handlers, bottom halves and timers driven by ``poll()``.
 
-    ``fdmon`` is ``"auto"`` (ppoll, moving to epoll once 64 or more fds are polled), ``"poll"``
-    or ``"epoll"``.  Exceptions raised by callbacks: see ``set_exception_handler``.
+    ``fdmon`` is ``"auto"`` (ppoll while only the context's own notifier is registered, epoll
+    from the first wait with another fd), ``"poll"`` or ``"epoll"``.  Exceptions raised by
+    callbacks: see ``set_exception_handler``.
     """
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -471,7 +472,7 @@ class AioContext:
 
     def _wait(self, ready: list[_Handler], timeout: int, gen: int) -> None:
         """The backend wait: the only blocking point of poll()."""
-        if (self._npollfds >= EPOLL_ENABLE_THRESHOLD and not self._epoll_active
+        if (self._npollfds >= AUTO_EPOLL_FDS and not self._epoll_active
                 and self._fdmon_mode == "auto" and not self._epoll_failed):
             self._epoll_try_upgrade()
         if not self._epoll_active:

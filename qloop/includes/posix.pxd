@@ -1,7 +1,8 @@
 # cython: language_level=3
-# Linux system interfaces the compiled core calls directly (epoll, ppoll, eventfd, pipe2).
+# Linux system interfaces the compiled core calls directly (epoll, epoll_pwait2, ppoll, eventfd,
+# pipe2).
 
-from libc.stdint cimport uint32_t, uint64_t
+from libc.stdint cimport int64_t, uint32_t, uint64_t
 from posix.time cimport timespec
 
 
@@ -29,6 +30,10 @@ cdef extern from "<sys/epoll.h>" nogil:
         EPOLLOUT
         EPOLLERR
         EPOLLHUP
+
+
+cdef extern from "qloop_epoll.h" nogil:
+    int ql_epoll_pwait2(int epfd, epoll_event *events, int maxevents, int64_t timeout_ns)
 
 
 cdef extern from "<signal.h>" nogil:
