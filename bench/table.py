@@ -41,6 +41,8 @@ SPEED_BARS = {"bh_chain": 3.0, "bh_batch": 3.0, "timers": 2.0, "threadsafe": 1.2
 TIMER_SCALE_BAR = 2.0  # cost(1M armed) / cost(1k armed), core
 TIMER_SCALE_RANDOM_BAR = 3.0  # the same with a random timer re-armed each time, core
 TIMER_MOD_1M_BAR = 5.0  # core / uvloop re-arms per second among 1M armed
+# core: re-arm cost among 1M armed over the cost of touching the same random timers (floor)
+TIMER_FLOOR_BAR = 1.1
 IDLE_FDS_BAR = 1.1  # time(10k idle) / time(0 idle), core
 IDLE_FDS_FALLBACK_BAR = 1.2  # the same, fallback
 MAIN_LOOP_CHAIN_BARS = {"glib_on": 2.0, "glib_off": 3.0}  # core / uvloop
@@ -421,6 +423,31 @@ def build_rows(results: dict) -> list[dict]:
                 ratios=False,
             )
         )
+        # the re-arm among 1M over the floor: the same random timers touched, not re-armed
+        over_floor = {}
+        for impl in IMPLS:
+            fl = floors.get((impl, "armed_1M"))
+            if large.get(impl) and fl:
+                over_floor[impl] = (1.0 / large[impl]) / fl
+        if over_floor:
+            c = over_floor.get("qloop-core")
+            rows.append(
+                _row(
+                    "timer_scale_random[1M: re-arm/floor]",
+                    "re-arm / touch",
+                    "x",
+                    over_floor,
+                    f"core <= {TIMER_FLOOR_BAR:g}x",
+                    None if c is None else c <= TIMER_FLOOR_BAR,
+                    detail="ns per re-arm / per touch of the same random timer among 1M: "
+                    + ", ".join(
+                        f"{SHORT[i]} {1e9 / large[i]:.0f} / {floors[(i, 'armed_1M')] * 1e9:.0f}"
+                        for i in IMPLS
+                        if i in over_floor
+                    ),
+                    ratios=False,
+                )
+            )
         r = _ratio(large.get("qloop-core"), large.get("uvloop"))
         rows.append(
             _row(
@@ -686,12 +713,24 @@ AIO_WORKLOADS = {
     "aio_tasks": ("tasks (100 x sleep(0))", "task steps/s"),
     "aio_futures": ("futures via call_soon", "futures/s"),
     "aio_threadsafe": ("call_soon_threadsafe", "round trips/s"),
+    "aio_threadsafe_burst": ("call_soon_threadsafe burst (4 threads)", "calls/s"),
     "aio_echo_protocol": ("Protocol echo (server)", "rt per server CPU-s"),
     "aio_echo_streams": ("streams echo (server)", "rt per server CPU-s"),
     "aio_tcp_throughput": ("TCP throughput", "GB/s"),
     "aio_udp_echo": ("UDP echo", "round trips/s"),
+    "http_raw": ("HTTP raw Protocol (wrk)", "requests/s"),
+    "http_aiohttp": ("HTTP aiohttp (wrk)", "requests/s"),
+    "http_uvicorn": ("HTTP uvicorn+httptools (wrk)", "requests/s"),
 }
 AIO_BAR = "core >= best peer; fallback >= asyncio"
+# rows whose core bar is above 1x the best peer (core/best peer >= this)
+AIO_CORE_BARS = {
+    "aio_threadsafe_burst": 1.5,
+    "http_raw": 1.1,
+    "http_aiohttp": 1.1,
+    "http_uvicorn": 1.1,
+}
+HTTP_WORKLOADS = ("http_raw", "http_aiohttp", "http_uvicorn")
 # Virtual time (bench/test_aio_virtual_sleep.py): qloop's virtual-time loop against looptime
 # over asyncio's loop; its own columns and bar, rendered below the table of the other rows.
 AIO_VT_WORKLOADS = {
@@ -703,6 +742,8 @@ AIO_VT_BAR = f"core >= {AIO_VT_CORE_BAR:g}x looptime; fallback >= looptime"
 
 
 def _aio_values(group: str, recs: dict) -> dict:
+    if group in HTTP_WORKLOADS:  # wrk's requests/s, the median of the rounds
+        return {impl: rec["extra_info"].get("requests_per_s") for impl, rec in recs.items()}
     if group.startswith("aio_echo_"):
         out = {}
         for impl, rec in recs.items():
@@ -724,11 +765,27 @@ def build_aio_rows(results: dict) -> list[dict]:
         best = max(peers, key=peers.get) if peers else None
         core_best = _ratio(values.get("qloop-core"), peers.get(best) if best else None)
         fb_asyncio = _ratio(values.get("qloop-fallback"), values.get("asyncio"))
+        core_bar = AIO_CORE_BARS.get(group, 1.0)
         checks = {
-            "core/best peer": None if core_best is None else core_best >= 1.0,
+            "core/best peer": None if core_best is None else core_best >= core_bar,
             "fallback/asyncio": None if fb_asyncio is None else fb_asyncio >= 1.0,
         }
         detail = _partial_note(checks)
+        if group == "aio_threadsafe_burst":
+            detail = "; ".join(
+                filter(
+                    None,
+                    [
+                        "loop thread CPU ns/call: "
+                        + ", ".join(
+                            f"{AIO_SHORT[i]} {recs[i]['extra_info']['loop_cpu_per_call'] * 1e9:.0f}"
+                            for i in AIO_IMPLS
+                            if i in recs and recs[i]["extra_info"].get("loop_cpu_per_call")
+                        ),
+                        detail,
+                    ],
+                )
+            )
         if group.startswith("aio_echo_"):
             detail = "; ".join(
                 filter(
@@ -752,7 +809,7 @@ def build_aio_rows(results: dict) -> list[dict]:
                 "values": {impl: values.get(impl) for impl in AIO_IMPLS},
                 "best_peer": best,
                 "ratios": {"core/best peer": core_best, "fallback/asyncio": fb_asyncio},
-                "bar": AIO_BAR,
+                "bar": f"core >= {core_bar:g}x best peer; fallback >= asyncio",
                 "status": _status(_all_known(checks)),
                 "detail": detail,
             }
@@ -810,6 +867,7 @@ def render_aio(report: dict) -> str:
         "best peer",
         "core/best",
         "fb/asyncio",
+        "core bar",
         "result",
     ]
     table = [
@@ -820,6 +878,7 @@ def render_aio(report: dict) -> str:
             row["best_peer"] or "-",
             _fmt_ratio(row["ratios"].get("core/best peer")),
             _fmt_ratio(row["ratios"].get("fallback/asyncio")),
+            f">= {AIO_CORE_BARS.get(row['workload'], 1.0):g}",
             row["status"],
         ]
         for row in rows
@@ -834,7 +893,10 @@ def render_aio(report: dict) -> str:
     lines = [
         "",
         "",
-        f"asyncio event loop: five loops through the asyncio API (bars: {AIO_BAR})",
+        (
+            "asyncio event loop: five loops through the asyncio API (bars: core >= 'core bar'"
+            " x the best peer; fallback >= asyncio)"
+        ),
         "",
         fmt_row(headers),
         fmt_row(["-" * w for w in widths]),
@@ -892,6 +954,144 @@ def _render_aio_vt(vt_rows: list[dict], all_rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+# ---------------------------------------------------------------------------------------------
+# Charts (matplotlib, Agg backend): one PNG per group of workloads, one bar per loop
+
+CHART_COLORS = {
+    "qloop-core": "#1f77b4",
+    "qloop-fallback": "#9ecae1",
+    "asyncio": "#7f7f7f",
+    "uvloop": "#ff7f0e",
+    "rloop": "#2ca02c",
+}
+CHART_GROUPS = {
+    "http_servers": (
+        "HTTP servers under wrk (64 connections, keep-alive): requests/s, higher is better",
+        lambda row: row["workload"] in HTTP_WORKLOADS,
+    ),
+    "asyncio_loops": (
+        "asyncio event loops through the asyncio API: higher is better",
+        lambda row: row["workload"] not in HTTP_WORKLOADS and row.get("kind") != "virtual_time",
+    ),
+}
+QLOOP_API_CHART = (
+    "qloop's own API (BHs, timers, fds) against asyncio and uvloop: higher is better"
+)
+
+
+def _chart_footer(meta: dict) -> str:
+    date = (meta.get("measured_at") or meta.get("date") or "?")[:16].replace("T", " ")
+    measured = meta.get("measured_on") or {}
+    cpu = measured.get("cpu") or meta.get("cpu")
+    commit = (meta.get("commit") or "?")[:10]
+    scale = meta.get("scale")
+    text = (
+        f"measured {date} UTC on {cpu}, {meta.get('nproc')} CPUs, {meta.get('python')}, "
+        f"{meta.get('kernel')}; qloop {commit}"
+    )
+    if scale not in (None, 1, 1.0):
+        text += f"; REDUCED SCALE {scale}"
+    return text
+
+
+def _panel(ax, title: str, unit: str, values: dict, impls, core_bar=None) -> None:
+    names = [i for i in impls if values.get(i)]
+    heights = [values[i] for i in names]
+    scale, suffix = 1.0, ""
+    top = max(heights) if heights else 0
+    if unit == "GB/s":
+        scale, suffix = 1e-9, ""
+    elif top >= 1e6:
+        scale, suffix = 1e-6, "M"
+    elif top >= 1e3:
+        scale, suffix = 1e-3, "k"
+    bars = ax.bar(
+        range(len(names)),
+        [h * scale for h in heights],
+        color=[CHART_COLORS.get(n, "#bbbbbb") for n in names],
+    )
+    for b, h in zip(bars, heights, strict=True):
+        ax.annotate(
+            f"{h * scale:.3g}{suffix}",
+            (b.get_x() + b.get_width() / 2, b.get_height()),
+            ha="center", va="bottom", fontsize=8, xytext=(0, 2), textcoords="offset points",
+        )
+    ax.set_xticks(range(len(names)))
+    ax.set_xticklabels([AIO_SHORT.get(n, n) for n in names], rotation=0, fontsize=8)
+    ax.set_ylabel(f"{suffix}{unit}" if suffix and unit != "GB/s" else unit, fontsize=8)
+    ax.tick_params(axis="y", labelsize=8)
+    ax.set_ylim(0, (top * scale) * 1.18 if top else 1)
+    peers = [values[p] for p in AIO_PEERS if values.get(p)]
+    sub = ""
+    if values.get("qloop-core") and peers:
+        sub = f"\ncore / best peer = {values['qloop-core'] / max(peers):.2f}x"
+        if core_bar:
+            sub += f" (bar {core_bar:g}x)"
+    ax.set_title(title + sub, fontsize=9)
+    ax.grid(axis="y", alpha=0.3)
+    ax.set_axisbelow(True)
+
+
+def draw_charts(report: dict, outdir: Path) -> list[Path]:
+    """Write the PNG bar charts of ``report`` to ``outdir``; return their paths.
+
+    Needs matplotlib (requirements/bench.txt); without it, prints why and draws nothing.
+    """
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        print(f"charts not drawn: matplotlib is not available ({exc})", file=sys.stderr)
+        return []
+    meta = report["meta"]
+    footer = _chart_footer(meta)
+    outdir.mkdir(parents=True, exist_ok=True)
+    written = []
+    groups = []
+    for name, (title, pick) in CHART_GROUPS.items():
+        rows = [r for r in report.get("aio_rows") or [] if pick(r)]
+        panels = [
+            (r["label"], r["unit"], r["values"], AIO_IMPLS, AIO_CORE_BARS.get(r["workload"]))
+            for r in rows
+        ]
+        groups.append((name, title, panels))
+    api_rows = [
+        r for r in report.get("rows") or []
+        if r["unit"] in ("ops/s", "ops/cpu-s") and not r["workload"].startswith("fallback:")
+        and any(r["values"].values())
+    ]
+    groups.append(
+        (
+            "qloop_api",
+            QLOOP_API_CHART,
+            [(f"{r['workload']} ({r['metric']})", r["metric"], r["values"], IMPLS, None)
+             for r in api_rows],
+        )
+    )
+    for name, title, panels in groups:
+        if not panels:
+            continue
+        cols = min(3, len(panels))
+        nrows = math.ceil(len(panels) / cols)
+        fig, axes = plt.subplots(
+            nrows, cols, figsize=(4.2 * cols, 3.3 * nrows + 0.9), squeeze=False
+        )
+        for ax, (label, unit, values, impls, bar) in zip(axes.flat, panels, strict=False):
+            _panel(ax, label, unit, values, impls, bar)
+        for ax in list(axes.flat)[len(panels):]:
+            ax.set_visible(False)
+        fig.suptitle(title, fontsize=11)
+        fig.text(0.5, 0.005, footer, ha="center", va="bottom", fontsize=7, color="#555555")
+        fig.tight_layout(rect=(0, 0.03, 1, 0.97))
+        path = outdir / f"{name}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
 def run_pytest(json_path: Path, pytest_args: list[str]) -> int:
     cmd = [
         sys.executable,
@@ -928,6 +1128,13 @@ def main(argv=None) -> int:
     )
     ap.add_argument("--stat", choices=("min", "median", "mean"), default="min")
     ap.add_argument("--strict", action="store_true", help="exit 1 when a bar FAILs")
+    ap.add_argument(
+        "--charts",
+        default=str(REPO_ROOT / "bench" / "charts"),
+        metavar="DIR",
+        help="where to write the PNG bar charts (default bench/charts)",
+    )
+    ap.add_argument("--no-charts", action="store_true", help="do not draw the charts")
     ap.add_argument(
         "pytest_args", nargs="*", help="after --: extra pytest arguments (e.g. -k bh_)"
     )
@@ -993,6 +1200,9 @@ def main(argv=None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2, sort_keys=False) + "\n")
     print(f"\nwritten: {out}", file=sys.stderr)
+    if not args.no_charts:
+        for path in draw_charts(report, Path(args.charts)):
+            print(f"written: {path}", file=sys.stderr)
     if rc:
         return rc
     if args.strict and any(
