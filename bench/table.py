@@ -991,6 +991,14 @@ def _chart_footer(meta: dict) -> str:
     )
     if scale not in (None, 1, 1.0):
         text += f"; REDUCED SCALE {scale}"
+    other = (meta.get("other_load_during_run") or {}).get("cpus")
+    busy = meta.get("other_cpu_busy_at_start")
+    if (other or 0) > 0.15 or (busy or 0) > 0.2:
+        text += (
+            f"\nWARNING: a busy machine: other processes kept {other or 0:.2f} of "
+            f"{meta.get('nproc')} CPUs busy on average during the run; compare only ratios "
+            "within one chart"
+        )
     return text
 
 
@@ -1083,8 +1091,10 @@ def draw_charts(report: dict, outdir: Path) -> list[Path]:
         for ax in list(axes.flat)[len(panels):]:
             ax.set_visible(False)
         fig.suptitle(title, fontsize=11)
+        lines = footer.count("\n") + 1
         fig.text(0.5, 0.005, footer, ha="center", va="bottom", fontsize=7, color="#555555")
-        fig.tight_layout(rect=(0, 0.03, 1, 0.97))
+        bottom = (0.1 * lines + 0.05) / fig.get_figheight()
+        fig.tight_layout(rect=(0, bottom, 1, 1 - 0.35 / fig.get_figheight()))
         path = outdir / f"{name}.png"
         fig.savefig(path, dpi=110)
         plt.close(fig)
