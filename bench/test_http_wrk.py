@@ -10,12 +10,15 @@ A round fails if wrk reports a connect/timeout error or a non-2xx response, or i
 process reports another loop than the one asked for.
 
 At reduced scale (QLOOP_BENCH_SCALE < 1, the CI smoke run): one 1 s round, no warm-up.
-Without wrk on PATH the workloads are skipped with a message saying how to install it.
+Without wrk on PATH the workloads are skipped with a message saying how to install it (even
+under QLOOP_BENCH_STRICT: wrk is a system package); without aiohttp, uvicorn or httptools the
+workload that needs it is skipped, or fails under QLOOP_BENCH_STRICT.
 Bar: qloop-core >= 1.1x the best peer (asyncio, uvloop, rloop) on each server.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 import re
 import shutil
@@ -29,6 +32,7 @@ from bench._common import (
     REPO_ROOT,
     ROUNDS,
     SCALE,
+    STRICT,
     readline,
     stop_process,
     subprocess_env,
@@ -105,9 +109,21 @@ def run_wrk(port: int, seconds: int, cpu: int | None) -> dict:
     return result
 
 
-def measure_http(benchmark, impl: str, app: str) -> None:
+def _require(app: str, *modules: str) -> None:
+    """Skip without wrk; a missing Python package skips too, or fails under QLOOP_BENCH_STRICT."""
     if WRK is None:
         pytest.skip("wrk is not installed (Debian/Ubuntu: apt-get install wrk): http_* skipped")
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            message = f"{app} needs {name}: {exc} (pip install -r requirements/bench.txt)"
+            if STRICT:
+                pytest.fail(message + " (QLOOP_BENCH_STRICT is set)")
+            pytest.skip(message)
+
+
+def measure_http(benchmark, impl: str, app: str) -> None:
     server_cpu, wrk_cpu = _cpus()
     env = subprocess_env()
     env.pop("QLOOP_NO_EXTENSIONS", None)
@@ -165,17 +181,17 @@ def measure_http(benchmark, impl: str, app: str) -> None:
 
 @pytest.mark.benchmark(group="http_raw")
 def test_http_raw(benchmark, loop_impl):
+    _require("http_raw")
     measure_http(benchmark, loop_impl.name, "raw")
 
 
 @pytest.mark.benchmark(group="http_aiohttp")
 def test_http_aiohttp(benchmark, loop_impl):
-    pytest.importorskip("aiohttp", reason="pip install -r requirements/bench.txt")
+    _require("http_aiohttp", "aiohttp")
     measure_http(benchmark, loop_impl.name, "aiohttp")
 
 
 @pytest.mark.benchmark(group="http_uvicorn")
 def test_http_uvicorn(benchmark, loop_impl):
-    pytest.importorskip("uvicorn", reason="pip install -r requirements/bench.txt")
-    pytest.importorskip("httptools", reason="pip install -r requirements/bench.txt")
+    _require("http_uvicorn", "uvicorn", "httptools")
     measure_http(benchmark, loop_impl.name, "uvicorn")
