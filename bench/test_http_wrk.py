@@ -6,6 +6,9 @@ its own process pinned to one CPU; wrk (https://github.com/wg/wrk, Debian packag
 runs pinned to another (``taskset -c``): ``wrk -t1 -c64 -d4s``, one wrk run per round, 3 rounds, after a 1 s
 warm-up run.  The figure is wrk's requests/s; the table takes the median of the rounds
 (``extra_info["requests_per_s"]``, every round in ``extra_info["rounds_requests_per_s"]``).
+Also kept: requests per CPU-second of the server process (``/proc/<pid>`` before and after each
+round, as ``echo`` does), ``extra_info["requests_per_server_cpu_s"]`` (median): the loop's cost
+per request, which other load on the machine does not change the way it changes requests/s.
 A round fails if wrk reports a connect/timeout error or a non-2xx response, or if the server
 process reports another loop than the one asked for.
 
@@ -33,6 +36,7 @@ from bench._common import (
     ROUNDS,
     SCALE,
     STRICT,
+    process_cpu_seconds,
     readline,
     stop_process,
     subprocess_env,
@@ -154,7 +158,9 @@ def measure_http(benchmark, impl: str, app: str) -> None:
         rounds: list[dict] = []
 
         def one_round() -> dict:
+            cpu0 = process_cpu_seconds(server.pid)
             result = run_wrk(port, DURATION_S, wrk_cpu)
+            result["server_cpu_s"] = process_cpu_seconds(server.pid) - cpu0
             rounds.append(result)
             return result
 
@@ -163,10 +169,13 @@ def measure_http(benchmark, impl: str, app: str) -> None:
     finally:
         stop_process(server)
     rps = [r["requests_per_s"] for r in rounds]
+    per_cpu = [r["requests"] / r["server_cpu_s"] for r in rounds if r["server_cpu_s"] > 0]
     benchmark.extra_info.update(
         {
             "requests_per_s": statistics.median(rps),
             "rounds_requests_per_s": rps,
+            "requests_per_server_cpu_s": statistics.median(per_cpu) if per_cpu else None,
+            "rounds_requests_per_server_cpu_s": per_cpu,
             "requests": [r["requests"] for r in rounds],
             "read_errors": sum(r["read_errors"] for r in rounds),
             "server_loop": loop_cls,
