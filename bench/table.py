@@ -41,6 +41,8 @@ SPEED_BARS = {"bh_chain": 3.0, "bh_batch": 3.0, "timers": 2.0, "threadsafe": 1.2
 TIMER_SCALE_BAR = 2.0  # cost(1M armed) / cost(1k armed), core
 TIMER_SCALE_RANDOM_BAR = 3.0  # the same with a random timer re-armed each time, core
 TIMER_MOD_1M_BAR = 5.0  # core / uvloop re-arms per second among 1M armed
+# core: re-arm cost among 1M armed over the cost of touching the same random timers (floor)
+TIMER_FLOOR_BAR = 1.1
 IDLE_FDS_BAR = 1.1  # time(10k idle) / time(0 idle), core
 IDLE_FDS_FALLBACK_BAR = 1.2  # the same, fallback
 FDMON_AUTO_BAR = 0.95  # auto / the better of forced poll and epoll, round trips per CPU-s
@@ -478,6 +480,31 @@ def build_rows(results: dict) -> list[dict]:
                 ratios=False,
             )
         )
+        # the re-arm among 1M over the floor: the same random timers touched, not re-armed
+        over_floor = {}
+        for impl in IMPLS:
+            fl = floors.get((impl, "armed_1M"))
+            if large.get(impl) and fl:
+                over_floor[impl] = (1.0 / large[impl]) / fl
+        if over_floor:
+            c = over_floor.get("qloop-core")
+            rows.append(
+                _row(
+                    "timer_scale_random[1M: re-arm/floor]",
+                    "re-arm / touch",
+                    "x",
+                    over_floor,
+                    f"core <= {TIMER_FLOOR_BAR:g}x",
+                    None if c is None else c <= TIMER_FLOOR_BAR,
+                    detail="ns per re-arm / per touch of the same random timer among 1M: "
+                    + ", ".join(
+                        f"{SHORT[i]} {1e9 / large[i]:.0f} / {floors[(i, 'armed_1M')] * 1e9:.0f}"
+                        for i in IMPLS
+                        if i in over_floor
+                    ),
+                    ratios=False,
+                )
+            )
         r = _ratio(large.get("qloop-core"), large.get("uvloop"))
         rows.append(
             _row(
@@ -743,13 +770,25 @@ AIO_WORKLOADS = {
     "aio_tasks": ("tasks (100 x sleep(0))", "task steps/s"),
     "aio_futures": ("futures via call_soon", "futures/s"),
     "aio_threadsafe": ("call_soon_threadsafe", "round trips/s"),
+    "aio_threadsafe_burst": ("call_soon_threadsafe burst (4 threads)", "calls/s"),
     "aio_echo_protocol": ("Protocol echo (server)", "rt per server CPU-s"),
     "aio_echo_streams": ("streams echo (server)", "rt per server CPU-s"),
     "aio_tcp_throughput": ("TCP throughput", "GB/s"),
     "aio_udp_echo": ("UDP echo", "round trips/s"),
     "aio_thread_pool": ("run_in_executor(None) jobs", "jobs/s"),
+    "http_raw": ("HTTP raw Protocol (wrk)", "requests/s"),
+    "http_aiohttp": ("HTTP aiohttp (wrk)", "requests/s"),
+    "http_uvicorn": ("HTTP uvicorn+httptools (wrk)", "requests/s"),
 }
 AIO_BAR = "core >= best peer; fallback >= asyncio"
+# rows whose core bar is above 1x the best peer (core/best peer >= this)
+AIO_CORE_BARS = {
+    "aio_threadsafe_burst": 1.5,
+    "http_raw": 1.1,
+    "http_aiohttp": 1.1,
+    "http_uvicorn": 1.1,
+}
+HTTP_WORKLOADS = ("http_raw", "http_aiohttp", "http_uvicorn")
 # thread_pool (bench/test_thread_pool.py): qloop's ThreadPool against the peers' default executor
 THREAD_POOL_BAR = 1.5  # core / best peer, in jobs/s and in jobs per loop-thread CPU-second
 # Virtual time (bench/test_aio_virtual_sleep.py): qloop's virtual-time loop against looptime
@@ -763,6 +802,8 @@ AIO_VT_BAR = f"core >= {AIO_VT_CORE_BAR:g}x looptime; fallback >= looptime"
 
 
 def _aio_values(group: str, recs: dict) -> dict:
+    if group in HTTP_WORKLOADS:  # wrk's requests/s, the median of the rounds
+        return {impl: rec["extra_info"].get("requests_per_s") for impl, rec in recs.items()}
     if group.startswith("aio_echo_"):
         out = {}
         for impl, rec in recs.items():
@@ -784,11 +825,27 @@ def build_aio_rows(results: dict) -> list[dict]:
         best = max(peers, key=peers.get) if peers else None
         core_best = _ratio(values.get("qloop-core"), peers.get(best) if best else None)
         fb_asyncio = _ratio(values.get("qloop-fallback"), values.get("asyncio"))
+        core_bar = AIO_CORE_BARS.get(group, 1.0)
         checks = {
-            "core/best peer": None if core_best is None else core_best >= 1.0,
+            "core/best peer": None if core_best is None else core_best >= core_bar,
             "fallback/asyncio": None if fb_asyncio is None else fb_asyncio >= 1.0,
         }
         detail = _partial_note(checks)
+        if group == "aio_threadsafe_burst":
+            detail = "; ".join(
+                filter(
+                    None,
+                    [
+                        "loop thread CPU ns/call: "
+                        + ", ".join(
+                            f"{AIO_SHORT[i]} {recs[i]['extra_info']['loop_cpu_per_call'] * 1e9:.0f}"
+                            for i in AIO_IMPLS
+                            if i in recs and recs[i]["extra_info"].get("loop_cpu_per_call")
+                        ),
+                        detail,
+                    ],
+                )
+            )
         if group.startswith("aio_echo_"):
             detail = "; ".join(
                 filter(
@@ -812,12 +869,13 @@ def build_aio_rows(results: dict) -> list[dict]:
                 "values": {impl: values.get(impl) for impl in AIO_IMPLS},
                 "best_peer": best,
                 "ratios": {"core/best peer": core_best, "fallback/asyncio": fb_asyncio},
-                "bar": AIO_BAR,
+                "bar": f"core >= {core_bar:g}x best peer; fallback >= asyncio",
                 "status": _status(_all_known(checks)),
                 "detail": detail,
             }
         )
     rows.extend(build_thread_pool_rows(results))
+    rows.extend(build_http_cpu_rows(results))
     rows.extend(build_aio_vt_rows(results))
     return rows
 
@@ -860,6 +918,47 @@ def build_thread_pool_rows(results: dict) -> list[dict]:
                 "bar": f"core >= {THREAD_POOL_BAR:g}x best peer; fallback >= asyncio",
                 "status": _status(_all_known(checks)),
                 "detail": detail + (f"; {note}" if note else ""),
+            }
+        )
+    return rows
+
+
+def build_http_cpu_rows(results: dict) -> list[dict]:
+    """For information: the HTTP servers' requests per server CPU-second (no bar).
+
+    wrk's requests/s depends on how much CPU the server got; its CPU time per request does
+    not, so on a busy machine these rows are the steadier comparison of the loops.
+    """
+    rows = []
+    for group in HTTP_WORKLOADS:
+        recs = results.get((group, None), {})
+        if not recs:
+            continue
+        values = {
+            impl: rec["extra_info"].get("requests_per_server_cpu_s") for impl, rec in recs.items()
+        }
+        peers = {p: values[p] for p in AIO_PEERS if values.get(p)}
+        best = max(peers, key=peers.get) if peers else None
+        label = AIO_WORKLOADS[group][0].replace(" (wrk)", "")
+        rows.append(
+            {
+                "workload": group + ":cpu",
+                "kind": "http_cpu",
+                "label": f"{label}, per server CPU-s",
+                "unit": "requests/CPU-s",
+                "values": {impl: values.get(impl) for impl in AIO_IMPLS},
+                "best_peer": best,
+                "ratios": {
+                    "core/best peer": _ratio(
+                        values.get("qloop-core"), peers.get(best) if best else None
+                    ),
+                    "fallback/asyncio": _ratio(
+                        values.get("qloop-fallback"), values.get("asyncio")
+                    ),
+                },
+                "bar": "",
+                "status": "info",
+                "detail": "",
             }
         )
     return rows
@@ -914,6 +1013,7 @@ def render_aio(report: dict) -> str:
         "best peer",
         "core/best",
         "fb/asyncio",
+        "core bar",
         "result",
     ]
     table = [
@@ -924,6 +1024,7 @@ def render_aio(report: dict) -> str:
             row["best_peer"] or "-",
             _fmt_ratio(row["ratios"].get("core/best peer")),
             _fmt_ratio(row["ratios"].get("fallback/asyncio")),
+            f">= {AIO_CORE_BARS.get(row['workload'], 1.0):g}" if row["bar"] else "-",
             row["status"],
         ]
         for row in rows
@@ -938,7 +1039,10 @@ def render_aio(report: dict) -> str:
     lines = [
         "",
         "",
-        f"asyncio event loop: five loops through the asyncio API (bars: {AIO_BAR})",
+        (
+            "asyncio event loop: five loops through the asyncio API (bars: core >= 'core bar'"
+            " x the best peer; fallback >= asyncio)"
+        ),
         "",
         fmt_row(headers),
         fmt_row(["-" * w for w in widths]),
@@ -996,6 +1100,156 @@ def _render_aio_vt(vt_rows: list[dict], all_rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+# ---------------------------------------------------------------------------------------------
+# Charts (matplotlib, Agg backend): one PNG per group of workloads, one bar per loop
+
+CHART_COLORS = {
+    "qloop-core": "#1f77b4",
+    "qloop-fallback": "#9ecae1",
+    "asyncio": "#7f7f7f",
+    "uvloop": "#ff7f0e",
+    "rloop": "#2ca02c",
+}
+CHART_GROUPS = {
+    "http_servers": (
+        ("HTTP servers under wrk (64 connections, keep-alive): requests/s and requests per"
+        " server CPU-second, higher is better"),
+        lambda row: row["workload"] in HTTP_WORKLOADS or row.get("kind") == "http_cpu",
+    ),
+    "asyncio_loops": (
+        "asyncio event loops through the asyncio API: higher is better",
+        lambda row: row["workload"] not in HTTP_WORKLOADS
+        and row.get("kind") not in ("virtual_time", "http_cpu"),
+    ),
+}
+QLOOP_API_CHART = (
+    "qloop's own API (BHs, timers, fds) against asyncio and uvloop: higher is better"
+)
+
+
+def _chart_footer(meta: dict) -> str:
+    date = (meta.get("measured_at") or meta.get("date") or "?")[:16].replace("T", " ")
+    measured = meta.get("measured_on") or {}
+    cpu = measured.get("cpu") or meta.get("cpu")
+    commit = (meta.get("commit") or "?")[:10]
+    scale = meta.get("scale")
+    text = (
+        f"measured {date} UTC on {cpu}, {meta.get('nproc')} CPUs, {meta.get('python')}, "
+        f"{meta.get('kernel')}; qloop {commit}"
+    )
+    if scale not in (None, 1, 1.0):
+        text += f"; REDUCED SCALE {scale}"
+    other = (meta.get("other_load_during_run") or {}).get("cpus")
+    busy = meta.get("other_cpu_busy_at_start")
+    if (other or 0) > 0.15 or (busy or 0) > 0.2:
+        text += (
+            f"\nWARNING: a busy machine: other processes kept {other or 0:.2f} of "
+            f"{meta.get('nproc')} CPUs busy on average during the run; compare only ratios "
+            "within one chart"
+        )
+    return text
+
+
+def _panel(ax, title: str, unit: str, values: dict, impls, core_bar=None) -> None:
+    names = [i for i in impls if values.get(i)]
+    heights = [values[i] for i in names]
+    scale, suffix = 1.0, ""
+    top = max(heights) if heights else 0
+    if unit == "GB/s":
+        scale, suffix = 1e-9, ""
+    elif top >= 1e6:
+        scale, suffix = 1e-6, "M"
+    elif top >= 1e3:
+        scale, suffix = 1e-3, "k"
+    bars = ax.bar(
+        range(len(names)),
+        [h * scale for h in heights],
+        color=[CHART_COLORS.get(n, "#bbbbbb") for n in names],
+    )
+    for b, h in zip(bars, heights, strict=True):
+        ax.annotate(
+            f"{h * scale:.3g}{suffix}",
+            (b.get_x() + b.get_width() / 2, b.get_height()),
+            ha="center", va="bottom", fontsize=8, xytext=(0, 2), textcoords="offset points",
+        )
+    ax.set_xticks(range(len(names)))
+    ax.set_xticklabels([AIO_SHORT.get(n, n) for n in names], rotation=0, fontsize=8)
+    ax.set_ylabel(f"{suffix}{unit}" if suffix and unit != "GB/s" else unit, fontsize=8)
+    ax.tick_params(axis="y", labelsize=8)
+    ax.set_ylim(0, (top * scale) * 1.18 if top else 1)
+    peers = [values[p] for p in AIO_PEERS if values.get(p)]
+    sub = ""
+    if values.get("qloop-core") and peers:
+        sub = f"\ncore / best peer = {values['qloop-core'] / max(peers):.2f}x"
+        if core_bar:
+            sub += f" (bar {core_bar:g}x)"
+    ax.set_title(title + sub, fontsize=9)
+    ax.grid(axis="y", alpha=0.3)
+    ax.set_axisbelow(True)
+
+
+def draw_charts(report: dict, outdir: Path) -> list[Path]:
+    """Write the PNG bar charts of ``report`` to ``outdir``; return their paths.
+
+    Needs matplotlib (requirements/bench.txt); without it, prints why and draws nothing.
+    """
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        print(f"charts not drawn: matplotlib is not available ({exc})", file=sys.stderr)
+        return []
+    meta = report["meta"]
+    footer = _chart_footer(meta)
+    outdir.mkdir(parents=True, exist_ok=True)
+    written = []
+    groups = []
+    for name, (title, pick) in CHART_GROUPS.items():
+        rows = [r for r in report.get("aio_rows") or [] if pick(r)]
+        panels = [
+            (r["label"], r["unit"], r["values"], AIO_IMPLS, AIO_CORE_BARS.get(r["workload"]))
+            for r in rows
+        ]
+        groups.append((name, title, panels))
+    api_rows = [
+        r for r in report.get("rows") or []
+        if r["unit"] in ("ops/s", "ops/cpu-s") and not r["workload"].startswith("fallback:")
+        and any(r["values"].values())
+    ]
+    groups.append(
+        (
+            "qloop_api",
+            QLOOP_API_CHART,
+            [(f"{r['workload']} ({r['metric']})", r["metric"], r["values"], IMPLS, None)
+             for r in api_rows],
+        )
+    )
+    for name, title, panels in groups:
+        if not panels:
+            continue
+        cols = min(3, len(panels))
+        nrows = math.ceil(len(panels) / cols)
+        fig, axes = plt.subplots(
+            nrows, cols, figsize=(4.2 * cols, 3.3 * nrows + 0.9), squeeze=False
+        )
+        for ax, (label, unit, values, impls, bar) in zip(axes.flat, panels, strict=False):
+            _panel(ax, label, unit, values, impls, bar)
+        for ax in list(axes.flat)[len(panels):]:
+            ax.set_visible(False)
+        fig.suptitle(title, fontsize=11)
+        lines = footer.count("\n") + 1
+        fig.text(0.5, 0.005, footer, ha="center", va="bottom", fontsize=7, color="#555555")
+        bottom = (0.1 * lines + 0.05) / fig.get_figheight()
+        fig.tight_layout(rect=(0, bottom, 1, 1 - 0.35 / fig.get_figheight()))
+        path = outdir / f"{name}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
 def run_pytest(json_path: Path, pytest_args: list[str]) -> int:
     cmd = [
         sys.executable,
@@ -1032,6 +1286,13 @@ def main(argv=None) -> int:
     )
     ap.add_argument("--stat", choices=("min", "median", "mean"), default="min")
     ap.add_argument("--strict", action="store_true", help="exit 1 when a bar FAILs")
+    ap.add_argument(
+        "--charts",
+        default=str(REPO_ROOT / "bench" / "charts"),
+        metavar="DIR",
+        help="where to write the PNG bar charts (default bench/charts)",
+    )
+    ap.add_argument("--no-charts", action="store_true", help="do not draw the charts")
     ap.add_argument(
         "pytest_args", nargs="*", help="after --: extra pytest arguments (e.g. -k bh_)"
     )
@@ -1097,6 +1358,9 @@ def main(argv=None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2, sort_keys=False) + "\n")
     print(f"\nwritten: {out}", file=sys.stderr)
+    if not args.no_charts:
+        for path in draw_charts(report, Path(args.charts)):
+            print(f"written: {path}", file=sys.stderr)
     if rc:
         return rc
     if args.strict and any(
