@@ -1,9 +1,11 @@
 """aio_tcp_throughput: one TCP connection on 127.0.0.1, 64 KiB writes, 1 GiB per round.
 
 Both ends are Protocols on the loop under test (``loop.create_server`` +
-``loop.create_connection``, set up untimed): the sender writes 64 KiB chunks while the transport
-lets it (``pause_writing`` / ``resume_writing`` flow control, default limits), the receiver
-counts what ``data_received`` gets; the round ends when every byte arrived.  ops are bytes.
+``loop.create_connection``, set up untimed): the sender writes 64 KiB chunks with
+``transport.write()`` and yields to the loop when its write buffer passes 256 KiB
+(``pause_writing`` / ``resume_writing`` flow control, the high-water mark set to 256 KiB), the
+receiver counts what ``data_received`` gets; the round ends when every byte arrived.  ops are
+bytes.
 Bar: qloop-core >= the best peer; qloop-fallback >= asyncio.
 """
 
@@ -16,6 +18,7 @@ import pytest
 from bench._common import run_rounds, scaled
 
 CHUNK = 64 * 1024
+HIGH_WATER = 256 * 1024  # the sender yields when its write buffer passes this
 TOTAL = max(1, scaled(1 << 30) // CHUNK) * CHUNK
 
 
@@ -48,6 +51,7 @@ class Source(asyncio.Protocol):
 
     def connection_made(self, transport) -> None:
         self.transport = transport
+        transport.set_write_buffer_limits(high=HIGH_WATER)
 
     def pause_writing(self) -> None:
         self.paused = True

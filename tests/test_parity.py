@@ -111,8 +111,6 @@ ONLY_IN_FALLBACK: dict[str, dict[str, str]] = {
         "call_soon_threadsafe": "installed on the core class as a C fast call, not a def",
     },
     "MainLoopWait": {
-        "_busy_iteration": "a fast path for an iteration with nothing to wait for; the core's "
-                           "whole iteration is already that fast",
         "_sync": "keeps select.poll's registrations in step (core: fills a C array)",
     },
     "_TransportBase": {

@@ -151,7 +151,12 @@ cdef class MainLoopWait:
         saved = self.errors
         self.errors = None
         try:
-            ret = self._iteration(nb, me)
+            tlg = self.tlg
+            if (len(self.notifiers) or self.glib is not None or tlg.tl0.n or tlg.tl1.n
+                    or tlg.tl2.n or tlg.tl3.n or not self._busy_iteration(nb, me)):
+                ret = self._iteration(nb, me)
+            else:
+                ret = 0
         finally:
             errors = self.errors
             self.errors = saved
@@ -214,6 +219,27 @@ cdef class MainLoopWait:
         if tlg.tl0.n or tlg.tl1.n or tlg.tl2.n or tlg.tl3.n:
             self._dispatch(tlg, None, 0, me)  # the main-loop timers, last
         return ret
+
+    cdef bint _busy_iteration(self, bint nonblocking, unsigned long me) except -1:
+        """The iteration of a busy loop, when nothing but the two contexts take part (no
+        notifier, GLib or main-loop timer): no wait because no fd but the contexts' own
+        notifiers is registered, and the call is non-blocking or a BH is due.  False: the
+        general path must run (nothing was done).  What ``_host_wait`` does in that case,
+        without its bookkeeping for a wait."""
+        cdef AioContext ctx = self.ctx, io = self.io
+        if not ctx._ml_idle() or not io._ml_idle():
+            return False
+        if not nonblocking and ctx._bh_timeout() != 0:
+            return False
+        ctx._ml_accept(False)
+        io._ml_accept(False)
+        if ctx.bh_head is not None or ctx.bh_cur is not None \
+                or ctx.tl0.n or ctx.tl1.n or ctx.tl2.n or ctx.tl3.n:
+            self._dispatch(ctx, None, 0, me)
+        if io.bh_head is not None or io.bh_cur is not None \
+                or io.tl0.n or io.tl1.n or io.tl2.n or io.tl3.n:
+            self._dispatch(io, None, 0, me)
+        return True
 
     cdef int _reserve(self, Py_ssize_t need) except -1:
         cdef pollfd *mem

@@ -391,6 +391,10 @@ cdef class _StreamTransport(_ReadableTransport):
                         self._fatal_error(exc,
                                           "Fatal error: protocol.data_received() call failed.")
                         return 0
+                    # drop our reference before the next recv allocates a spare: a protocol
+                    # that kept nothing frees the block now, so the allocator hands the same
+                    # (already mapped) memory back, instead of fresh pages to fault in
+                    data = None
                     # a full buffer: more is likely waiting; read on (as libuv does) unless
                     # the protocol paused or closed the transport meanwhile
                     rounds -= 1
