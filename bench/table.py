@@ -48,7 +48,8 @@ IDLE_FDS_FALLBACK_BAR = 1.2  # the same, fallback
 FDMON_AUTO_BAR = 0.95  # auto / the better of forced poll and epoll, round trips per CPU-s
 FDMON_AUTO_IDLE_BAR = 1.05  # auto: CPU per round trip with 10k idle fds / with none
 FDMON_AUTO_CASES = ("pairs_1", "pairs_8", "pairs_30", "pairs_64", "fds_10k")
-MAIN_LOOP_CHAIN_BARS = {"glib_on": 2.0, "glib_off": 3.0}  # core / uvloop
+MAIN_LOOP_CHAIN_BARS = {"glib_on": 3.0, "glib_off": 4.0}  # core / uvloop
+MAIN_LOOP_FALLBACK_BAR = 1.5  # fallback / asyncio, GLib off
 MAIN_LOOP_ITERATION_US = 1.5  # core, one main_loop_wait iteration
 MEMORY_BAR = 200.0  # bytes per armed timer, core
 FALLBACK_VS_ASYNCIO = 1.0
@@ -410,8 +411,8 @@ def build_rows(results: dict) -> list[dict]:
         text = f"core/uvloop >= {bar:g}"
         if variant == "glib_off":
             fa = _ratio(values.get("qloop-fallback"), values.get("asyncio"))
-            checks["fallback/asyncio"] = None if fa is None else fa >= FALLBACK_VS_ASYNCIO
-            text += f"; fallback/asyncio >= {FALLBACK_VS_ASYNCIO:g}"
+            checks["fallback/asyncio"] = None if fa is None else fa >= MAIN_LOOP_FALLBACK_BAR
+            text += f"; fallback/asyncio >= {MAIN_LOOP_FALLBACK_BAR:g}"
         rows.append(
             _row(
                 f"main_loop_chain[{variant}]",
@@ -783,12 +784,28 @@ AIO_WORKLOADS = {
 AIO_BAR = "core >= best peer; fallback >= asyncio"
 # rows whose core bar is above 1x the best peer (core/best peer >= this)
 AIO_CORE_BARS = {
+    "aio_call_soon_chain": 1.25,
+    "aio_call_soon_batch": 1.25,
+    "aio_call_later": 1.25,
+    "aio_tasks": 1.25,
+    "aio_futures": 1.25,
+    "aio_udp_echo": 1.25,
+    "aio_tcp_throughput": 1.2,
     "aio_threadsafe_burst": 1.5,
     "http_raw": 1.1,
     "http_aiohttp": 1.1,
     "http_uvicorn": 1.1,
 }
 HTTP_WORKLOADS = ("http_raw", "http_aiohttp", "http_uvicorn")
+# rows whose fallback bar is above asyncio's loop (fallback/asyncio >= this; else 1x)
+AIO_FALLBACK_BARS = {
+    "aio_call_soon_chain": 1.2,
+    "aio_call_soon_batch": 1.2,
+    "aio_call_later": 1.2,
+    "aio_tasks": 1.2,
+    "aio_futures": 1.2,
+    "aio_udp_echo": 1.2,
+}
 # thread_pool (bench/test_thread_pool.py): qloop's ThreadPool against the peers' default executor
 THREAD_POOL_BAR = 1.5  # core / best peer, in jobs/s and in jobs per loop-thread CPU-second
 # Virtual time (bench/test_aio_virtual_sleep.py): qloop's virtual-time loop against looptime
@@ -826,9 +843,10 @@ def build_aio_rows(results: dict) -> list[dict]:
         core_best = _ratio(values.get("qloop-core"), peers.get(best) if best else None)
         fb_asyncio = _ratio(values.get("qloop-fallback"), values.get("asyncio"))
         core_bar = AIO_CORE_BARS.get(group, 1.0)
+        fallback_bar = AIO_FALLBACK_BARS.get(group, 1.0)
         checks = {
             "core/best peer": None if core_best is None else core_best >= core_bar,
-            "fallback/asyncio": None if fb_asyncio is None else fb_asyncio >= 1.0,
+            "fallback/asyncio": None if fb_asyncio is None else fb_asyncio >= fallback_bar,
         }
         detail = _partial_note(checks)
         if group == "aio_threadsafe_burst":
@@ -869,7 +887,7 @@ def build_aio_rows(results: dict) -> list[dict]:
                 "values": {impl: values.get(impl) for impl in AIO_IMPLS},
                 "best_peer": best,
                 "ratios": {"core/best peer": core_best, "fallback/asyncio": fb_asyncio},
-                "bar": f"core >= {core_bar:g}x best peer; fallback >= asyncio",
+                "bar": f"core >= {core_bar:g}x best peer; fallback >= {fallback_bar:g}x asyncio",
                 "status": _status(_all_known(checks)),
                 "detail": detail,
             }
