@@ -97,6 +97,7 @@ from qloop._common import (
     _raise_errors,
 )
 from qloop._constants import (
+    FDMON_NAMES,
     SCALE_MS,
     SCALE_NS,
     SCALE_US,

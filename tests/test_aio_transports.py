@@ -175,6 +175,44 @@ def test_buffered_protocol_empty_buffer_is_fatal(loop: asyncio.AbstractEventLoop
     assert any("get_buffer() call failed" in c["message"] for c in rec.contexts)
 
 
+def test_buffered_protocol_read_only_buffer_is_fatal(qloop_loop: asyncio.AbstractEventLoop) -> None:
+    """A read-only buffer from get_buffer() fails the connection with the same BufferError and
+    message on both implementations."""
+    loop = qloop_loop
+    rec = Recorder()
+    loop.set_exception_handler(rec)
+
+    class ReadOnly(asyncio.BufferedProtocol):
+        def __init__(self) -> None:
+            self.done = loop.create_future()
+
+        def get_buffer(self, sizehint: int) -> bytes:
+            return b"read-only"
+
+        def buffer_updated(self, nbytes: int) -> None:
+            raise AssertionError("not reached")
+
+        def connection_lost(self, exc: BaseException | None) -> None:
+            self.done.set_result(exc)
+
+    async def main() -> Any:
+        proto = ReadOnly()
+        server = await loop.create_server(lambda: proto, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        tr, _ = await loop.create_connection(asyncio.Protocol, "127.0.0.1", port)
+        tr.write(b"x")
+        exc = await proto.done
+        tr.close()
+        server.close()
+        await server.wait_closed()
+        return exc
+
+    exc = run(loop, main())
+    assert isinstance(exc, BufferError)
+    assert str(exc) == "get_buffer() returned a read-only buffer"
+    assert any("get_buffer() call failed" in c["message"] for c in rec.contexts)
+
+
 def test_flow_control(loop: asyncio.AbstractEventLoop) -> None:
     async def main() -> None:
         lsock = socket.create_server(("127.0.0.1", 0))

@@ -91,7 +91,7 @@ QEMU's AioContext: fd handlers, bottom halves and timers driven by ``poll()``.
         if not isinstance(fdmon, str):
             raise TypeError(f"fdmon must be a str, not {type(fdmon).__name__}")
         if fdmon not in _FDMON_NAMES:
-            raise ValueError(f"unknown fdmon {fdmon!r} (expected one of ('auto', 'poll', 'epoll'))")
+            raise ValueError(f"unknown fdmon {fdmon!r} (expected one of {FDMON_NAMES})")
         self.fdmon_mode = _FDMON_NAMES[fdmon]
         self.handlers = {}
         self.deleted_handlers = []

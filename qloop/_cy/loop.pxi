@@ -328,6 +328,7 @@ cdef class _FdEntry(_FdOwner):
         cdef Handle h = self.reader
         if h is None:
             return 0
+        # a C flag (the fallback's Handle has none: it tests for a dropped callback)
         if h._cancelled:
             self.loop._remove_fd_handle(self.fd, True)
             return 0

@@ -42,8 +42,10 @@ cdef extern from "<sys/socket.h>" nogil:
         MSG_NOSIGNAL
         SHUT_WR
 
+# bytes per recv (asyncio's max_size): the constant both twins read
+cdef Py_ssize_t READ_MAX = _transport_support.READ_MAX
+
 cdef enum:
-    READ_MAX = 262144           # bytes per recv (asyncio's max_size)
     WRITE_IOV_MAX = 64          # buffers per sendmsg
     READ_ROUNDS = 16            # reads per readiness event while they fill the buffer
 
@@ -426,7 +428,11 @@ cdef class _StreamTransport(_ReadableTransport):
         try:
             try:
                 buf = self._get_buffer(-1)
-                PyObject_GetBuffer(buf, &view, PyBUF_WRITABLE)
+                try:
+                    PyObject_GetBuffer(buf, &view, PyBUF_WRITABLE)
+                except BufferError:
+                    # the fallback's words, not CPython's generic "not writable"
+                    raise BufferError("get_buffer() returned a read-only buffer") from None
             except (SystemExit, KeyboardInterrupt):
                 raise
             except BaseException as exc:

@@ -243,6 +243,8 @@ class _FdEntry:
         h = self.reader
         if h is None:
             return
+        # cancelled: a Handle here keeps no flag, a dropped callback is the mark (the core's
+        # C Handle has a _cancelled field; calling Handle._cancelled() would cost a call)
         if h._callback is None:
             self.loop._remove_fd_handle(self.fd, True)
             return
