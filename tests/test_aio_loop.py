@@ -660,7 +660,11 @@ def test_qloop_run(qloop_module: object) -> None:
     mod = qloop_module
     assert mod.run(main()) == (mod.__name__, False)  # type: ignore[attr-defined]
     assert mod.run(main(), debug=True) == (mod.__name__, True)  # type: ignore[attr-defined]
-    with pytest.raises(ValueError):
+    # not a coroutine: what the running Python's asyncio.run raises (ValueError, TypeError
+    # from 3.14, which takes any awaitable)
+    with pytest.raises((ValueError, TypeError)) as reference:
+        asyncio.run(42)  # type: ignore[arg-type]
+    with pytest.raises(type(reference.value)):
         mod.run(42)  # type: ignore[attr-defined]
 
 
@@ -803,6 +807,34 @@ def test_call_soon_threadsafe_wakes_a_sleeping_loop(loop: asyncio.AbstractEventL
     guard.cancel()
     t.join()
     assert woke and woke[0] - t0 < 5
+
+
+@pytest.mark.skipif(not hasattr(asyncio.events, "_ThreadSafeHandle"),
+                    reason="asyncio's thread-safe handle is Python 3.14's")
+def test_call_soon_threadsafe_handle_is_asyncios_thread_safe_one(
+        loop: asyncio.AbstractEventLoop) -> None:
+    # as on asyncio's loop: another thread may cancel the handle before it runs, and a
+    # handle cancelled by its own callback still finishes that run
+    ran: list[str] = []
+    handles: list[asyncio.Handle] = []
+
+    def cancels_itself() -> None:
+        handles[1].cancel()
+        ran.append("self")
+
+    def other_thread() -> None:
+        first = loop.call_soon_threadsafe(ran.append, "cancelled")
+        first.cancel()
+        handles.extend([first, loop.call_soon_threadsafe(cancels_itself)])
+        loop.call_soon_threadsafe(loop.stop)
+
+    t = threading.Thread(target=other_thread)
+    loop.call_soon(lambda: (t.start(), t.join()))
+    loop.run_forever()
+    assert ran == ["self"]
+    cls = asyncio.events._ThreadSafeHandle  # type: ignore[attr-defined]
+    assert all(isinstance(h, cls) for h in handles)
+    assert handles[0].cancelled() and handles[1].cancelled()
 
 
 def test_call_soon_threadsafe_from_signal_handler(loop: asyncio.AbstractEventLoop) -> None:
