@@ -486,7 +486,12 @@ class NetworkMixin(MixinBase):
         else:
             transport = self._make_socket_transport(
                 sock, protocol, waiter)
-        await wait_connected(waiter, transport)
+        try:
+            await wait_connected(waiter, transport)
+        except BaseException:
+            # the exception's traceback holds this frame: no cycle through the waiter
+            waiter = transport = protocol = ssl_protocol = None
+            raise
         return transport, protocol
 
     async def create_unix_connection(self, protocol_factory: Callable[[], Any],
@@ -566,6 +571,9 @@ class NetworkMixin(MixinBase):
             transport.close()
             conmade.cancel()
             resume.cancel()
+            # the exception's traceback holds this frame and the waiter holds the exception:
+            # no cycle keeping the transports alive
+            waiter = transport = protocol = ssl_protocol = conmade = resume = None
             raise
         return ssl_protocol._app_transport
 

@@ -130,6 +130,9 @@ async def wait_connected(waiter: Any, transport: Any) -> None:
         await waiter
     except BaseException:
         transport.close()
+        # the exception's traceback holds this frame and the waiter holds the exception:
+        # no cycle keeping the transport alive
+        waiter = transport = None
         raise
 
 
