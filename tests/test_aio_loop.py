@@ -891,3 +891,30 @@ def test_ready_queue_snapshot(qloop_loop: asyncio.AbstractEventLoop) -> None:
     h2.cancel()
     run_once(qloop_loop)
     assert not qloop_loop._ready  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("debug", [False, True])
+def test_failed_task_is_freed_without_the_gc(loop: asyncio.AbstractEventLoop,
+                                             debug: bool) -> None:
+    # a failed task nobody references is freed by reference counting right after its step
+    # (its "exception was never retrieved" reported then): the frames its exception's
+    # traceback keeps (and their callers, the loop's) do not keep the handle that ran it
+    seen: list[str] = []
+
+    async def fails() -> None:
+        raise ZeroDivisionError
+
+    async def main() -> list[str]:
+        loop.set_exception_handler(lambda _loop, context: seen.append(context["message"]))
+        asyncio.tasks._PyTask(fails(), loop=loop)  # type: ignore[attr-defined]
+        await asyncio.sleep(0)
+        return list(seen)
+
+    loop.set_debug(debug)
+    gc.collect()
+    gc.disable()
+    try:
+        got = run(loop, main())
+    finally:
+        gc.enable()
+    assert got == ["Task exception was never retrieved"]
