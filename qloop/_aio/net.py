@@ -151,6 +151,19 @@ def _set_reuseport(sock: socket.socket) -> None:
                          "but not implemented.") from None
 
 
+def _hand_over_stream_buffer(protocol: Any, ssl_protocol: Any) -> None:
+    """A server's stream may have read the start of the TLS handshake (the client's hello)
+    before ``start_tls()``: those bytes go to the TLS protocol's input, as asyncio does from
+    Python 3.13 (without it the handshake waits forever), on every Python version."""
+    if not isinstance(protocol, asyncio.StreamReaderProtocol):
+        return
+    reader = getattr(protocol, "_stream_reader", None)
+    buffer = getattr(reader, "_buffer", None)
+    if buffer:
+        ssl_protocol._incoming.write(buffer)
+        buffer.clear()
+
+
 def _ssl_protocol(loop: Any, protocol: Any, sslcontext: Any, waiter: Any, server_side: bool,
                   server_hostname: str | None, handshake_timeout: float | None,
                   shutdown_timeout: float | None, call_connection_made: bool = True) -> Any:
@@ -561,6 +574,8 @@ class NetworkMixin(MixinBase):
                                      ssl_shutdown_timeout, call_connection_made=False)
         # pause first: no data may reach the TLS protocol before its connection_made()
         transport.pause_reading()
+        if server_side:
+            _hand_over_stream_buffer(protocol, ssl_protocol)
         transport.set_protocol(ssl_protocol)
         conmade = self.call_soon(ssl_protocol.connection_made,
                                  transport)
