@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 import weakref
+from typing import Any
 
 import pytest
 
@@ -918,3 +919,36 @@ def test_failed_task_is_freed_without_the_gc(loop: asyncio.AbstractEventLoop,
     finally:
         gc.enable()
     assert got == ["Task exception was never retrieved"]
+
+
+def test_create_task_passes_on_what_asyncio_passes_on(loop: asyncio.AbstractEventLoop) -> None:
+    # the factory is given the name where asyncio's loop gives it (3.14: an eager task has
+    # its name while it starts); further keywords reach the Task from 3.13, as with asyncio
+    given: list[list[str]] = []
+    names: list[str] = []
+
+    def factory(loop_: Any, coro: Any, **kwargs: Any) -> Any:
+        given.append(sorted(kwargs))
+        return asyncio.Task(coro, loop=loop_, **kwargs)
+
+    async def named() -> None:
+        names.append(asyncio.current_task().get_name())  # type: ignore[union-attr]
+
+    async def main() -> None:
+        loop.set_task_factory(factory)
+        task = loop.create_task(named(), name="n")
+        await task
+        assert task.get_name() == "n"
+        loop.set_task_factory(None)
+        if sys.version_info >= (3, 13):
+            eager = loop.create_task(named(), name="e", eager_start=True)  # type: ignore[call-arg]
+            assert eager.done() and names[-1] == "e"
+        else:
+            coro = named()
+            with pytest.raises(TypeError, match="eager_start"):
+                loop.create_task(coro, eager_start=True)  # type: ignore[call-arg]
+            coro.close()
+
+    run(loop, main())
+    assert given == [["name"] if sys.version_info >= (3, 14) else []]
+    assert names[0] == "n"
