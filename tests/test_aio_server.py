@@ -509,3 +509,37 @@ def test_server_inside_main_loop_stopped_by_shutdown(main_loop: ModuleType, guar
     server.close()
     loop.run_until_complete(server.wait_closed())  # the loop can run on the main context too
     loop.close()
+
+
+def test_cancelled_serve_forever_closes_the_clients_from_3_13(
+        loop: asyncio.AbstractEventLoop) -> None:
+    # as asyncio's: from Python 3.13 cancelling serve_forever() closes the connections too
+    async def main() -> bool:
+        made = asyncio.Event()
+        lost = loop.create_future()
+
+        class Idle(asyncio.Protocol):
+            def connection_made(self, transport: Any) -> None:
+                made.set()
+
+            def connection_lost(self, exc: Exception | None) -> None:
+                lost.set_result(exc)
+
+        server = await loop.create_server(Idle, "127.0.0.1", 0)
+        serving = asyncio.ensure_future(server.serve_forever())
+        sock = socket.create_connection(server.sockets[0].getsockname()[:2])
+        try:
+            await made.wait()
+            serving.cancel()
+            if sys.version_info < (3, 13):
+                await asyncio.sleep(0)
+                assert not lost.done()  # the server waits for its client to go
+                sock.close()
+            await lost
+            with pytest.raises(asyncio.CancelledError):
+                await serving
+            return server.is_serving()
+        finally:
+            sock.close()
+
+    assert run(loop, main()) is False

@@ -65,6 +65,9 @@ def _check_nonblocking(sock: Any) -> None:
 # asyncio removes a unix server's socket file when the server closes from Python 3.13
 # (create_unix_server's cleanup_socket); before, the file stays
 _CLEANUP_UNIX_SOCKET = sys.version_info >= (3, 13)
+# serve_forever() cancelled closes the connections too (as asyncio's from Python 3.13), not
+# only the listening sockets: wait_closed() then does not wait for idle clients
+_SERVE_FOREVER_CLOSES_CLIENTS = sys.version_info >= (3, 13)
 
 
 def _remove_stale_unix_socket(path: Any) -> None:
@@ -312,6 +315,8 @@ class Server(asyncio.AbstractServer):
         except asyncio.CancelledError:
             try:
                 self.close()
+                if _SERVE_FOREVER_CLOSES_CLIENTS:
+                    self.close_clients()
                 await self.wait_closed()
             finally:
                 raise
