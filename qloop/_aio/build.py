@@ -77,6 +77,9 @@ def _threadsafe_method(base: Any) -> Callable[..., Any]:
             raise TypeError(f"context must be a contextvars.Context, "
                             f"not {type(context).__name__}")
         handle = _ThreadSafeHandle(callback, args, self, context)
+        tb = handle._source_traceback  # debug mode: where the handle was made, not how
+        if tb:
+            del tb[-2:]  # the handle's __init__ and this method
         push(self, handle._run, context=_empty_context())
         return handle
 
