@@ -340,6 +340,34 @@ def test_sendto_errors(loop: asyncio.AbstractEventLoop) -> None:
     run(loop, main())
 
 
+def test_sendto_between_close_and_connection_lost(loop: asyncio.AbstractEventLoop) -> None:
+    # An unconnected transport closed by error_received() still sends (and reports) what is
+    # sent before connection_lost(), as asyncio's does; a connected one ignores it.
+    class Closing(Proto):
+        def error_received(self, exc: Exception) -> None:
+            super().error_received(exc)
+            self.transport.close()
+
+    too_big = bytes(70000)  # over UDP's limit: EMSGSIZE at once
+
+    async def main() -> None:
+        t, p = await loop.create_datagram_endpoint(lambda: Closing(loop),
+                                                   local_addr=("127.0.0.1", 0))
+        addr = t.get_extra_info("sockname")
+        t.sendto(too_big, addr)
+        t.sendto(too_big, addr)
+        assert await p.done is None
+        assert [type(e) for e in p.errors] == [OSError, OSError]
+        t, p = await loop.create_datagram_endpoint(lambda: Closing(loop),
+                                                   remote_addr=addr)
+        t.close()
+        t.sendto(too_big)
+        assert await p.done is None
+        assert p.errors == []
+
+    run(loop, main())
+
+
 def test_datagram_received_error_is_reported(loop: asyncio.AbstractEventLoop) -> None:
     rec = Recorder()
     loop.set_exception_handler(rec)

@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 import weakref
+from typing import Any
 
 import pytest
 
@@ -660,7 +661,11 @@ def test_qloop_run(qloop_module: object) -> None:
     mod = qloop_module
     assert mod.run(main()) == (mod.__name__, False)  # type: ignore[attr-defined]
     assert mod.run(main(), debug=True) == (mod.__name__, True)  # type: ignore[attr-defined]
-    with pytest.raises(ValueError):
+    # not a coroutine: what the running Python's asyncio.run raises (ValueError, TypeError
+    # from 3.14, which takes any awaitable)
+    with pytest.raises((ValueError, TypeError)) as reference:
+        asyncio.run(42)  # type: ignore[arg-type]
+    with pytest.raises(type(reference.value)):
         mod.run(42)  # type: ignore[attr-defined]
 
 
@@ -805,6 +810,34 @@ def test_call_soon_threadsafe_wakes_a_sleeping_loop(loop: asyncio.AbstractEventL
     assert woke and woke[0] - t0 < 5
 
 
+@pytest.mark.skipif(not hasattr(asyncio.events, "_ThreadSafeHandle"),
+                    reason="asyncio's thread-safe handle is Python 3.14's")
+def test_call_soon_threadsafe_handle_is_asyncios_thread_safe_one(
+        loop: asyncio.AbstractEventLoop) -> None:
+    # as on asyncio's loop: another thread may cancel the handle before it runs, and a
+    # handle cancelled by its own callback still finishes that run
+    ran: list[str] = []
+    handles: list[asyncio.Handle] = []
+
+    def cancels_itself() -> None:
+        handles[1].cancel()
+        ran.append("self")
+
+    def other_thread() -> None:
+        first = loop.call_soon_threadsafe(ran.append, "cancelled")
+        first.cancel()
+        handles.extend([first, loop.call_soon_threadsafe(cancels_itself)])
+        loop.call_soon_threadsafe(loop.stop)
+
+    t = threading.Thread(target=other_thread)
+    loop.call_soon(lambda: (t.start(), t.join()))
+    loop.run_forever()
+    assert ran == ["self"]
+    cls = asyncio.events._ThreadSafeHandle  # type: ignore[attr-defined]
+    assert all(isinstance(h, cls) for h in handles)
+    assert handles[0].cancelled() and handles[1].cancelled()
+
+
 def test_call_soon_threadsafe_from_signal_handler(loop: asyncio.AbstractEventLoop) -> None:
     import os
     import signal
@@ -859,3 +892,63 @@ def test_ready_queue_snapshot(qloop_loop: asyncio.AbstractEventLoop) -> None:
     h2.cancel()
     run_once(qloop_loop)
     assert not qloop_loop._ready  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("debug", [False, True])
+def test_failed_task_is_freed_without_the_gc(loop: asyncio.AbstractEventLoop,
+                                             debug: bool) -> None:
+    # a failed task nobody references is freed by reference counting right after its step
+    # (its "exception was never retrieved" reported then): the frames its exception's
+    # traceback keeps (and their callers, the loop's) do not keep the handle that ran it
+    seen: list[str] = []
+
+    async def fails() -> None:
+        raise ZeroDivisionError
+
+    async def main() -> list[str]:
+        loop.set_exception_handler(lambda _loop, context: seen.append(context["message"]))
+        asyncio.tasks._PyTask(fails(), loop=loop)  # type: ignore[attr-defined]
+        await asyncio.sleep(0)
+        return list(seen)
+
+    loop.set_debug(debug)
+    gc.collect()
+    gc.disable()
+    try:
+        got = run(loop, main())
+    finally:
+        gc.enable()
+    assert got == ["Task exception was never retrieved"]
+
+
+def test_create_task_passes_on_what_asyncio_passes_on(loop: asyncio.AbstractEventLoop) -> None:
+    # the factory is given the name where asyncio's loop gives it (3.14: an eager task has
+    # its name while it starts); further keywords reach the Task from 3.13, as with asyncio
+    given: list[list[str]] = []
+    names: list[str] = []
+
+    def factory(loop_: Any, coro: Any, **kwargs: Any) -> Any:
+        given.append(sorted(kwargs))
+        return asyncio.Task(coro, loop=loop_, **kwargs)
+
+    async def named() -> None:
+        names.append(asyncio.current_task().get_name())  # type: ignore[union-attr]
+
+    async def main() -> None:
+        loop.set_task_factory(factory)
+        task = loop.create_task(named(), name="n")
+        await task
+        assert task.get_name() == "n"
+        loop.set_task_factory(None)
+        if sys.version_info >= (3, 13):
+            eager = loop.create_task(named(), name="e", eager_start=True)  # type: ignore[call-arg]
+            assert eager.done() and names[-1] == "e"
+        else:
+            coro = named()
+            with pytest.raises(TypeError, match="eager_start"):
+                loop.create_task(coro, eager_start=True)  # type: ignore[call-arg]
+            coro.close()
+
+    run(loop, main())
+    assert given == [["name"] if sys.version_info >= (3, 14) else []]
+    assert names[0] == "n"

@@ -366,6 +366,42 @@ def test_tls_connection_and_start_tls(loop: asyncio.AbstractEventLoop) -> None:
     run(loop, main())
 
 
+def test_start_tls_takes_the_streams_buffered_handshake(
+        loop: asyncio.AbstractEventLoop) -> None:
+    # the client's hello already read into the server's StreamReader when the server calls
+    # start_tls(): the handshake goes on with it (asyncio's loop does so from Python 3.13)
+    import inspect
+
+    if isinstance(loop, asyncio.BaseEventLoop) and "_stream_reader" not in inspect.getsource(
+            asyncio.BaseEventLoop.start_tls):
+        pytest.skip("this Python's asyncio loop drops the buffered bytes (and hangs)")
+    server_ctx, client_ctx = _certs()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        assert await reader.readline() == b"STARTTLS\n"
+        if not reader._buffer:  # type: ignore[attr-defined]
+            await reader._wait_for_data("test")  # type: ignore[attr-defined]
+        await writer.start_tls(server_ctx)
+        writer.write((await reader.readline()).upper())
+        await writer.drain()
+        writer.close()
+
+    async def main() -> None:
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"STARTTLS\n")  # no answer awaited: the hello follows at once
+        await writer.start_tls(client_ctx, server_hostname="localhost")
+        writer.write(b"over tls\n")
+        assert await reader.readline() == b"OVER TLS\n"
+        writer.close()
+        await writer.wait_closed()
+        server.close()
+        await server.wait_closed()
+
+    run(loop, main())
+
+
 def test_tls_handshake_failure(loop: asyncio.AbstractEventLoop) -> None:
     server_ctx, _ = _certs()
     strict = ssl.create_default_context()  # does not trust the test CA
@@ -473,3 +509,37 @@ def test_server_inside_main_loop_stopped_by_shutdown(main_loop: ModuleType, guar
     server.close()
     loop.run_until_complete(server.wait_closed())  # the loop can run on the main context too
     loop.close()
+
+
+def test_cancelled_serve_forever_closes_the_clients_from_3_13(
+        loop: asyncio.AbstractEventLoop) -> None:
+    # as asyncio's: from Python 3.13 cancelling serve_forever() closes the connections too
+    async def main() -> bool:
+        made = asyncio.Event()
+        lost = loop.create_future()
+
+        class Idle(asyncio.Protocol):
+            def connection_made(self, transport: Any) -> None:
+                made.set()
+
+            def connection_lost(self, exc: Exception | None) -> None:
+                lost.set_result(exc)
+
+        server = await loop.create_server(Idle, "127.0.0.1", 0)
+        serving = asyncio.ensure_future(server.serve_forever())
+        sock = socket.create_connection(server.sockets[0].getsockname()[:2])
+        try:
+            await made.wait()
+            serving.cancel()
+            if sys.version_info < (3, 13):
+                await asyncio.sleep(0)
+                assert not lost.done()  # the server waits for its client to go
+                sock.close()
+            await lost
+            with pytest.raises(asyncio.CancelledError):
+                await serving
+            return server.is_serving()
+        finally:
+            sock.close()
+
+    assert run(loop, main()) is False

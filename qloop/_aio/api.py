@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import errno
+import inspect
 import re
 import socket
 import sys
@@ -42,6 +43,13 @@ from .helpers import (
 
 # What the context reports for an fd closed while its handler was registered, the fd captured
 _CLOSED_FD = re.compile(re.escape(_closed_fd_error(12345).strerror or "").replace("12345", r"(\d+)"))
+
+# What asyncio's loop.create_task() passes on: further keywords to the Task or the task
+# factory (Python 3.13+: the signature has **kwargs), and the name to the factory (3.14: no
+# name parameter of its own, the factory names the task itself)
+_CREATE_TASK_PARAMS = inspect.signature(asyncio.BaseEventLoop.create_task).parameters
+_TASK_KWARGS = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in _CREATE_TASK_PARAMS.values())
+_NAME_TO_TASK_FACTORY = _TASK_KWARGS and "name" not in _CREATE_TASK_PARAMS
 
 # --------------------------------------------------------------------------------------------
 # The high-level API
@@ -387,24 +395,27 @@ class EventLoopAPI(MixinBase):
 
     # ---- tasks
 
-    def create_task(self, coro: Any, *, name: str | None = None,
-                    context: Any = None) -> asyncio.Task[Any]:
-        """Schedule coroutine ``coro`` as a Task (or through the task factory)."""
+    def create_task(self, coro: Any, *, name: str | None = None, context: Any = None,
+                    **kwargs: Any) -> asyncio.Task[Any]:
+        """Schedule coroutine ``coro`` as a Task (or through the task factory).  Further
+        keywords (``eager_start``) go to the Task or the factory where asyncio's loop passes
+        them on (Python 3.13+); the factory is given ``name`` too where asyncio's is (3.14)."""
         self._check_closed_py()
+        if kwargs and not _TASK_KWARGS:
+            raise TypeError(f"create_task() got an unexpected keyword argument "
+                            f"{next(iter(kwargs))!r}")
+        if context is not None:
+            kwargs["context"] = context
         factory = self._task_factory
         if factory is None:
-            if context is None:
-                task = tasks.Task(coro, loop=self, name=name)  # type: ignore[arg-type]
-            else:
-                task = tasks.Task(coro, loop=self, name=name,  # type: ignore[arg-type]
-                                  context=context)
+            task = tasks.Task(coro, loop=self, name=name, **kwargs)  # type: ignore[arg-type]
             if task._source_traceback:  # type: ignore[attr-defined]
                 del task._source_traceback[-1]  # type: ignore[attr-defined]
             return task
-        if context is None:
-            task = factory(self, coro)
-        else:
-            task = factory(self, coro, context=context)
+        if _NAME_TO_TASK_FACTORY and name is not None:
+            # the factory names the task, before an eager one starts
+            return cast("asyncio.Task[Any]", factory(self, coro, name=name, **kwargs))
+        task = factory(self, coro, **kwargs)
         if name is not None:
             task.set_name(name)
         return cast("asyncio.Task[Any]", task)

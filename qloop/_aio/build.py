@@ -5,6 +5,7 @@ asyncio.AbstractEventLoop)``, ``new_event_loop``, ``EventLoopPolicy``, ``install
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import sys
 import warnings
 from asyncio import events
@@ -14,6 +15,7 @@ from typing import Any
 from . import dgram, net, pipes, sendfile, signals, subprocess
 from .api import EventLoopAPI
 from .deadlock import VirtualTimeDeadlock
+from .helpers import _check_callback_slow
 from .virtual_time import VirtualTimeAPI, advance, check_options
 
 __all__ = ["build_implementation"]
@@ -53,6 +55,37 @@ def _set_child_watcher(self: Any, watcher: Any) -> None:
     self._qloop_child_watcher = watcher
 
 
+# asyncio's handle for call_soon_threadsafe() (Python 3.14+): cancel() and cancelled() from
+# another thread wait while the callback runs, and a handle cancelled before it starts never runs
+_ThreadSafeHandle: Any = getattr(events, "_ThreadSafeHandle", None)
+_empty_context = contextvars.Context
+
+
+def _threadsafe_method(base: Any) -> Callable[..., Any]:
+    """``call_soon_threadsafe`` returning asyncio's thread-safe handle: the core queues the
+    handle's ``_run`` (which runs the callback in the handle's context under its lock)."""
+    push = base.call_soon_threadsafe
+
+    def call_soon_threadsafe(self: Any, callback: Any, /, *args: Any,
+                             context: Any = None) -> Any:
+        """``call_soon`` from any thread (or a signal handler): wakes the loop; returns a
+        handle that another thread may cancel."""
+        if self.is_closed():
+            raise RuntimeError("Event loop is closed")
+        _check_callback_slow(callback, "call_soon_threadsafe")
+        if context is not None and type(context) is not contextvars.Context:
+            raise TypeError(f"context must be a contextvars.Context, "
+                            f"not {type(context).__name__}")
+        handle = _ThreadSafeHandle(callback, args, self, context)
+        tb = handle._source_traceback  # debug mode: where the handle was made, not how
+        if tb:
+            del tb[-2:]  # the handle's __init__ and this method
+        push(self, handle._run, context=_empty_context())
+        return handle
+
+    return call_soon_threadsafe
+
+
 _BasePolicy: Any = getattr(events, "BaseDefaultEventLoopPolicy", None) or getattr(  # noqa: B009
     events, "_BaseDefaultEventLoopPolicy")
 
@@ -87,6 +120,8 @@ def build_implementation(module: str, base: Any,
     }
     for name, factory in transports.items():
         namespace[name] = _loop_method(name, factory)
+    if _ThreadSafeHandle is not None:
+        namespace["call_soon_threadsafe"] = _threadsafe_method(base)
     bases: tuple[Any, ...] = (base, EventLoopAPI, VirtualTimeAPI, signals.SignalMixin,
                               subprocess.SubprocessMixin, pipes.PipeMixin, dgram.DatagramMixin,
                               sendfile.SendfileMixin, *net.MIXINS,

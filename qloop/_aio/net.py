@@ -65,6 +65,9 @@ def _check_nonblocking(sock: Any) -> None:
 # asyncio removes a unix server's socket file when the server closes from Python 3.13
 # (create_unix_server's cleanup_socket); before, the file stays
 _CLEANUP_UNIX_SOCKET = sys.version_info >= (3, 13)
+# serve_forever() cancelled closes the connections too (as asyncio's from Python 3.13), not
+# only the listening sockets: wait_closed() then does not wait for idle clients
+_SERVE_FOREVER_CLOSES_CLIENTS = sys.version_info >= (3, 13)
 
 
 def _remove_stale_unix_socket(path: Any) -> None:
@@ -149,6 +152,19 @@ def _set_reuseport(sock: socket.socket) -> None:
     except OSError:
         raise ValueError("reuse_port not supported by socket module, SO_REUSEPORT defined "
                          "but not implemented.") from None
+
+
+def _hand_over_stream_buffer(protocol: Any, ssl_protocol: Any) -> None:
+    """A server's stream may have read the start of the TLS handshake (the client's hello)
+    before ``start_tls()``: those bytes go to the TLS protocol's input, as asyncio does from
+    Python 3.13 (without it the handshake waits forever), on every Python version."""
+    if not isinstance(protocol, asyncio.StreamReaderProtocol):
+        return
+    reader = getattr(protocol, "_stream_reader", None)
+    buffer = getattr(reader, "_buffer", None)
+    if buffer:
+        ssl_protocol._incoming.write(buffer)
+        buffer.clear()
 
 
 def _ssl_protocol(loop: Any, protocol: Any, sslcontext: Any, waiter: Any, server_side: bool,
@@ -299,6 +315,8 @@ class Server(asyncio.AbstractServer):
         except asyncio.CancelledError:
             try:
                 self.close()
+                if _SERVE_FOREVER_CLOSES_CLIENTS:
+                    self.close_clients()
                 await self.wait_closed()
             finally:
                 raise
@@ -486,7 +504,12 @@ class NetworkMixin(MixinBase):
         else:
             transport = self._make_socket_transport(
                 sock, protocol, waiter)
-        await wait_connected(waiter, transport)
+        try:
+            await wait_connected(waiter, transport)
+        except BaseException:
+            # the exception's traceback holds this frame: no cycle through the waiter
+            waiter = transport = protocol = ssl_protocol = None
+            raise
         return transport, protocol
 
     async def create_unix_connection(self, protocol_factory: Callable[[], Any],
@@ -556,6 +579,8 @@ class NetworkMixin(MixinBase):
                                      ssl_shutdown_timeout, call_connection_made=False)
         # pause first: no data may reach the TLS protocol before its connection_made()
         transport.pause_reading()
+        if server_side:
+            _hand_over_stream_buffer(protocol, ssl_protocol)
         transport.set_protocol(ssl_protocol)
         conmade = self.call_soon(ssl_protocol.connection_made,
                                  transport)
@@ -566,6 +591,9 @@ class NetworkMixin(MixinBase):
             transport.close()
             conmade.cancel()
             resume.cancel()
+            # the exception's traceback holds this frame and the waiter holds the exception:
+            # no cycle keeping the transports alive
+            waiter = transport = protocol = ssl_protocol = conmade = resume = None
             raise
         return ssl_protocol._app_transport
 

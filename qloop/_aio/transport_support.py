@@ -11,6 +11,7 @@ import asyncio.log
 import os
 import socket
 import stat
+import sys
 from asyncio import trsock
 from typing import Any
 
@@ -32,6 +33,10 @@ __all__ = [
 READ_MAX = 256 * 1024
 HIGH_WATER = 64 * 1024
 CONNLOST_LOG_THRESHOLD = 5
+# a stream transport's write() of something not bytes-like: asyncio's words, which changed in
+# Python 3.13 (its datagram sendto() kept the older ones)
+WRITE_TYPE_ERROR = ("data argument must be a bytes, bytearray, or memoryview object"
+                    if sys.version_info >= (3, 13) else "data argument must be a bytes-like object")
 DGRAM_HEADER_SIZE = 8
 
 
@@ -125,6 +130,9 @@ async def wait_connected(waiter: Any, transport: Any) -> None:
         await waiter
     except BaseException:
         transport.close()
+        # the exception's traceback holds this frame and the waiter holds the exception:
+        # no cycle keeping the transport alive
+        waiter = transport = None
         raise
 
 

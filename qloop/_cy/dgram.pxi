@@ -345,7 +345,9 @@ cdef class _DatagramTransport(_ReadableTransport):
                 if addr is not None and addr is not address and addr != address:
                     raise ValueError(f"Invalid address: must be None or {address}")
                 addr = address
-            if self._conn_lost:
+            # after close(): ignored on a connected socket, as asyncio does; an unconnected one
+            # still sends until connection_lost() closes it (asyncio's then fails on it)
+            if self._conn_lost and (address is not None or self._sock is None):
                 if self._conn_lost >= _transport_support.CONNLOST_LOG_THRESHOLD:
                     _transport_support.lost_write_warning()
                 self._conn_lost += 1

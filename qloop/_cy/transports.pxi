@@ -500,7 +500,7 @@ cdef class _StreamTransport(_ReadableTransport):
             ptr = <const char *>view.buf
             size = view.len
         else:
-            raise TypeError(f"data argument must be a bytes-like object, "
+            raise TypeError(f"{_transport_support.WRITE_TYPE_ERROR}, "
                             f"not {type(data).__name__!r}")
         try:
             if self._eof:

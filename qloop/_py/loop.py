@@ -145,6 +145,7 @@ class Handle:
 
     def _run(self) -> None:
         _run_handle(self)
+        del self  # see _run_handle
 
     @property
     def _callback_(self) -> Any:
@@ -194,15 +195,21 @@ def _run_handle(h: Handle) -> None:
     cb = h._callback
     if cb is None:
         return  # cancelled
-    if h._loop._debug:
-        _run_handle_debug(h)
-        return
     try:
-        h._context.run(cb, *h._args)
-    except (SystemExit, KeyboardInterrupt):
-        raise
-    except BaseException as exc:
-        h._loop._callback_failed(h, exc)
+        if h._loop._debug:
+            _run_handle_debug(h)
+            return
+        try:
+            h._context.run(cb, *h._args)
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            h._loop._callback_failed(h, exc)
+    finally:
+        # An exception's traceback keeps the frames it went through and, through f_back,
+        # their callers (this one): they must not keep the handle (and what its callback
+        # holds, such as a task that failed) alive in a cycle.
+        del h, cb
 
 
 def _run_handle_debug(h: Handle) -> None:
@@ -222,6 +229,7 @@ def _run_handle_debug(h: Handle) -> None:
         dt = _perf_counter() - t0
         if dt >= loop.slow_callback_duration:
             _log_slow_callback(h, dt)
+        del h  # see _run_handle
 
 
 # --------------------------------------------------------------------------------------------
@@ -404,6 +412,7 @@ class _LoopBase:
             _run_handle(h)
         finally:
             self._leave(prev)
+            del h  # see _run_handle
 
     def _callback_failed(self, h: Handle, exc: BaseException) -> None:
         """What a handle's exception becomes: a call of the exception handler."""
@@ -514,6 +523,7 @@ class _LoopBase:
                 except BaseException as exc:
                     self._callback_failed(h, exc)
         finally:
+            h = cb = None  # type: ignore[assignment]  # see _run_handle
             if ready and not self._closed_flag and not self._bh_pending:
                 self._bh_pending = True
                 self._bh.schedule()
@@ -675,6 +685,7 @@ class _LoopBase:
                         self._callback_failed(h, exc)
                 heap = self._heap  # a compaction may have replaced it
         finally:
+            entry = h = cb = None  # type: ignore[assignment]  # see _run_handle
             if not self._closed_flag:
                 self._arm()
             self._leave(prev)

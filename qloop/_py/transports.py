@@ -449,7 +449,7 @@ class _StreamTransport(_ReadableTransport, asyncio.Transport):
         """Send ``data`` (bytes-like) now if the socket takes it; buffer the rest."""
         if type(data) is not bytes:
             if not isinstance(data, (bytes, bytearray, memoryview)):
-                raise TypeError(f"data argument must be a bytes-like object, "
+                raise TypeError(f"{_transport_support.WRITE_TYPE_ERROR}, "
                                 f"not {type(data).__name__!r}")
             data = memoryview(data).cast("B")  # BufferError unless C-contiguous
         if self._eof:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import fnmatch
 import inspect
+import sys
 import unittest
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,6 +94,27 @@ class NewLoop:
         return self.loop_arm.new_event_loop()
 
 
+class LoopFactory:
+    """``IsolatedAsyncioTestCase.loop_factory`` (Python 3.13+; a CPython class may name
+    ``asyncio.EventLoop``): the loop under test."""
+
+    loop_arm: LoopArm
+
+    def loop_factory(self) -> asyncio.AbstractEventLoop:
+        return self.loop_arm.new_event_loop()
+
+
+class EagerLoopFactory:
+    """``loop_factory``: the loop under test with ``asyncio.eager_task_factory``."""
+
+    loop_arm: LoopArm
+
+    def loop_factory(self) -> asyncio.AbstractEventLoop:
+        loop = self.loop_arm.new_event_loop()
+        loop.set_task_factory(asyncio.eager_task_factory)  # type: ignore[attr-defined]
+        return loop
+
+
 class NewTestLoop:
     """``new_test_loop()`` without a time generator returns the loop under test.
 
@@ -126,6 +148,12 @@ def import_cpython_module(name: str) -> ModuleType:
 def cpython_module_name(namespace_name: str) -> str:
     """``asyncio_suite.test_streams`` -> ``test_streams``."""
     return namespace_name.rpartition(".")[2]
+
+
+def optional_classes(module: ModuleType, *names: str) -> list[type]:
+    """The classes of ``module`` among ``names`` that this Python's test suite has (newer
+    Pythons add test classes)."""
+    return [getattr(module, name) for name in names if hasattr(module, name)]
 
 
 def for_each_loop(
@@ -165,6 +193,17 @@ class Exclusion:
     pattern: str  # "<module>.<Class>" (the whole class) or "<module>.<Class>.<test>", globs ok
     reason: str
     line: int
+    # "python>=3.13", "python<3.14", "python>=3.12,<3.14" after the id: the Pythons the line
+    # is for (None: all)
+    pythons: str | None = None
+
+    def applies(self, version: tuple[int, ...] | None = None) -> bool:
+        """Whether the line is for ``version`` (default: the running Python)."""
+        if self.pythons is None:
+            return True
+        here = tuple(version or sys.version_info[:2])[:2]
+        return all(here >= wanted if op == ">=" else here < wanted
+                   for op, wanted in _parse_pythons(self.pythons))
 
     def matches(self, test_id: str) -> bool:
         return fnmatch.fnmatchcase(test_id, self.pattern) or fnmatch.fnmatchcase(
@@ -172,17 +211,46 @@ class Exclusion:
         )
 
 
-def load_exclusions(path: Path = EXCLUSIONS_FILE) -> list[Exclusion]:
-    """Parse ``exclusions.txt``: ``<test id> <reason>`` per line; ``#`` starts a comment."""
+def _parse_pythons(spec: str) -> list[tuple[str, tuple[int, int]]]:
+    """``python>=3.13`` -> [(">=", (3, 13))]; ``python>=3.12,<3.14`` -> both conditions."""
+    conditions = []
+    if spec.startswith("python"):
+        for part in spec[len("python"):].split(","):
+            op = ">=" if part.startswith(">=") else "<" if part.startswith("<") else ""
+            major, dot, minor = part[len(op):].partition(".")
+            if not (op and dot and major.isdigit() and minor.isdigit()):
+                break
+            conditions.append((op, (int(major), int(minor))))
+        else:
+            return conditions
+    raise ValueError(f"{spec!r}: expected python>=X.Y, python<X.Y or python>=X.Y,<X.Y")
+
+
+def load_exclusions(path: Path = EXCLUSIONS_FILE, *, every_python: bool = False
+                    ) -> list[Exclusion]:
+    """Parse ``exclusions.txt``: ``<test id> [python>=X.Y,<X.Y] <reason>`` per line (either
+    bound may go);
+    ``#`` starts a comment.  The lines for the running Python, or all with ``every_python``."""
     out = []
     for number, raw in enumerate(path.read_text().splitlines(), 1):
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
         pattern, _, reason = line.partition(" ")
-        if not reason.strip():
+        reason = reason.strip()
+        pythons = None
+        if reason.startswith(("python>", "python<", "python=")):
+            pythons, _, reason = reason.partition(" ")
+            try:
+                _parse_pythons(pythons)
+            except ValueError as exc:
+                raise ValueError(f"{path.name}:{number}: {exc}") from None
+            reason = reason.strip()
+        if not reason:
             raise ValueError(f"{path.name}:{number}: {pattern!r} has no reason")
-        out.append(Exclusion(pattern, reason.strip(), number))
+        exclusion = Exclusion(pattern, reason, number, pythons)
+        if every_python or exclusion.applies():
+            out.append(exclusion)
     return out
 
 

@@ -88,8 +88,31 @@ def test_every_exclusion_names_existing_tests(covered: dict[str, object]) -> Non
 
 
 def test_exclusions_are_unique() -> None:
-    patterns = [e.pattern for e in load_exclusions()]
+    patterns = [e.pattern for e in load_exclusions(every_python=True)]
     assert len(patterns) == len(set(patterns))
+
+
+def test_exclusion_for_some_pythons(tmp_path: Path) -> None:
+    path = tmp_path / "exclusions.txt"
+    path.write_text("test_x.Y.test_new  python>=3.13  only there\n"
+                    "test_x.Y.test_old python<3.14 gone since\n"
+                    "test_x.Y.test_all  everywhere\n"
+                    "test_x.Y.test_mid  python>=3.12,<3.14  in between\n")
+    new, old, every, mid = load_exclusions(path, every_python=True)
+    assert (new.pythons, new.reason) == ("python>=3.13", "only there")
+    assert [new.applies(v) for v in ((3, 12), (3, 13), (3, 14))] == [False, True, True]
+    assert [old.applies(v) for v in ((3, 13), (3, 14))] == [True, False]
+    assert every.pythons is None and every.applies((3, 11))
+    assert [mid.applies(v) for v in ((3, 11), (3, 12), (3, 13), (3, 14))] == [
+        False, True, True, False]
+    here = [e.pattern for e in load_exclusions(path)]
+    assert here == [e.pattern for e in (new, old, every, mid) if e.applies()]
+    path.write_text("test_x.Y.test_z python>3.13 typo\n")
+    with pytest.raises(ValueError, match="expected python>=X.Y, python<X.Y"):
+        load_exclusions(path)
+    path.write_text("test_x.Y.test_z python>=3.13\n")
+    with pytest.raises(ValueError, match="has no reason"):
+        load_exclusions(path)
 
 
 def test_exclusion_without_reason_is_rejected(tmp_path: Path) -> None:

@@ -1,6 +1,6 @@
 """CPython's test_queues: IsolatedAsyncioTestCase classes (their loop comes from the policy)."""
 
-from ._harness import for_each_loop, import_cpython_module
+from ._harness import for_each_loop, import_cpython_module, optional_classes
 
 cpython = import_cpython_module("test_queues")
 
@@ -14,4 +14,6 @@ for_each_loop(
     cpython.QueueJoinTests,
     cpython.LifoQueueJoinTests,
     cpython.PriorityQueueJoinTests,
+    *optional_classes(cpython, "QueueShutdownTests", "LifoQueueShutdownTests",
+                      "PriorityQueueShutdownTests"),
 )
