@@ -34,6 +34,29 @@ def test_run_in_executor_exception(loop: asyncio.AbstractEventLoop) -> None:
         run(loop, loop.run_in_executor(None, work))
 
 
+@pytest.mark.parametrize(("raised", "awaited"), [
+    (concurrent.futures.CancelledError, asyncio.CancelledError),
+    (concurrent.futures.InvalidStateError, asyncio.InvalidStateError),
+])
+def test_run_in_executor_converts_concurrent_exceptions(loop: asyncio.AbstractEventLoop,
+                                                        raised: type, awaited: type) -> None:
+    """A job that raises concurrent.futures' CancelledError (a future it waited on was
+    cancelled) or InvalidStateError reaches the awaiting coroutine as asyncio's own, as
+    asyncio's wrap_future converts them."""
+    def job() -> None:
+        raise raised("from the job")
+
+    async def main() -> BaseException:
+        try:
+            await loop.run_in_executor(None, job)
+        except BaseException as exc:  # noqa: BLE001 - what arrived is the point
+            return exc
+        raise AssertionError("not reached")
+
+    got = run(loop, main())
+    assert type(got) is awaited
+
+
 def test_custom_and_default_executor(loop: asyncio.AbstractEventLoop) -> None:
     with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="mine") as ex:
         name = run(loop, loop.run_in_executor(ex, lambda: threading.current_thread().name))

@@ -10,6 +10,7 @@ from the completion callback, which already runs in the loop's thread.
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import functools
 import threading
@@ -78,10 +79,12 @@ class ContextPoolExecutor(concurrent.futures.Executor):
             if fut.done() or loop.is_closed():
                 return
             fut.remove_done_callback(on_cancel)
-            if req._failed:
+            if req._cancelled:  # never started: the future is cancelled, as asyncio's is
+                fut.cancel()
+            elif req._failed:
                 if isinstance(value, StopIteration):  # a future cannot hold one
                     value = RuntimeError(f"{func!r} raised StopIteration")
-                fut.set_exception(value)
+                fut.set_exception(_asyncio_exception(value))
             else:
                 fut.set_result(value)
 
@@ -103,3 +106,13 @@ class ContextPoolExecutor(concurrent.futures.Executor):
         if wait:
             for req in jobs:
                 req._wait()
+
+
+def _asyncio_exception(exc: BaseException) -> BaseException:
+    """What asyncio's future of a concurrent future holds for ``exc``: concurrent.futures'
+    CancelledError and InvalidStateError become asyncio's own (as ``wrap_future`` does)."""
+    if type(exc) is concurrent.futures.CancelledError:
+        return asyncio.CancelledError(*exc.args)
+    if type(exc) is concurrent.futures.InvalidStateError:
+        return asyncio.InvalidStateError(*exc.args)
+    return exc
