@@ -141,16 +141,18 @@ def test_buffered_protocol(loop: asyncio.AbstractEventLoop) -> None:
     assert run(loop, main()) == b"0123456789" * 10
 
 
-def test_buffered_protocol_empty_buffer_is_fatal(loop: asyncio.AbstractEventLoop) -> None:
+def _fatal_get_buffer(loop: asyncio.AbstractEventLoop, buffer: Any) -> tuple[Any, Recorder]:
+    """Serve one connection with a BufferedProtocol whose get_buffer() returns ``buffer``;
+    send it a byte; what connection_lost() got, and what the exception handler saw."""
     rec = Recorder()
     loop.set_exception_handler(rec)
 
-    class Empty(asyncio.BufferedProtocol):
+    class Proto(asyncio.BufferedProtocol):
         def __init__(self) -> None:
             self.done = loop.create_future()
 
-        def get_buffer(self, sizehint: int) -> bytearray:
-            return bytearray()
+        def get_buffer(self, sizehint: int) -> Any:
+            return buffer
 
         def buffer_updated(self, nbytes: int) -> None:
             raise AssertionError("not reached")
@@ -159,7 +161,7 @@ def test_buffered_protocol_empty_buffer_is_fatal(loop: asyncio.AbstractEventLoop
             self.done.set_result(exc)
 
     async def main() -> Any:
-        proto = Empty()
+        proto = Proto()
         server = await loop.create_server(lambda: proto, "127.0.0.1", 0)
         port = server.sockets[0].getsockname()[1]
         tr, _ = await loop.create_connection(asyncio.Protocol, "127.0.0.1", port)
@@ -170,7 +172,11 @@ def test_buffered_protocol_empty_buffer_is_fatal(loop: asyncio.AbstractEventLoop
         await server.wait_closed()
         return exc
 
-    exc = run(loop, main())
+    return run(loop, main()), rec
+
+
+def test_buffered_protocol_empty_buffer_is_fatal(loop: asyncio.AbstractEventLoop) -> None:
+    exc, rec = _fatal_get_buffer(loop, bytearray())
     assert isinstance(exc, RuntimeError)
     assert any("get_buffer() call failed" in c["message"] for c in rec.contexts)
 
@@ -178,36 +184,7 @@ def test_buffered_protocol_empty_buffer_is_fatal(loop: asyncio.AbstractEventLoop
 def test_buffered_protocol_read_only_buffer_is_fatal(qloop_loop: asyncio.AbstractEventLoop) -> None:
     """A read-only buffer from get_buffer() fails the connection with the same BufferError and
     message on both implementations."""
-    loop = qloop_loop
-    rec = Recorder()
-    loop.set_exception_handler(rec)
-
-    class ReadOnly(asyncio.BufferedProtocol):
-        def __init__(self) -> None:
-            self.done = loop.create_future()
-
-        def get_buffer(self, sizehint: int) -> bytes:
-            return b"read-only"
-
-        def buffer_updated(self, nbytes: int) -> None:
-            raise AssertionError("not reached")
-
-        def connection_lost(self, exc: BaseException | None) -> None:
-            self.done.set_result(exc)
-
-    async def main() -> Any:
-        proto = ReadOnly()
-        server = await loop.create_server(lambda: proto, "127.0.0.1", 0)
-        port = server.sockets[0].getsockname()[1]
-        tr, _ = await loop.create_connection(asyncio.Protocol, "127.0.0.1", port)
-        tr.write(b"x")
-        exc = await proto.done
-        tr.close()
-        server.close()
-        await server.wait_closed()
-        return exc
-
-    exc = run(loop, main())
+    exc, rec = _fatal_get_buffer(qloop_loop, b"read-only")
     assert isinstance(exc, BufferError)
     assert str(exc) == "get_buffer() returned a read-only buffer"
     assert any("get_buffer() call failed" in c["message"] for c in rec.contexts)
