@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Test qloop on Debian unstable's Pythons (3.13, 3.14, 3.15 preview) in a debootstrap chroot,
+# Test qloop on Debian unstable's Pythons (3.13, 3.14, 3.15) in a debootstrap chroot,
 # from a Debian 12 host run as root.
 #
 #   chroot-python.sh setup DIR                    debootstrap sid into DIR, install the Pythons,
@@ -23,7 +23,7 @@
 # 2-core host; the suite's own default, 120 s, makes each real hang cost 2 min),
 # QLOOP_CHROOT_ARM_TIMEOUT (wall-clock limit of one pytest arm, default 3600 s),
 # QLOOP_CHROOT_MIRROR (default http://deb.debian.org/debian), QLOOP_CHROOT_QUICK=1 (test: only
-# qloop's own tests on the core, for a preview Python).
+# qloop's own tests on the core, for the newest Python).
 set -euo pipefail
 
 MIRROR=${QLOOP_CHROOT_MIRROR:-http://deb.debian.org/debian}
@@ -401,7 +401,7 @@ cmd_test() {
                   "QLOOP_SUITE_TIMEOUT=${QLOOP_SUITE_TIMEOUT:-60}" COLUMNS=240)
     local pytest=("$venv/bin/pytest" -q -p no:cacheprovider -p qloop_ci_check -rfE)
     if [ -n "${QLOOP_CHROOT_QUICK:-}" ]; then
-        # a quick look (a preview Python): qloop's own tests on the core, no asyncio suite
+        # a quick look (the newest Python): qloop's own tests on the core, no asyncio suite
         timed "pytest: compiled core, qloop's own tests (python$ver)" \
             run_arm "core" "$work/pytest-core.log" "${common[@]}" "${pytest[@]}" tests \
                 --ignore=tests/asyncio_suite \
