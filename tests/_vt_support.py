@@ -95,6 +95,12 @@ def run(loop: Any, coro: Any, real_timeout: float = REAL_TIMEOUT) -> Any:
         assert not dog.fired, f"the loop did not finish within {real_timeout} real seconds"
 
 
+# A bound on the real seconds a virtual-time run may take: far below the hours of virtual time
+# the tests cover, so passing it proves the loop jumped instead of waiting.  It is not a speed
+# bar (a loaded CI machine must not fail it); the speed is measured in bench/.
+NO_REAL_WAIT = 5.0
+
+
 class Stopwatch:
     """Real (wall) and this thread's CPU time of a block: on a machine shared with other
     processes the CPU time stands in for the wall time when the wall time is inflated."""

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from _vt_support import Stopwatch, run
+from _vt_support import NO_REAL_WAIT, Stopwatch, run
 
 # ---------------------------------------------------------------------------------------------
 # the clock
@@ -28,7 +28,7 @@ def test_time_starts_at_zero_and_sleep_is_exact_and_instant(vt_loop):
 
     with Stopwatch() as sw:
         assert run(vt_loop, main()) == (0.0, 3600.0)
-    assert sw.seconds < 1.0
+    assert sw.wall < NO_REAL_WAIT
 
 
 def test_start_sets_the_first_loop_time(vt_loop_factory):
@@ -68,7 +68,7 @@ def test_call_later_and_call_at_run_at_their_exact_virtual_deadline(vt_loop):
 
 def test_ten_thousand_tasks_wake_at_their_exact_deadline_in_order(vt_loop):
     """10,000 tasks sleep random (whole-ns) durations of up to a day: each wakes at exactly
-    its deadline, in deadline order (ties in FIFO order), in under a second of real time."""
+    its deadline, in deadline order (ties in FIFO order), without waiting in real time."""
     rng = random.Random(13)
     durations = [rng.randrange(0, 86_400 * 10**9) / 1e9 for _ in range(9_000)]
     durations += durations[:1_000]  # ties: the same deadline twice, FIFO
@@ -88,7 +88,7 @@ def test_ten_thousand_tasks_wake_at_their_exact_deadline_in_order(vt_loop):
     assert [i for _, i, _ in woke] == [i for _, i in sorted(
         ((d, i) for i, d in enumerate(durations)))]
     if not vt_loop.get_debug():  # debug mode keeps a traceback per handle: slower
-        assert sw.seconds < 1.0, (sw.wall, sw.cpu)
+        assert sw.wall < NO_REAL_WAIT, (sw.wall, sw.cpu)
 
 
 def test_wait_for_times_out_at_exactly_3600_instantly(vt_loop):
@@ -102,7 +102,7 @@ def test_wait_for_times_out_at_exactly_3600_instantly(vt_loop):
 
     with Stopwatch() as sw:
         assert run(vt_loop, main()) == 3600.0
-    assert sw.seconds < 1.0
+    assert sw.wall < NO_REAL_WAIT
 
 
 @pytest.mark.skipif(sys.version_info < (3, 11), reason="asyncio.timeout is new in 3.11")
