@@ -5,16 +5,55 @@ coroutine scheduler, the thread pool's completions, aio_wait_bh_oneshot); the gl
 count; who may wait.
 
 Both implementations run every test.  No sleeps: each wait is for something another thread
-does, and the ``guard`` watchdog of the main loop bounds it.
+does.  A ``Watchdog`` bounds each ``wait_while`` without masking a lost wake-up (the test fails
+when it fired), and a hard limit per test ends the process with every thread's traceback if a
+wait it cannot bound (``aio_wait_bh_oneshot``) hangs.
 """
 
 from __future__ import annotations
 
+import faulthandler
 import threading
 
 import pytest
 
 WAIT = 10.0
+HARD_LIMIT = 60.0
+
+
+@pytest.fixture(autouse=True)
+def _hard_limit():
+    """A hang here would stall the whole run: dump every thread's stack and exit instead."""
+    faulthandler.dump_traceback_later(HARD_LIMIT, exit=True)
+    yield
+    faulthandler.cancel_dump_traceback_later()
+
+
+class Watchdog:
+    """Bounds a main-context ``wait_while``: after WAIT real seconds it marks itself fired and
+    kicks, so the wait returns and the test fails instead of hanging.  It never wakes the
+    waiter earlier, so a lost wake-up still shows."""
+
+    def __init__(self, mod):
+        self.mod = mod
+        self.fired = False
+        self.timer = threading.Timer(WAIT, self._fire)
+
+    def _fire(self):
+        self.fired = True
+        self.mod.aio_wait_kick()
+
+    def bound(self, cond):
+        return lambda: cond() and not self.fired
+
+    def __enter__(self):
+        self.timer.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.timer.cancel()
+        self.timer.join()
+        assert not self.fired, f"the wait was not woken within {WAIT} s"
 
 
 def _aio_wait(mod):
@@ -48,10 +87,15 @@ def test_main_loop_waiting_for_an_iothread_sleeps_in_the_main_context(main_loop)
         def in_iothread():
             threading.Thread(target=later, daemon=True).start()
 
+        def still_waiting():
+            waiting = not seen
+            go.set()  # only now may the kick come: the first check always sees "waiting"
+            return waiting
+
         io.ctx.bh_schedule_oneshot(in_iothread)
-        go.set()
         # the waiter polls the main context: the IOThread keeps polling its own unhindered
-        assert io.ctx.wait_while(lambda: not seen) is True
+        with Watchdog(mod) as dog:
+            assert io.ctx.wait_while(dog.bound(still_waiting)) is True
         assert seen == [1] and aw.num_waiters() == 0
     assert main_ctx.resource_counts()[0] == 0
 
@@ -69,7 +113,8 @@ def test_the_thread_pool_completion_kicks(main_loop):
     with mod.IOThread() as io:
         got = []
         io.ctx.thread_pool().submit(pow, 3, 4, callback=got.append)
-        assert io.ctx.wait_while(lambda: not got)
+        with Watchdog(mod) as dog:
+            assert io.ctx.wait_while(dog.bound(lambda: not got))
         assert got == [81]
 
 
@@ -82,7 +127,8 @@ def test_the_coroutine_scheduler_kicks(main_loop):
     with mod.IOThread(name="co") as io:
         co = mod.Coroutine(body())
         io.ctx.co_schedule(co)
-        io.ctx.wait_while(lambda: not co.done)
+        with Watchdog(mod) as dog:
+            io.ctx.wait_while(dog.bound(lambda: not co.done))
         assert co.result == "co"
 
 
@@ -169,6 +215,7 @@ def test_many_kicks_from_many_threads_wake_the_waiter(main_loop, threads):
 
         for _ in range(8):
             threads.start(producer)
-        io.ctx.wait_while(lambda: count[0] < 4000)
+        with Watchdog(mod) as dog:
+            io.ctx.wait_while(dog.bound(lambda: count[0] < 4000))
         threads.join_all()
         assert count[0] == 4000
