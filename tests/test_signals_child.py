@@ -42,13 +42,22 @@ def _read_line(proc, deadline):
     return buf.decode().rstrip("\n")
 
 
+def _spawn_main_loop(mod, ignore=None):
+    """The helper program.  It first gives its termination signals Python's own start-up
+    handlers, except ``ignore`` (SIG_IGN, as under nohup): what the test sees must not depend
+    on how pytest itself was started (a shell's background job ignores SIGINT, nohup SIGHUP)."""
+    cmd = [sys.executable, PROG, "--reset-signals"]
+    if ignore is not None:
+        cmd += ["--ignore", ignore]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=subprocess_env(mod), cwd=os.path.dirname(PROG))
+
+
 @pytest.mark.parametrize("signame", ["SIGTERM", "SIGINT", "SIGHUP"])
 def test_real_signal_ends_main_loop_in_subprocess(qloop_module, signame):
     mod = qloop_module
     sig = getattr(signal, signame)
-    proc = subprocess.Popen([sys.executable, PROG], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, env=subprocess_env(mod),
-                            cwd=os.path.dirname(PROG))
+    proc = _spawn_main_loop(mod)
     try:
         deadline = time.monotonic() + 10.0
         first = _read_line(proc, deadline)
@@ -70,6 +79,27 @@ def test_real_signal_ends_main_loop_in_subprocess(qloop_module, signame):
     assert out.decode().splitlines() == ["shutdown-notifier HOST_SIGNAL"]
     assert f"terminating on signal {int(sig)}" in err.decode()
     assert elapsed < 5.0
+
+
+def test_an_ignored_signal_stays_ignored(qloop_module):
+    """Under nohup SIGHUP is ignored: main_loop() leaves it so, and the SIGTERM that follows
+    is the one that ends the loop."""
+    proc = _spawn_main_loop(qloop_module, ignore="SIGHUP")
+    try:
+        deadline = time.monotonic() + 10.0
+        assert _read_line(proc, deadline).split()[0] == "impl"
+        assert _read_line(proc, deadline) == "ready"
+        proc.send_signal(signal.SIGHUP)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=5.0)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err.decode()
+    assert out.decode().splitlines() == ["shutdown-notifier HOST_SIGNAL"]
+    assert [line for line in err.decode().splitlines() if "terminating" in line] == [
+        f"qloop: terminating on signal {int(signal.SIGTERM)}"]
 
 
 def test_subprocess_impl_flag(qloop_module):

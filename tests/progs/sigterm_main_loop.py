@@ -16,13 +16,24 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import signal
 import sys
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--impl", choices=("core", "fallback"), default=None)
+    parser.add_argument("--reset-signals", action="store_true",
+                        help="SIGINT/SIGTERM/SIGHUP to Python's start-up handlers first")
+    parser.add_argument("--ignore", choices=("SIGINT", "SIGTERM", "SIGHUP"), default=None,
+                        help="then set this one to SIG_IGN (as nohup does for SIGHUP)")
     args = parser.parse_args()
+    if args.reset_signals:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGHUP, signal.SIG_DFL)
+    if args.ignore is not None:
+        signal.signal(getattr(signal, args.ignore), signal.SIG_IGN)
 
     if args.impl is None:
         import qloop as mod
