@@ -112,8 +112,10 @@ cdef class _Uring:
     cdef list queue                # _Handler nodes to arm, re-arm or cancel at the next wait
     cdef set zombies               # removed handlers whose POLL_ADD is still in flight
     cdef uint64_t timeout_seq
+    cdef int fork_gen              # _uring_fork_gen when the ring was set up
 
     cdef int setup(self, bint shared) except -1
+    cdef bint mine(self) noexcept
     cdef int close(self) except -1
     cdef int update(self, AioContext ctx, _Handler old, _Handler new) except -1
     cdef int enqueue(self, _Handler node) except -1

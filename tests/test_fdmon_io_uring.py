@@ -378,3 +378,100 @@ def test_close_with_armed_handlers(qloop_module, sockpair):
     a.close()
     b.settimeout(10)
     assert b.recv(10) == b""
+
+
+_MAIN_LOOP_CHILD = r"""
+import json, socket, threading, types
+import qloop._core as core
+from qloop._main import mainloop
+
+# A main loop like the process-wide one, but whose main and iohandler contexts are io_uring
+# ones: main_loop_wait() then waits on their ring fds (the _ml_* steps).
+def make_ctx(fdmon="io_uring"):
+    return core.AioContext(fdmon=fdmon)
+
+ml = mainloop.MainLoop(types.SimpleNamespace(
+    AioContext=make_ctx, BigLock=core.BigLock, MainLoopWait=core.MainLoopWait,
+    glib_poller=core._CGLibPoller, clock_enable=core.clock_enable,
+    clock_get_ns=core.clock_get_ns, clock_is_manual=core.clock_is_manual,
+    clock_advance_virtual_time=core.clock_advance_virtual_time,
+    virtual_deadline=core._virtual_deadline, module="qloop._core"))
+api = ml.exports()
+api["init_main_loop"]()
+ctx = api["get_aio_context"]()
+out = {"main": ctx.fdmon, "iohandler": api["iohandler_get_aio_context"]().fdmon}
+a, b = socket.socketpair()
+got = []
+ctx.set_fd_handler(a, io_read=lambda: got.append(a.recv(10)))
+api["main_loop_wait"](True)
+b.send(b"x")
+for _ in range(10):
+    if got:
+        break
+    api["main_loop_wait"](False)
+out["fd"] = [g.decode() for g in got]
+ran = []
+bh = ctx.bh_new(lambda: ran.append(1))
+t = threading.Thread(target=bh.schedule)
+t.start()
+while not ran:
+    api["main_loop_wait"](False)  # blocks until the BH's notify wakes the ring
+t.join()
+out["bh"] = len(ran)
+got.clear()
+api["set_fd_handler"](b.fileno(), lambda: got.append(b.recv(10)))  # the iohandler context
+a.send(b"y")
+while not got:
+    api["main_loop_wait"](False)
+out["iohandler_fd"] = [g.decode() for g in got]
+ctx.set_fd_handler(a)
+api["set_fd_handler"](b.fileno(), None)
+print(json.dumps(out))
+"""
+
+
+def test_main_loop_waits_on_the_ring_fds(qloop_module):
+    """main_loop_wait() over io_uring contexts: each context's ring fd in the one wait; fd
+    handlers of both contexts and a BH scheduled from another thread are dispatched."""
+    skip_without_io_uring(qloop_module)
+    out = run_python_json(qloop_module, _MAIN_LOOP_CHILD, QLOOP_NO_GLIB="1")
+    assert out == {"main": "io_uring", "iohandler": "io_uring", "fd": ["x"], "bh": 1,
+                   "iohandler_fd": ["y"]}
+
+
+def test_forked_child_sets_up_its_own_ring(uctx, qloop_module, sockpair):
+    """A ring inherited across fork() shares its memory with the parent's: the child's first
+    wait moves to a ring of its own, and the parent's goes on untouched."""
+    if not hasattr(os, "fork"):
+        pytest.skip("no fork()")
+    a, b = sockpair()
+    got = []
+    uctx.set_fd_handler(a, io_read=lambda: got.append(a.recv(10)))
+    uctx.poll(False)  # armed in the parent's ring
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report through the pipe, never return into pytest
+        status = 1
+        try:
+            b.send(b"c")
+            while not got:
+                uctx.poll(True)
+            info = qloop_module._uring_info(uctx)
+            ok = got == [b"c"] and info["migrations"] == 1 and info["single_issuer"]
+            os.write(w, b"ok" if ok else repr((got, info)).encode())
+            status = 0
+        finally:
+            os._exit(status)
+    os.close(w)
+    with os.fdopen(r, "rb") as f:
+        report = f.read()
+    _, status = os.waitpid(pid, 0)
+    assert report == b"ok" and status == 0, report
+    # the child consumed "c" from the shared socket; the parent's ring still works
+    got.clear()
+    b.send(b"p")
+    while not got:
+        uctx.poll(True)
+    assert got == [b"p"]
+    assert _info(qloop_module, uctx)["migrations"] == 0
+    uctx.set_fd_handler(a)

@@ -21,6 +21,19 @@ cdef enum:
 # rings up without SINGLE_ISSUER/DEFER_TASKRUN.
 
 
+# Bumped in a child after fork(): a ring inherited from the parent shares its SQ and CQ
+# memory with the parent's, so the child must not touch it (it sets up its own).
+cdef int _uring_fork_gen = 0
+
+
+def _uring_after_fork():
+    global _uring_fork_gen
+    _uring_fork_gen += 1
+
+
+_os.register_at_fork(after_in_child=_uring_after_fork)
+
+
 @cython.final
 cdef class _Uring:
     """The ring of one AioContext and its bookkeeping."""
@@ -56,7 +69,13 @@ cdef class _Uring:
             raise _io_uring_unavailable(-r, _io_uring_sysctl() if r == -EPERM else "")
         self.single_issuer = (flags & QL_IORING_SETUP_SINGLE_ISSUER) != 0
         self.owner = PyThread_get_thread_ident()
+        self.fork_gen = _uring_fork_gen
         return 0
+
+    cdef inline bint mine(self) noexcept:
+        """The calling thread may submit to the ring now, without moving it."""
+        return (self.fork_gen == _uring_fork_gen and self.ring.fd >= 0
+                and PyThread_get_thread_ident() == self.owner)
 
     cdef int close(self) except -1:
         ql_uring_exit(&self.ring)
@@ -70,8 +89,7 @@ cdef class _Uring:
         """A handler was replaced, added or removed (called with the list lock held)."""
         if old is not None and old.uring_armed:
             self.zombies.add(old)  # held until its POLL_ADD completes
-            if (new is None and not ctx.walkers and self.ring.fd >= 0
-                    and PyThread_get_thread_ident() == self.owner):
+            if new is None and not ctx.walkers and self.mine():
                 # removal outside poll() on the ring's thread: cancel now
                 self.remove_now(old)
             else:
@@ -133,10 +151,14 @@ cdef class _Uring:
         return 0
 
     cdef int migrate(self, AioContext ctx) except -1:
-        """The ring belongs to another thread (SINGLE_ISSUER): replace it with a ring any
-        thread may use and arm every live handler again (docs/aio-context.md, "fd monitors")."""
+        """The ring belongs to another thread (SINGLE_ISSUER) or to the parent process: replace
+        it with a ring any thread may use (a forked child: a ring of its own) and arm every live
+        handler again (docs/aio-context.md, "fd monitors")."""
         cdef _Handler node
-        ql_uring_exit(&self.ring)  # the kernel cancels the old ring's polls
+        cdef bint forked = self.fork_gen != _uring_fork_gen
+        # the kernel cancels the old ring's polls; after fork() this only unmaps and closes
+        # the child's copy: the parent's ring goes on
+        ql_uring_exit(&self.ring)
         for obj in self.zombies:
             (<_Handler>obj).uring_armed = False
         self.zombies.clear()
@@ -149,12 +171,13 @@ cdef class _Uring:
             if node.events:
                 self.enqueue(node)
         self.migrations += 1
-        self.setup(True)
+        self.setup(not forked)  # a forked child is one thread again: the fast flags
         return 0
 
     cdef int own(self, AioContext ctx) except -1:
         """Make sure the calling thread may submit to the ring."""
-        if self.single_issuer and PyThread_get_thread_ident() != self.owner:
+        if self.fork_gen != _uring_fork_gen or (
+                self.single_issuer and PyThread_get_thread_ident() != self.owner):
             self.migrate(ctx)
         else:
             self.owner = PyThread_get_thread_ident()
