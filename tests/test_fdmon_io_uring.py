@@ -18,6 +18,15 @@ from _mainloop_support import run_python_json
 from conftest import io_uring_unavailable, skip_without_io_uring
 
 
+def _sysctl() -> str:
+    """kernel.io_uring_disabled ("0" where io_uring is allowed to everyone)."""
+    try:
+        with open("/proc/sys/kernel/io_uring_disabled") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
 def _info(qloop_module, ctx):
     return qloop_module._uring_info(ctx)
 
@@ -48,7 +57,7 @@ def test_fallback_says_not_available(qloop_module):
 ])
 def test_switch_simulates_unavailable_io_uring(qloop_module, monkeypatch, switch, err, cause):
     """Both implementations give the same error, naming the cause."""
-    if switch == "eperm" and open("/proc/sys/kernel/io_uring_disabled").read().strip() != "0":
+    if switch == "eperm" and _sysctl() != "0":
         pytest.skip("the sysctl restricts io_uring here: EPERM names it instead")
     monkeypatch.setenv("QLOOP_IO_URING", switch)
     with pytest.raises(OSError) as info:
@@ -119,7 +128,7 @@ def test_seccomp_filter_refusing_io_uring(qloop_module, err, cause):
     default profile answers) or ENOSYS; fdmon='io_uring' raises naming it, the rest works."""
     if not hasattr(os, "fork") or os.uname().sysname != "Linux":
         pytest.skip("seccomp is Linux-only")
-    if err == errno.EPERM and open("/proc/sys/kernel/io_uring_disabled").read().strip() != "0":
+    if err == errno.EPERM and _sysctl() != "0":
         pytest.skip("the sysctl restricts io_uring here: EPERM names it instead")
     out = run_python_json(qloop_module, _SECCOMP_CHILD.format(err=err))
     assert "fdmon='io_uring' is not available" in out["io_uring"][1]
@@ -136,8 +145,7 @@ def test_core_has_io_uring_where_the_kernel_offers_it(qloop_module):
     if qloop_module.__name__ == "qloop._fallback":
         pytest.skip("the compiled core's answer")
     reason = io_uring_unavailable(qloop_module)
-    sysctl = open("/proc/sys/kernel/io_uring_disabled").read().strip()
-    if sysctl == "0" and reason is not None:
+    if _sysctl() == "0" and reason is not None:
         assert "seccomp" in reason or "no io_uring" in reason, reason  # a sandbox, named
     if reason is None:
         with qloop_module.AioContext(fdmon="io_uring") as ctx:
@@ -207,7 +215,7 @@ def test_blocking_wait_ends_at_a_timer(uctx, qloop_module):
 def test_removal_inside_poll_completes_with_its_completion(uctx, qloop_module, sockpair):
     """Removing an armed handler from a callback: its POLL_REMOVE goes out at the next wait and
     the handler is held until its POLL_ADD completes (cancelled)."""
-    a, b = sockpair()
+    a, _ = sockpair()
     c, _ = sockpair()
     uctx.set_fd_handler(c, io_read=lambda: None)  # never ready: poll(False) then waits
     uctx.set_fd_handler(a, io_read=lambda: None)
