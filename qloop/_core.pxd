@@ -108,6 +108,7 @@ cdef class _Uring:
     cdef ql_uring ring
     cdef unsigned long owner       # the thread that last submitted (SINGLE_ISSUER: the only one)
     cdef bint single_issuer
+    cdef bint enabled              # SINGLE_ISSUER rings start disabled: enabled by the first user
     cdef int migrations
     cdef list queue                # _Handler nodes to arm, re-arm or cancel at the next wait
     cdef set zombies               # removed handlers whose POLL_ADD is still in flight

@@ -12,7 +12,9 @@ have no twin.  The behaviour is described in ``docs/``; open choices are in
 
 C-level design:
 * the wait is ``ppoll(2)`` (ns timeout) on a C ``pollfd`` array rebuilt only when the handler
-  set changed, or ``epoll_wait(2)`` once upgraded; both run with the GIL released;
+  set changed, or ``epoll_wait(2)`` once upgraded, or (``fdmon="io_uring"``,
+  ``_cy/fdmon_uring.pxi``) ``io_uring_enter(2)`` on the context's ring, whose one-shot poll
+  requests name their handlers; all run with the GIL released;
 * ``notify_me``/``notified`` are C ints accessed with GCC atomics and full barriers
   (docs/notify.md);
 * BH flags are atomic; the pending stack is an intrusive list of BH objects changed only with
@@ -39,6 +41,7 @@ from qloop.includes.io_uring cimport (
     ECANCELED,
     QL_IORING_ENTER_GETEVENTS,
     QL_IORING_SETUP_DEFER_TASKRUN,
+    QL_IORING_SETUP_R_DISABLED,
     QL_IORING_SETUP_SINGLE_ISSUER,
     QL_IORING_SETUP_SUBMIT_ALL,
     QL_IORING_SETUP_TASKRUN_FLAG,
@@ -51,6 +54,7 @@ from qloop.includes.io_uring cimport (
     ql_uring_cq_set_head,
     ql_uring_cq_tail,
     ql_uring_cqe,
+    ql_uring_enable,
     ql_uring_enter,
     ql_uring_exit,
     ql_uring_get_sqe,

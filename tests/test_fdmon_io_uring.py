@@ -330,6 +330,38 @@ def test_polled_from_another_thread_moves_the_ring(uctx, qloop_module, sockpair)
     uctx.set_fd_handler(a)
 
 
+def test_first_polled_in_another_thread_keeps_the_fast_ring(qloop_module, sockpair):
+    """The ring is enabled by the first thread that uses it (an IOThread's context is created
+    elsewhere): that thread owns it, with SINGLE_ISSUER and DEFER_TASKRUN, and nothing moves."""
+    skip_without_io_uring(qloop_module)
+    a, b = sockpair()
+    ctx = qloop_module.AioContext(fdmon="io_uring")  # created here, never polled here
+    try:
+        assert not _info(qloop_module, ctx)["enabled"]
+        got = []
+        ctx.set_fd_handler(a, io_read=lambda: got.append(a.recv(10)))
+        b.send(b"x")
+        result = []
+
+        def poller():
+            while not got:
+                ctx.poll(True)
+            result.append(dict(_info(qloop_module, ctx), me=threading.get_ident()))
+            ctx.set_fd_handler(a)
+            ctx.poll(False)
+
+        th = threading.Thread(target=poller)
+        th.start()
+        th.join(10)
+        assert not th.is_alive()
+        assert got == [b"x"]
+        (info,) = result
+        assert info["enabled"] and info["single_issuer"] and info["defer_taskrun"]
+        assert info["migrations"] == 0 and info["owner"] == info["me"]
+    finally:
+        ctx.close()
+
+
 def test_handler_set_from_another_thread_wakes_the_wait(uctx, sockpair):
     a, b = sockpair()
     got = []

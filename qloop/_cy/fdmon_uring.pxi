@@ -57,7 +57,9 @@ cdef class _Uring:
         if exc is not None:
             raise exc
         if not shared and _os.environ.get("QLOOP_IO_URING", "") != "plain":
-            flags |= URING_FAST_FLAGS
+            # disabled until the first thread that uses it enables it and so becomes its
+            # submitter: the creating thread need not be the polling one (an IOThread's)
+            flags |= URING_FAST_FLAGS | QL_IORING_SETUP_R_DISABLED
         r = ql_uring_init(&self.ring, URING_ENTRIES, URING_CQ_ENTRIES, flags)
         if r == -EINVAL and flags & URING_FAST_FLAGS:  # before Linux 6.1
             flags = QL_IORING_SETUP_SUBMIT_ALL
@@ -68,13 +70,14 @@ cdef class _Uring:
         if r < 0:
             raise _io_uring_unavailable(-r, _io_uring_sysctl() if r == -EPERM else "")
         self.single_issuer = (flags & QL_IORING_SETUP_SINGLE_ISSUER) != 0
-        self.owner = PyThread_get_thread_ident()
+        self.enabled = not flags & QL_IORING_SETUP_R_DISABLED
+        self.owner = PyThread_get_thread_ident() if self.enabled else 0
         self.fork_gen = _uring_fork_gen
         return 0
 
     cdef inline bint mine(self) noexcept:
         """The calling thread may submit to the ring now, without moving it."""
-        return (self.fork_gen == _uring_fork_gen and self.ring.fd >= 0
+        return (self.enabled and self.fork_gen == _uring_fork_gen and self.ring.fd >= 0
                 and PyThread_get_thread_ident() == self.owner)
 
     cdef int close(self) except -1:
@@ -176,11 +179,17 @@ cdef class _Uring:
 
     cdef int own(self, AioContext ctx) except -1:
         """Make sure the calling thread may submit to the ring."""
+        cdef int r
+        cdef unsigned long me = PyThread_get_thread_ident()
         if self.fork_gen != _uring_fork_gen or (
-                self.single_issuer and PyThread_get_thread_ident() != self.owner):
+                self.enabled and self.single_issuer and me != self.owner):
             self.migrate(ctx)
-        else:
-            self.owner = PyThread_get_thread_ident()
+        if not self.enabled:
+            r = ql_uring_enable(self.ring.fd)  # this thread becomes the submitter
+            if r < 0:
+                raise OSError(-r, "io_uring_register(IORING_REGISTER_ENABLE_RINGS) failed")
+            self.enabled = True
+        self.owner = me
         return 0
 
     # ---- the wait
@@ -315,6 +324,7 @@ def _uring_info(AioContext ctx):
         return None
     return {
         "single_issuer": u.single_issuer,
+        "enabled": u.enabled,
         "defer_taskrun": (u.ring.setup_flags & QL_IORING_SETUP_DEFER_TASKRUN) != 0,
         "owner": u.owner,
         "migrations": u.migrations,

@@ -25,6 +25,7 @@ cdef extern from "qloop_io_uring.h" nogil:
 
     enum:
         QL_IORING_SETUP_SUBMIT_ALL
+        QL_IORING_SETUP_R_DISABLED
         QL_IORING_SETUP_COOP_TASKRUN
         QL_IORING_SETUP_TASKRUN_FLAG
         QL_IORING_SETUP_SINGLE_ISSUER
@@ -40,6 +41,7 @@ cdef extern from "qloop_io_uring.h" nogil:
     unsigned ql_uring_publish(ql_uring *r)
     unsigned ql_uring_sq_flags(ql_uring *r)
     int ql_uring_enter(int fd, unsigned to_submit, unsigned min_complete, unsigned flags)
+    int ql_uring_enable(int fd)
     void ql_uring_prep_poll_add(ql_sqe *sqe, int fd, unsigned events, uint64_t user_data)
     void ql_uring_prep_poll_remove(ql_uring *r, ql_sqe *sqe, uint64_t target,
                                    uint64_t user_data)

@@ -23,8 +23,10 @@
 /* the same numbers on every architecture (the unified syscall table since Linux 5.1) */
 #define QL_NR_io_uring_setup 425
 #define QL_NR_io_uring_enter 426
+#define QL_NR_io_uring_register 427
 
 #define QL_IORING_SETUP_CQSIZE (1U << 3)
+#define QL_IORING_SETUP_R_DISABLED (1U << 6)
 #define QL_IORING_SETUP_SUBMIT_ALL (1U << 7)
 #define QL_IORING_SETUP_COOP_TASKRUN (1U << 8)
 #define QL_IORING_SETUP_TASKRUN_FLAG (1U << 9)
@@ -45,6 +47,8 @@
 #define QL_IORING_OP_TIMEOUT 11
 
 #define QL_IOSQE_CQE_SKIP_SUCCESS (1U << 6)
+
+#define QL_IORING_REGISTER_ENABLE_RINGS 12
 
 #define QL_IORING_OFF_SQ_RING 0ULL
 #define QL_IORING_OFF_CQ_RING 0x8000000ULL
@@ -232,6 +236,14 @@ static inline int ql_uring_enter(int fd, unsigned to_submit, unsigned min_comple
 {
     long r = syscall(QL_NR_io_uring_enter, fd, to_submit, min_complete, flags, NULL, (size_t)0);
     return r < 0 ? -errno : (int)r;
+}
+
+/* Enable a ring set up with R_DISABLED: with SINGLE_ISSUER the calling thread becomes the one
+ * allowed to submit. */
+static inline int ql_uring_enable(int fd)
+{
+    long r = syscall(QL_NR_io_uring_register, fd, QL_IORING_REGISTER_ENABLE_RINGS, NULL, 0);
+    return r < 0 ? -errno : 0;
 }
 
 static inline void ql_uring_prep_poll_add(struct ql_sqe *sqe, int fd, unsigned events,
