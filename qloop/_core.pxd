@@ -125,6 +125,7 @@ cdef class _Uring:
     cdef int flush(self) except -1
     cdef int migrate(self, AioContext ctx) except -1
     cdef int own(self, AioContext ctx) except -1
+    cdef bint need_wait(self) noexcept
     cdef int wait(self, AioContext ctx, list ready, int64_t timeout, uint64_t gen) except -1
     cdef bint enter_failed(self, AioContext ctx, int err) except -1
     cdef bint reap(self, AioContext ctx, list ready, uint64_t gen, uint64_t tag) except -1

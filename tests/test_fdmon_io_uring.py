@@ -515,3 +515,23 @@ def test_forked_child_sets_up_its_own_ring(uctx, qloop_module, sockpair):
     assert got == [b"p"]
     assert _info(qloop_module, uctx)["migrations"] == 0
     uctx.set_fd_handler(a)
+
+
+def test_nonblocking_poll_waits_while_the_ring_has_work(uctx, qloop_module, sockpair):
+    """QEMU's need_wait: with every handler busy-pollable (io_poll), poll(False) skips the wait
+    on ppoll and epoll, but on io_uring it still waits while changes are queued or completions
+    are pending: registrations reach the kernel and removals complete."""
+    a, b = sockpair()
+    got = []
+    uctx.set_fd_handler(a, io_read=lambda: got.append(a.recv(10)),
+                        io_poll=lambda: False, io_poll_ready=lambda: None)
+    uctx.poll(False)  # the registration is submitted
+    assert _info(qloop_module, uctx)["queued"] <= 1  # at most the notifier's re-arm
+    b.send(b"x")
+    while not got:
+        uctx.poll(True)
+    uctx.poll(False)  # the re-arm goes out
+    uctx.set_fd_handler(a)  # armed: a zombie until its cancellation completes
+    assert _info(qloop_module, uctx)["zombies"] == 1
+    uctx.poll(False)
+    assert _info(qloop_module, uctx)["zombies"] == 0

@@ -928,7 +928,8 @@ QEMU's AioContext: fd handlers, bottom halves and timers driven by ``poll()``.
                 if ql_load(&self.notified):
                     timeout = 0
             try:
-                if timeout != 0 or self.poll_disable_cnt > 0:
+                if timeout != 0 or self.poll_disable_cnt > 0 or (
+                        self.uring is not None and self.uring.need_wait()):
                     if ready is None:
                         ready = []
                     if timeout != 0 and self._poll_set_started(False, ready, gen):

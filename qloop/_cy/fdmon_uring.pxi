@@ -194,6 +194,13 @@ cdef class _Uring:
 
     # ---- the wait
 
+    cdef bint need_wait(self) noexcept:
+        """A non-blocking poll() must still wait (QEMU's need_wait): changes are queued, or
+        completions (or the work that posts them) are pending."""
+        return (len(self.queue) != 0 or (self.ring.fd >= 0 and (
+            not ql_uring_cq_empty(&self.ring)
+            or ql_uring_sq_flags(&self.ring) & (QL_IORING_SQ_TASKRUN | QL_IORING_SQ_CQ_OVERFLOW))))
+
     cdef int wait(self, AioContext ctx, list ready, int64_t timeout, uint64_t gen) except -1:
         """Submit the queued SQEs, wait up to ``timeout`` ns (-1: no limit, 0: do not block)
         for a completion and collect the ready handlers."""
