@@ -110,7 +110,11 @@ cdef class _Uring:
     cdef bint single_issuer
     cdef bint enabled              # SINGLE_ISSUER rings start disabled: enabled by the first user
     cdef int migrations
-    cdef list queue                # _Handler nodes to arm, re-arm or cancel at the next wait
+    cdef void **queue              # _Handler nodes to arm, re-arm or cancel at the next wait
+    cdef Py_ssize_t qlen           # (borrowed pointers: see fdmon_uring.pxi)
+    cdef Py_ssize_t qcap
+    cdef void **spare              # the other array flush() swaps in
+    cdef Py_ssize_t spare_cap
     cdef set zombies               # removed handlers whose POLL_ADD is still in flight
     cdef uint64_t timeout_seq
     cdef int fork_gen              # _uring_fork_gen when the ring was set up

@@ -4,9 +4,10 @@
 # Included by qloop/_core.pyx before context.pxi.
 #
 # One one-shot POLL_ADD per monitored handler, its user_data the _Handler itself (borrowed: a
-# live handler is held by ctx.handlers, a removed one whose POLL_ADD is still in flight by
-# `zombies`).  A completion queues a re-arm, turned into an SQE at the next wait, after the
-# dispatch: so the monitor is level-triggered.  Registration changes are queued the same way;
+# live handler is held by ctx.handlers, a removed one whose POLL_ADD is still in flight, or that
+# is still queued, by `zombies`; the queue is a C array of borrowed pointers too).  A
+# completion queues a re-arm, turned into an SQE at the next wait, after the dispatch: so the
+# monitor is level-triggered.  Registration changes are queued the same way;
 # a removal outside poll() on the ring's own thread is submitted at once, so the kernel drops
 # its reference to the file before the caller closes the fd.
 
@@ -40,11 +41,12 @@ cdef class _Uring:
 
     def __cinit__(self):
         ql_uring_clear(&self.ring)
-        self.queue = []
         self.zombies = set()
 
     def __dealloc__(self):
         ql_uring_exit(&self.ring)
+        PyMem_Free(self.queue)
+        PyMem_Free(self.spare)
 
     cdef int setup(self, bint shared) except -1:
         """Set the ring up for the calling thread: SINGLE_ISSUER | DEFER_TASKRUN where the
@@ -82,15 +84,17 @@ cdef class _Uring:
 
     cdef int close(self) except -1:
         ql_uring_exit(&self.ring)
+        self.qlen = 0
         self.zombies.clear()
-        self.queue = []
         return 0
 
     # ---- registration changes
 
     cdef int update(self, AioContext ctx, _Handler old, _Handler new) except -1:
         """A handler was replaced, added or removed (called with the list lock held)."""
-        if old is not None and old.uring_armed:
+        if old is not None and old.uring_queued and not old.uring_armed:
+            self.zombies.add(old)  # held while queued (flush() lets it go)
+        elif old is not None and old.uring_armed:
             self.zombies.add(old)  # held until its POLL_ADD completes
             if new is None and not ctx.walkers and self.mine():
                 # removal outside poll() on the ring's thread: cancel now
@@ -102,9 +106,18 @@ cdef class _Uring:
         return 0
 
     cdef inline int enqueue(self, _Handler node) except -1:
-        if not node.uring_queued:
-            node.uring_queued = True
-            self.queue.append(node)
+        cdef void **mem
+        if node.uring_queued:
+            return 0
+        if self.qlen == self.qcap:
+            mem = <void **>PyMem_Realloc(self.queue, (self.qcap * 2 + 16) * sizeof(void *))
+            if mem == NULL:
+                raise MemoryError()
+            self.queue = mem
+            self.qcap = self.qcap * 2 + 16
+        node.uring_queued = True
+        self.queue[self.qlen] = <void *>node
+        self.qlen += 1
         return 0
 
     cdef int remove_now(self, _Handler node) except -1:
@@ -133,19 +146,26 @@ cdef class _Uring:
         """Turn the queued changes and re-arms into SQEs (not yet submitted)."""
         cdef _Handler node
         cdef ql_sqe *sqe
-        queue = self.queue
-        if not len(queue):
+        cdef void **queue = self.queue
+        cdef Py_ssize_t i, n = self.qlen
+        if not n:
             return 0
-        self.queue = []
-        for obj in queue:
-            node = <_Handler>obj
+        # the two arrays take turns: an enqueue while this one is walked goes to the other
+        self.queue, self.spare = self.spare, queue
+        self.qcap, self.spare_cap = self.spare_cap, self.qcap
+        self.qlen = 0
+        for i in range(n):
+            node = <_Handler>queue[i]
             node.uring_queued = False
             if node.deleted:
-                if node.uring_armed and not node.uring_remove_sent:
-                    sqe = self.get_sqe()
-                    ql_uring_prep_poll_remove(&self.ring, sqe,
-                                              <uint64_t><uintptr_t><void *>node, 0)
-                    node.uring_remove_sent = True
+                if node.uring_armed:
+                    if not node.uring_remove_sent:
+                        sqe = self.get_sqe()
+                        ql_uring_prep_poll_remove(&self.ring, sqe,
+                                                  <uint64_t><uintptr_t><void *>node, 0)
+                        node.uring_remove_sent = True
+                else:
+                    self.zombies.discard(node)  # removed before it was armed
             elif not node.uring_armed and node.events:
                 sqe = self.get_sqe()
                 ql_uring_prep_poll_add(sqe, node.fd, <unsigned>node.events,
@@ -158,15 +178,18 @@ cdef class _Uring:
         it with a ring any thread may use (a forked child: a ring of its own) and arm every live
         handler again (docs/aio-context.md, "fd monitors")."""
         cdef _Handler node
+        cdef Py_ssize_t i
         cdef bint forked = self.fork_gen != _uring_fork_gen
         # the kernel cancels the old ring's polls; after fork() this only unmaps and closes
         # the child's copy: the parent's ring goes on
         ql_uring_exit(&self.ring)
         for obj in self.zombies:
             (<_Handler>obj).uring_armed = False
+            (<_Handler>obj).uring_queued = False
+        for i in range(self.qlen):  # the queue may name zombies: rebuilt from live handlers
+            (<_Handler>self.queue[i]).uring_queued = False
+        self.qlen = 0
         self.zombies.clear()
-        for obj in self.queue:
-            (<_Handler>obj).uring_armed = False
         for obj in ctx.handlers.values():
             node = <_Handler>obj
             node.uring_armed = False
@@ -197,7 +220,7 @@ cdef class _Uring:
     cdef bint need_wait(self) noexcept:
         """A non-blocking poll() must still wait (QEMU's need_wait): changes are queued, or
         completions (or the work that posts them) are pending."""
-        return (len(self.queue) != 0 or (self.ring.fd >= 0 and (
+        return (self.qlen != 0 or (self.ring.fd >= 0 and (
             not ql_uring_cq_empty(&self.ring)
             or ql_uring_sq_flags(&self.ring) & (QL_IORING_SQ_TASKRUN | QL_IORING_SQ_CQ_OVERFLOW))))
 
@@ -281,7 +304,8 @@ cdef class _Uring:
             node.uring_armed = False
             if node.deleted:
                 node.uring_remove_sent = False
-                self.zombies.discard(node)  # the removal is complete
+                if not node.uring_queued:  # else flush() lets it go
+                    self.zombies.discard(node)  # the removal is complete
                 continue
             if res < 0:
                 if res == -EBADF:  # the fd was closed under its handler (ppoll: POLLNVAL)
@@ -337,5 +361,5 @@ def _uring_info(AioContext ctx):
         "migrations": u.migrations,
         "ring_fd": u.ring.fd,
         "zombies": len(u.zombies),
-        "queued": len(u.queue),
+        "queued": u.qlen,
     }
