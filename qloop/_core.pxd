@@ -115,6 +115,7 @@ cdef class _Uring:
     cdef Py_ssize_t qcap
     cdef void **spare              # the other array flush() swaps in
     cdef Py_ssize_t spare_cap
+    cdef bint flushing
     cdef set zombies               # removed handlers whose POLL_ADD is still in flight
     cdef uint64_t timeout_seq
     cdef int fork_gen              # _uring_fork_gen when the ring was set up
@@ -127,6 +128,7 @@ cdef class _Uring:
     cdef int remove_now(self, _Handler node) except -1
     cdef ql_sqe *get_sqe(self) except NULL
     cdef int flush(self) except -1
+    cdef int _flush(self, void **queue, Py_ssize_t n) except -1
     cdef int migrate(self, AioContext ctx) except -1
     cdef int own(self, AioContext ctx) except -1
     cdef bint need_wait(self) noexcept

@@ -144,12 +144,21 @@ cdef class _Uring:
 
     cdef int flush(self) except -1:
         """Turn the queued changes and re-arms into SQEs (not yet submitted)."""
+        cdef void **queue = self.queue
+        cdef Py_ssize_t n = self.qlen
+        if not n or self.flushing:  # nested (a destructor run by discard() polled): the outer
+            return 0                # flush goes on with the array it holds
+        self.flushing = True
+        try:
+            self._flush(queue, n)
+        finally:
+            self.flushing = False
+        return 0
+
+    cdef int _flush(self, void **queue, Py_ssize_t n) except -1:
         cdef _Handler node
         cdef ql_sqe *sqe
-        cdef void **queue = self.queue
-        cdef Py_ssize_t i, n = self.qlen
-        if not n:
-            return 0
+        cdef Py_ssize_t i
         # the two arrays take turns: an enqueue while this one is walked goes to the other
         self.queue, self.spare = self.spare, queue
         self.qcap, self.spare_cap = self.spare_cap, self.qcap
