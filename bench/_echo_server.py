@@ -1,6 +1,6 @@
 """TCP echo server for the ``echo`` workload; one process per implementation.
 
-    python -m bench._echo_server --impl {qloop-core,qloop-fallback,asyncio,uvloop}
+    python -m bench._echo_server --impl {qloop-core,qloop-fallback,asyncio,uvloop} [--fdmon M]
 
 Binds 127.0.0.1 on an ephemeral port, prints ``PORT <n>`` and serves until its stdin reaches
 EOF (or it is terminated).  qloop: non-blocking sockets and ``ctx.set_fd_handler`` driven by
@@ -30,8 +30,8 @@ class _Stop(Exception):
     pass
 
 
-def serve_qloop(impl, lsock: socket.socket) -> None:
-    ctx = impl.open()
+def serve_qloop(impl, lsock: socket.socket, fdmon: str = "auto") -> None:
+    ctx = impl.open(fdmon=fdmon)
     set_fd_handler = ctx.set_fd_handler
 
     class Conn:
@@ -146,12 +146,13 @@ def main(argv=None) -> int:
     )
     ap.add_argument("--impl", choices=IMPLS, required=True)
     ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--fdmon", default="auto", help="qloop: the AioContext's fd monitor")
     args = ap.parse_args(argv)
     impl = load_impl(args.impl)
     lsock = _listen(args.host)
     print(f"PORT {lsock.getsockname()[1]}", flush=True)
     if impl.is_qloop:
-        serve_qloop(impl, lsock)
+        serve_qloop(impl, lsock, args.fdmon)
     else:
         serve_asyncio(impl, lsock)
     return 0

@@ -48,6 +48,7 @@ IDLE_FDS_FALLBACK_BAR = 1.2  # the same, fallback
 FDMON_AUTO_BAR = 0.95  # auto / the better of forced poll and epoll, round trips per CPU-s
 FDMON_AUTO_IDLE_BAR = 1.05  # auto: CPU per round trip with 10k idle fds / with none
 FDMON_AUTO_CASES = ("pairs_1", "pairs_8", "pairs_30", "pairs_64", "fds_10k")
+IO_URING_CPU_BAR = 1.0  # io_uring CPU / epoll CPU (ping-pong, echo, churn), core
 MAIN_LOOP_CHAIN_BARS = {"glib_on": 3.0, "glib_off": 4.0}  # core / uvloop
 MAIN_LOOP_FALLBACK_BAR = 1.5  # fallback / asyncio, GLib off
 MAIN_LOOP_ITERATION_US = 1.5  # core, one main_loop_wait iteration
@@ -256,6 +257,63 @@ def _row(workload, metric, unit, values, bar="", ok=None, detail="", ratios=True
     return row
 
 
+def _io_uring_rows(results: dict, cpu_rate) -> list[dict]:
+    """fdmon="io_uring" against "epoll" (qloop-core): the fdmon_auto ping-pong at every N,
+    its 10k-idle cost, the echo server (echo_fdmon) and connection churn (fdmon_churn)."""
+    rows: list[dict] = []
+    core = "qloop-core"
+
+    def one(value):
+        return {core: value} if value is not None else {}
+
+    def bar_row(workload, metric, value, bar, ok):
+        return _row(workload, metric, "x", one(value), bar, None if value is None else ok,
+                    ratios=False)
+
+    for case in ("fds_0", *FDMON_AUTO_CASES):
+        uring = cpu_rate(f"io_uring-{case}").get(core)
+        epoll_ = cpu_rate(f"epoll-{case}").get(core)
+        if uring is None:
+            continue
+        rows.append(_row(f"fdmon_auto[{case}] io_uring", "round trips/CPU-s", "ops/s",
+                         one(uring)))
+        r = _ratio(epoll_, uring)  # CPU per round trip, io_uring / epoll
+        rows.append(bar_row(f"fdmon_auto[{case}]", "io_uring CPU / epoll CPU", r,
+                            f"core <= {IO_URING_CPU_BAR:g}x",
+                            r is not None and r <= IO_URING_CPU_BAR))
+    none_ = cpu_rate("io_uring-fds_0").get(core)
+    many = cpu_rate("io_uring-fds_10k").get(core)
+    if none_ and many:
+        r = _ratio(none_, many)
+        rows.append(bar_row("fdmon_auto", "io_uring: CPU 10k idle / 0 idle", r,
+                            f"core <= {FDMON_AUTO_IDLE_BAR:g}x",
+                            r is not None and r <= FDMON_AUTO_IDLE_BAR))
+
+    def per_op(group, variant, key, per_ops):
+        rec = results.get((group, variant), {}).get(core)
+        if rec is None:
+            return None
+        v = rec["extra_info"].get(key)
+        if v is None:
+            return None
+        return v / rec["ops"] if per_ops and rec["ops"] else v
+
+    for group, key, per_ops, what in (
+            ("echo_fdmon", "server_cpu_per_rt", False, "server CPU per round trip"),
+            ("fdmon_churn", "cpu_min_s", True, "server CPU per connection")):
+        epoll_ = per_op(group, "epoll", key, per_ops)
+        uring = per_op(group, "io_uring", key, per_ops)
+        for variant, v in (("epoll", epoll_), ("io_uring", uring)):
+            if v is not None:
+                rows.append(_row(f"{group} {variant}", what, "us", one(v * 1e6), ratios=False))
+        if epoll_ is not None and uring is not None:
+            r = _ratio(uring, epoll_)
+            rows.append(bar_row(group, "io_uring CPU / epoll CPU", r,
+                                f"core <= {IO_URING_CPU_BAR:g}x",
+                                r is not None and r <= IO_URING_CPU_BAR))
+    return rows
+
+
 def build_rows(results: dict) -> list[dict]:
     rows: list[dict] = []
 
@@ -400,6 +458,9 @@ def build_rows(results: dict) -> list[dict]:
                 ratios=False,
             )
         )
+
+    # io_uring (core): against epoll in the same run, CPU per round trip / per connection
+    rows.extend(_io_uring_rows(results, cpu_rate))
 
     # main_loop_chain: the BH chain driven by main_loop_wait, GLib on and off
     for variant, bar in MAIN_LOOP_CHAIN_BARS.items():

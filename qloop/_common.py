@@ -76,6 +76,49 @@ def _closed_fd_error(fd: int) -> OSError:
     return OSError(errno.EBADF, f"fd {fd} was closed while its handler was registered")
 
 
+# fdmon="io_uring" where it cannot be had (docs/aio-context.md, "fd monitors").  The
+# QLOOP_IO_URING switch makes a ring's setup fail as it does where the kernel lacks io_uring
+# ("enosys"), a seccomp filter refuses it ("eperm") or kernel.io_uring_disabled=2 forbids it
+# ("disabled"); both implementations honour it, with the same errors.
+_IO_URING_SYSCTL = "/proc/sys/kernel/io_uring_disabled"
+
+
+def _io_uring_sysctl() -> str:
+    """kernel.io_uring_disabled ("0", "1", "2"), or "" where the kernel has no such sysctl."""
+    try:
+        with open(_IO_URING_SYSCTL) as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+def _io_uring_unavailable(err: int, sysctl: str = "") -> OSError:
+    """The OSError for an io_uring ring that cannot be set up (io_uring_setup failed with
+    ``err``), naming the cause."""
+    if err == errno.ENOSYS:
+        why = "this kernel has no io_uring (io_uring_setup: ENOSYS)"
+    elif err == errno.EPERM and sysctl in ("1", "2"):
+        why = (f"io_uring is disabled by the sysctl kernel.io_uring_disabled={sysctl} "
+               "(io_uring_setup: EPERM)")
+    elif err == errno.EPERM:
+        why = "io_uring_setup was refused (EPERM): a seccomp filter or sandbox forbids io_uring here"
+    else:
+        why = f"io_uring_setup failed: {os.strerror(err)}"
+    return OSError(err, f"fdmon='io_uring' is not available: {why}")
+
+
+def _io_uring_switched_off() -> OSError | None:
+    """The failure the QLOOP_IO_URING switch simulates, or None."""
+    mode = os.environ.get("QLOOP_IO_URING", "")
+    if mode == "enosys":
+        return _io_uring_unavailable(errno.ENOSYS)
+    if mode == "eperm":
+        return _io_uring_unavailable(errno.EPERM, _io_uring_sysctl())
+    if mode == "disabled":
+        return _io_uring_unavailable(errno.EPERM, "2")
+    return None
+
+
 def _check_callback(cb: Any, what: str, optional: bool = True) -> Any:
     if cb is None:
         if optional:

@@ -31,7 +31,7 @@ SCALE_MS = 1_000_000
 TIMER_ATTR_EXTERNAL = 1 << 0
 TIMER_ATTR_ALL = 0xFFFFFFFF
 
-FDMON_NAMES = ("auto", "poll", "epoll")
+FDMON_NAMES = ("auto", "poll", "epoll", "io_uring")
 
 # fd count at which fdmon="auto" moves from ppoll to epoll: the context's own notifier and one
 # more fd (docs/decisions.md, "fd monitor policy", has the measurements behind it).

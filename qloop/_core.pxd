@@ -3,6 +3,7 @@
 
 from libc.stdint cimport int64_t, uint32_t, uint64_t
 
+from qloop.includes.io_uring cimport ql_sqe, ql_uring
 from qloop.includes.posix cimport epoll_event, pollfd
 
 
@@ -98,11 +99,48 @@ cdef class _Handler:
     cdef int64_t poll_ns
     cdef uint64_t ready_gen
     cdef uint64_t seq
+    cdef bint uring_armed          # its POLL_ADD is submitted (or written) and not completed
+    cdef bint uring_queued         # on _Uring.queue
+    cdef bint uring_remove_sent    # removed: its POLL_REMOVE is submitted
+
+
+cdef class _Uring:
+    cdef ql_uring ring
+    cdef unsigned long owner       # the thread that last submitted (SINGLE_ISSUER: the only one)
+    cdef bint single_issuer
+    cdef bint enabled              # SINGLE_ISSUER rings start disabled: enabled by the first user
+    cdef int migrations
+    cdef void **queue              # _Handler nodes to arm, re-arm or cancel at the next wait
+    cdef Py_ssize_t qlen           # (borrowed pointers: see fdmon_uring.pxi)
+    cdef Py_ssize_t qcap
+    cdef void **spare              # the other array flush() swaps in
+    cdef Py_ssize_t spare_cap
+    cdef bint flushing
+    cdef set zombies               # removed handlers whose POLL_ADD is still in flight
+    cdef uint64_t timeout_seq
+    cdef int fork_gen              # _uring_fork_gen when the ring was set up
+
+    cdef int setup(self, bint shared) except -1
+    cdef bint mine(self) noexcept
+    cdef int close(self) except -1
+    cdef int update(self, AioContext ctx, _Handler old, _Handler new) except -1
+    cdef int enqueue(self, _Handler node) except -1
+    cdef int remove_now(self, _Handler node) except -1
+    cdef ql_sqe *get_sqe(self) except NULL
+    cdef int flush(self) except -1
+    cdef int _flush(self, void **queue, Py_ssize_t n) except -1
+    cdef int migrate(self, AioContext ctx) except -1
+    cdef int own(self, AioContext ctx) except -1
+    cdef bint need_wait(self) noexcept
+    cdef int wait(self, AioContext ctx, list ready, int64_t timeout, uint64_t gen) except -1
+    cdef bint enter_failed(self, AioContext ctx, int err) except -1
+    cdef bint reap(self, AioContext ctx, list ready, uint64_t gen, uint64_t tag) except -1
+    cdef int prepare(self, AioContext ctx) except -1
 
 
 cdef class AioContext:
     cdef bint _closed
-    cdef int fdmon_mode            # 0 auto, 1 poll, 2 epoll
+    cdef int fdmon_mode            # 0 auto, 1 poll, 2 epoll, 3 io_uring
     cdef dict handlers             # fd -> live _Handler, in registration order
     cdef list deleted_handlers     # removed while walkers were active; freed by the outermost
     cdef uint64_t handler_seq
@@ -117,6 +155,7 @@ cdef class AioContext:
     cdef bint epoll_active
     cdef bint epoll_failed
     cdef epoll_event *ep_events
+    cdef _Uring uring              # the io_uring monitor (None: ppoll or epoll)
     cdef int walkers
     cdef unsigned long poll_thread
     cdef int notify_me             # atomic: +2 per aio_poll in its wait phase

@@ -12,7 +12,9 @@ have no twin.  The behaviour is described in ``docs/``; open choices are in
 
 C-level design:
 * the wait is ``ppoll(2)`` (ns timeout) on a C ``pollfd`` array rebuilt only when the handler
-  set changed, or ``epoll_wait(2)`` once upgraded; both run with the GIL released;
+  set changed, or ``epoll_wait(2)`` once upgraded, or (``fdmon="io_uring"``,
+  ``_cy/fdmon_uring.pxi``) ``io_uring_enter(2)`` on the context's ring, whose one-shot poll
+  requests name their handlers; all run with the GIL released;
 * ``notify_me``/``notified`` are C ints accessed with GCC atomics and full barriers
   (docs/notify.md);
 * BH flags are atomic; the pending stack is an intrusive list of BH objects changed only with
@@ -28,13 +30,41 @@ from cpython.exc cimport PyErr_CheckSignals
 from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from cpython.object cimport PyObject
 from cpython.ref cimport Py_DECREF, Py_INCREF
-from libc.errno cimport EAGAIN, EINTR, ENOSYS, EPERM, errno
+from libc.errno cimport EAGAIN, EBADF, EBUSY, EINTR, EINVAL, ENOSYS, EPERM, errno
 from libc.string cimport memcpy
-from libc.stdint cimport INT64_MAX, int64_t, uint32_t, uint64_t
+from libc.stdint cimport INT64_MAX, int64_t, uint32_t, uint64_t, uintptr_t
 from posix.fcntl cimport O_CLOEXEC, O_NONBLOCK
 from posix.time cimport CLOCK_MONOTONIC, CLOCK_REALTIME, clock_gettime, timespec
 from posix.unistd cimport close, read, write
 
+from qloop.includes.io_uring cimport (
+    ECANCELED,
+    QL_IORING_ENTER_GETEVENTS,
+    QL_IORING_SETUP_DEFER_TASKRUN,
+    QL_IORING_SETUP_R_DISABLED,
+    QL_IORING_SETUP_SINGLE_ISSUER,
+    QL_IORING_SETUP_SUBMIT_ALL,
+    QL_IORING_SETUP_TASKRUN_FLAG,
+    QL_IORING_SQ_CQ_OVERFLOW,
+    QL_IORING_SQ_TASKRUN,
+    ql_cqe,
+    ql_sqe,
+    ql_uring_clear,
+    ql_uring_cq_empty,
+    ql_uring_cq_set_head,
+    ql_uring_cq_tail,
+    ql_uring_cqe,
+    ql_uring_enable,
+    ql_uring_enter,
+    ql_uring_exit,
+    ql_uring_get_sqe,
+    ql_uring_init,
+    ql_uring_prep_poll_add,
+    ql_uring_prep_poll_remove,
+    ql_uring_prep_timeout,
+    ql_uring_publish,
+    ql_uring_sq_flags,
+)
 from qloop.includes.posix cimport (
     EFD_CLOEXEC,
     EFD_NONBLOCK,
@@ -94,6 +124,9 @@ from qloop._common import (
     _fd_of,
     _int64_arg,
     _int_arg,
+    _io_uring_switched_off,
+    _io_uring_sysctl,
+    _io_uring_unavailable,
     _raise_errors,
 )
 from qloop._constants import (
@@ -179,6 +212,7 @@ cdef enum:
     FDMON_AUTO = 0
     FDMON_POLL = 1
     FDMON_EPOLL = 2
+    FDMON_IO_URING = 3
 
 cdef uint64_t _eventfd_one = 1
 
@@ -190,6 +224,7 @@ include "_cy/clock.pxi"
 include "_cy/notifier.pxi"
 include "_cy/timers.pxi"
 include "_cy/bh.pxi"
+include "_cy/fdmon_uring.pxi"
 include "_cy/context.pxi"
 
 

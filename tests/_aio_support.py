@@ -31,6 +31,7 @@ class LoopImpl:
     """One event loop implementation under test."""
 
     name: str  # "qloop-core", "qloop-fallback" or "asyncio"
+    fdmon: str | None = None  # qloop: the loop runs on its own AioContext(fdmon=fdmon)
 
     @property
     def is_qloop(self) -> bool:
@@ -49,6 +50,9 @@ class LoopImpl:
         if mod is None:
             assert not kwargs
             return asyncio.new_event_loop()
+        if self.fdmon is not None:  # the factory closes the context after the loop
+            ctx = mod.AioContext(fdmon=self.fdmon)
+            return mod.new_event_loop(ctx=ctx, **kwargs)  # type: ignore[no-any-return]
         return mod.new_event_loop(**kwargs)  # type: ignore[no-any-return]
 
 
@@ -98,6 +102,8 @@ class LoopFactory:
         for loop in self.loops:
             if not loop.is_closed():
                 loop.close()
+            if self.impl.fdmon is not None:
+                loop.aio_context.close()  # type: ignore[attr-defined]
         assert asyncio.events._get_running_loop() is None, "a test left a running loop"
         if self.errors and not self.errors_expected:
             detail = "\n".join(

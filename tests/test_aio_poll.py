@@ -8,16 +8,20 @@ import os
 
 import pytest
 
+from conftest import skip_without_io_uring
+
 HOUR_NS = 3_600 * 10**9
 
 
 # -- fresh context -----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("fdmon", ["auto", "poll", "epoll"])
+@pytest.mark.parametrize("fdmon", ["auto", "poll", "epoll", "io_uring"])
 def test_fresh_context_first_nonblocking_poll_is_false(qloop_module, fdmon):
     """A fresh context starts notified (registering its own notifier notifies it);
     poll(False) consumes that without progress."""
+    if fdmon == "io_uring":
+        skip_without_io_uring(qloop_module)
     with qloop_module.AioContext(fdmon=fdmon) as ctx:
         assert ctx.poll(False) is False
         assert ctx.poll(False) is False
@@ -178,7 +182,7 @@ def test_no_progress_for_cancelled_deleted_idle(ctx):
 # -- step order (docs/aio-context.md, "One iteration") --------------------------------
 
 
-@pytest.mark.parametrize("fdmon", ["poll", "epoll"])
+@pytest.mark.parametrize("fdmon", ["poll", "epoll", "io_uring"])
 def test_step_order_bh_then_fd_then_timer(make_ctx, qloop_module, sockpair, fdmon):
     ctx = make_ctx(fdmon=fdmon)
     order = []

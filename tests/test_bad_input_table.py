@@ -47,6 +47,18 @@ def _never_open_fd() -> int:
     return n if 0 < n < 2**31 else 2**20
 
 
+def _with_env(name, value, fn):
+    saved = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        return fn()
+    finally:
+        if saved is None:
+            del os.environ[name]
+        else:
+            os.environ[name] = saved
+
+
 def _closed_ctx(m):
     c = m.AioContext()
     c.close()
@@ -78,7 +90,15 @@ BAD_FD = _never_open_fd()
 # (API, bad input, callable(mod, ctx, sock) -> anything)
 CASES = [
     ("AioContext(fdmon)", "fdmon=None", lambda m, c, s: m.AioContext(fdmon=None)),
-    ("AioContext(fdmon)", "fdmon='io_uring'", lambda m, c, s: m.AioContext(fdmon="io_uring")),
+    ("AioContext(fdmon)", "fdmon='io_uring' where the kernel has no io_uring",
+     lambda m, c, s: _with_env("QLOOP_IO_URING", "enosys", lambda: m.AioContext(fdmon="io_uring"))),
+    ("AioContext(fdmon)", "fdmon='io_uring' refused by a seccomp filter",
+     lambda m, c, s: _with_env("QLOOP_IO_URING", "eperm", lambda: m.AioContext(fdmon="io_uring"))),
+    ("AioContext(fdmon)", "fdmon='io_uring' under kernel.io_uring_disabled=2",
+     lambda m, c, s: _with_env("QLOOP_IO_URING", "disabled",
+                               lambda: m.AioContext(fdmon="io_uring"))),
+    ("AioContext(fdmon)", "fdmon='io_uring_please'",
+     lambda m, c, s: m.AioContext(fdmon="io_uring_please")),
     ("ctx.__init__()", "called again on a live context",
      lambda m, c, s: c.__init__()),
     ("BH()", "direct construction", lambda m, c, s: m.BH()),
@@ -345,7 +365,8 @@ def test_no_row_is_marked_as_a_known_divergence(rows):
 
 
 def test_every_bad_input_raises_a_clear_exception(rows):
-    allowed = ("TypeError", "ValueError", "OverflowError", "OSError", "RuntimeError",
+    allowed = ("TypeError", "ValueError", "OverflowError", "OSError", "PermissionError",
+               "RuntimeError",
                "UserError", "no error")
     for api, bad, f, c in rows:
         for got in (f, c):

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-FDMONS = ["poll", "epoll", "auto"]
+FDMONS = ["poll", "epoll", "auto", "io_uring"]
 
 
 @pytest.fixture(params=FDMONS)

@@ -7,6 +7,8 @@ import os
 
 import pytest
 
+from conftest import skip_without_io_uring
+
 pytestmark = pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc/self/fd")
 
 
@@ -15,8 +17,10 @@ def open_fds() -> set[int]:
     return {int(name) for name in os.listdir("/proc/self/fd")}
 
 
-@pytest.mark.parametrize("fdmon", ["auto", "poll", "epoll"])
+@pytest.mark.parametrize("fdmon", ["auto", "poll", "epoll", "io_uring"])
 def test_context_create_close(qloop_module, fdmon):
+    if fdmon == "io_uring":
+        skip_without_io_uring(qloop_module)
     before = open_fds()
     for _ in range(50):
         ctx = qloop_module.AioContext(fdmon=fdmon)

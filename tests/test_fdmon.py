@@ -62,7 +62,8 @@ def upgraded_ctx(make_ctx, notifiers, extra=64):
     return ctx, ns
 
 
-@pytest.mark.parametrize("fdmon, expected", [("poll", "poll"), ("epoll", "epoll"), ("auto", "poll")])
+@pytest.mark.parametrize("fdmon, expected", [("poll", "poll"), ("epoll", "epoll"), ("auto", "poll"),
+                                             ("io_uring", "io_uring")])
 def test_fdmon_reports_backend(make_ctx, fdmon, expected):
     ctx = make_ctx(fdmon=fdmon)
     assert ctx.fdmon == expected

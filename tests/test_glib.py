@@ -346,11 +346,13 @@ def test_glib_timeout_bounds_main_loop_wait_without_busy_spin(main_loop, guard, 
 # 3. an AioContext as a GLib source (docs/glib.md)
 
 
+@pytest.mark.parametrize("fdmon", ["auto", "epoll", "io_uring"])
 @pytest.mark.parametrize("which", ["new-context", "default-context"])
 def test_g_source_runs_bh_fd_handler_and_timer_under_glib(make_ctx, qloop_module, glib_loop,
-                                                          sockpair, which):
+                                                          sockpair, which, fdmon):
+    """With io_uring the ring fd is the source's one fd (as epoll's fd under epoll)."""
     mod = qloop_module
-    ctx = make_ctx()
+    ctx = make_ctx(fdmon=fdmon)
     lp = glib_loop(use_default=(which == "default-context"))
     a, b = sockpair()
     log = []
@@ -426,11 +428,12 @@ def test_g_source_callback_exception_is_logged_and_source_kept(make_ctx, qloop_m
     assert log[-1] == "again"
 
 
-def test_g_source_timer_bounds_glib_wait(make_ctx, qloop_module, glib_loop):
+@pytest.mark.parametrize("fdmon", ["auto", "io_uring"])
+def test_g_source_timer_bounds_glib_wait(make_ctx, qloop_module, glib_loop, fdmon):
     """prepare() gives GLib the context's timer deadline (rounded up to ms): a 30 ms timer
     fires on time, neither early nor after the watchdog."""
     mod = qloop_module
-    ctx = make_ctx()
+    ctx = make_ctx(fdmon=fdmon)
     lp = glib_loop()
     lp.attach(ctx.g_source())
     lp.drain()
@@ -449,8 +452,9 @@ def test_g_source_timer_bounds_glib_wait(make_ctx, qloop_module, glib_loop):
 # 4. a BH scheduled from another thread wakes a sleeping GLib loop (docs/notify.md)
 
 
-def test_bh_from_thread_wakes_sleeping_glib_loop(make_ctx, qloop_module, glib_loop):
-    ctx = make_ctx()
+@pytest.mark.parametrize("fdmon", ["auto", "io_uring"])
+def test_bh_from_thread_wakes_sleeping_glib_loop(make_ctx, qloop_module, glib_loop, fdmon):
+    ctx = make_ctx(fdmon=fdmon)
     lp = glib_loop()
     lp.attach(ctx.g_source())
     lp.drain()  # nothing left to do: the loop sleeps with an infinite timeout (watchdog aside)

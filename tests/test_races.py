@@ -21,8 +21,10 @@ PER_THREAD_TIMERS = 250
 
 
 def _wait_for_owner_in_syscall(tid: int, deadline: float) -> bool:
-    """Bounded busy-wait until thread ``tid`` sleeps in ppoll/poll/epoll_wait (x86-64 numbers)."""
-    waits = {"7", "271", "232", "281", "441"}  # poll, ppoll, epoll_wait, epoll_pwait(2)
+    """Bounded busy-wait until thread ``tid`` sleeps in ppoll/poll/epoll_wait/io_uring_enter
+    (x86-64 numbers)."""
+    # poll, ppoll, epoll_wait, epoll_pwait(2), io_uring_enter
+    waits = {"7", "271", "232", "281", "441", "426"}
     path = f"/proc/self/task/{tid}/syscall"
     while time.monotonic() < deadline:
         try:
@@ -167,7 +169,7 @@ def test_delete_races_schedule(ctx, threads, watchdog, fast_switching):
     print(f"\ndelete vs schedule: 10 rounds, (successful schedules, runs) = {stats}")
 
 
-@pytest.mark.parametrize("fdmon", ["poll", "epoll"])
+@pytest.mark.parametrize("fdmon", ["poll", "epoll", "io_uring"])
 def test_set_fd_handler_from_thread_wakes_sleeping_owner(make_ctx, qloop_module, fdmon,
                                                         threads, watchdog):
     c = make_ctx(fdmon=fdmon)

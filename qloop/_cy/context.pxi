@@ -30,7 +30,8 @@ cdef class _Handler:
 # --------------------------------------------------------------------------------------------
 # AioContext (docs/aio-context.md)
 
-cdef object _FDMON_NAMES = {"auto": FDMON_AUTO, "poll": FDMON_POLL, "epoll": FDMON_EPOLL}
+cdef object _FDMON_NAMES = {"auto": FDMON_AUTO, "poll": FDMON_POLL, "epoll": FDMON_EPOLL,
+                            "io_uring": FDMON_IO_URING}
 
 # epoll_pwait2 (one call, ns timeout) until the kernel or a sandbox refuses it (ENOSYS/EPERM);
 # QLOOP_EPOLL_PWAIT2=0 starts without it (how the tests reach the two-call wait).
@@ -76,8 +77,9 @@ cdef class AioContext:
 QEMU's AioContext: fd handlers, bottom halves and timers driven by ``poll()``.
 
     ``fdmon`` is ``"auto"`` (ppoll while only the context's own notifier is registered, epoll
-    from the first wait with another fd), ``"poll"`` or ``"epoll"``.  Exceptions raised by
-    callbacks: see ``set_exception_handler``.
+    from the first wait with another fd), ``"poll"``, ``"epoll"`` or ``"io_uring"`` (OSError
+    naming the cause where io_uring is unavailable).  Exceptions raised by callbacks: see
+    ``set_exception_handler``.
     """
 
     def __cinit__(self):
@@ -105,6 +107,10 @@ QEMU's AioContext: fd handlers, bottom halves and timers driven by ``poll()``.
         self.ep_events = <epoll_event *>PyMem_Malloc(EPOLL_MAX_EVENTS * sizeof(epoll_event))
         if self.ep_events == NULL:
             raise MemoryError()
+        if self.fdmon_mode == FDMON_IO_URING:
+            uring = _Uring()
+            uring.setup(False)  # OSError naming the cause where io_uring is unavailable
+            self.uring = uring
         self.notifier = EventNotifier()
         self.notifier_wfd = self.notifier.wfd
         if self.fdmon_mode == FDMON_EPOLL:
@@ -145,7 +151,9 @@ QEMU's AioContext: fd handlers, bottom halves and timers driven by ``poll()``.
 
     @property
     def fdmon(self):
-        """The fd monitor in use now: ``"poll"`` or ``"epoll"``."""
+        """The fd monitor in use now: ``"poll"``, ``"epoll"`` or ``"io_uring"``."""
+        if self.fdmon_mode == FDMON_IO_URING:
+            return "io_uring"
         return "epoll" if self.epoll_active else "poll"
 
     def set_exception_handler(self, handler):
@@ -335,6 +343,8 @@ QEMU's AioContext: fd handlers, bottom halves and timers driven by ``poll()``.
             self.npollfds += 1
         elif old_ev and not new_ev:
             self.npollfds -= 1
+        if self.uring is not None:
+            return self.uring.update(self, old, new)
         if self.epoll_active:
             ev.events = new_ev
             ev.data.ptr = <void *>new  # the handler itself: no lookup per event
@@ -426,6 +436,8 @@ QEMU's AioContext: fd handlers, bottom halves and timers driven by ``poll()``.
 
     cdef int _wait(self, list ready, int64_t timeout, uint64_t gen) except -1:
         """The backend wait: the only blocking point of poll()."""
+        if self.uring is not None:
+            return self.uring.wait(self, ready, timeout, gen)
         if (self.npollfds >= AUTO_EPOLL_FDS and not self.epoll_active
                 and self.fdmon_mode == FDMON_AUTO and not self.epoll_failed):
             self._epoll_try_upgrade()
@@ -916,7 +928,8 @@ QEMU's AioContext: fd handlers, bottom halves and timers driven by ``poll()``.
                 if ql_load(&self.notified):
                     timeout = 0
             try:
-                if timeout != 0 or self.poll_disable_cnt > 0:
+                if timeout != 0 or self.poll_disable_cnt > 0 or (
+                        self.uring is not None and self.uring.need_wait()):
                     if ready is None:
                         ready = []
                     if timeout != 0 and self._poll_set_started(False, ready, gen):
@@ -1004,6 +1017,10 @@ QEMU's AioContext: fd handlers, bottom halves and timers driven by ``poll()``.
     def source_query(self):
         """The (fd, events) pairs the outer loop must poll for this context."""
         self._check_open()
+        if self.uring is not None:
+            self.uring.prepare(self)
+            self.source_nodes = [None]
+            return [(self.uring.ring.fd, POLLIN)]
         if self.epoll_active:
             self.source_nodes = [None]
             return [(self.epfd, POLLIN)]
@@ -1077,7 +1094,7 @@ QEMU's AioContext: fd handlers, bottom halves and timers driven by ``poll()``.
                 self.ready_gen += 1
                 gen = self.ready_gen
                 ready = []
-                if self.epoll_active:
+                if self.epoll_active or self.uring is not None:
                     if self.source_epoll_ready:
                         self.source_epoll_ready = False
                         self._wait(ready, 0, gen)
@@ -1142,14 +1159,20 @@ QEMU's AioContext: fd handlers, bottom halves and timers driven by ``poll()``.
 
     cdef Py_ssize_t _ml_nfds(self) noexcept:
         """How many pollfds ``_ml_fill`` writes."""
-        return 1 if self.epoll_active else self.npollfds
+        return 1 if self.epoll_active or self.uring is not None else self.npollfds
 
     cdef bint _ml_idle(self) noexcept:
         """Only the context's own notifier is registered (its state is known without a wait)."""
-        return self.npollfds <= 1 and not self.epoll_active
+        return self.npollfds <= 1 and not self.epoll_active and self.uring is None
 
     cdef Py_ssize_t _ml_fill(self, pollfd *dst) except -1:
         """Write the fds the main loop waits on for this context (room: ``_ml_nfds()``)."""
+        if self.uring is not None:
+            self.uring.prepare(self)
+            dst[0].fd = self.uring.ring.fd
+            dst[0].events = POLLIN
+            dst[0].revents = 0
+            return 1
         if self.epoll_active:
             dst[0].fd = self.epfd
             dst[0].events = POLLIN
@@ -1176,7 +1199,11 @@ QEMU's AioContext: fd handlers, bottom halves and timers driven by ``poll()``.
         gen = self.ready_gen
         gen_out[0] = gen
         try:
-            if self.epoll_active:
+            if self.uring is not None:
+                if n and seg[0].revents:
+                    ready = []
+                    self.uring.wait(self, ready, 0, gen)
+            elif self.epoll_active:
                 if n and seg[0].revents:
                     ready = []
                     self._wait_epoll(ready, 0, gen)
@@ -1323,6 +1350,9 @@ QEMU's AioContext: fd handlers, bottom halves and timers driven by ``poll()``.
             close(self.epfd)
             self.epfd = -1
         self.epoll_active = False
+        if self.uring is not None:
+            self.uring.close()
+            self.uring = None
         self.notifier_wfd = -1
         while ql_load(&self.wake_writers):  # a notify() in another thread is mid-write
             with nogil:

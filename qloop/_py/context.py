@@ -18,6 +18,7 @@ Threading model (the fallback's; the core uses C atomics instead):
 
 from __future__ import annotations
 
+import errno
 import inspect
 import itertools
 import os
@@ -42,6 +43,7 @@ from .._common import (
     _fd_of,
     _int64_arg,
     _int_arg,
+    _io_uring_switched_off,
     _raise_errors,
 )
 from .._constants import (
@@ -152,8 +154,9 @@ class AioContext:
     """QEMU's AioContext: fd handlers, bottom halves and timers driven by ``poll()``.
 
     ``fdmon`` is ``"auto"`` (ppoll while only the context's own notifier is registered, epoll
-    from the first wait with another fd), ``"poll"`` or ``"epoll"``.  Exceptions raised by
-    callbacks: see ``set_exception_handler``.
+    from the first wait with another fd), ``"poll"``, ``"epoll"`` or ``"io_uring"`` (OSError
+    naming the cause where io_uring is unavailable).  Exceptions raised by callbacks: see
+    ``set_exception_handler``.
     """
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -167,6 +170,12 @@ class AioContext:
             raise TypeError(f"fdmon must be a str, not {type(fdmon).__name__}")
         if fdmon not in FDMON_NAMES:
             raise ValueError(f"unknown fdmon {fdmon!r} (expected one of {FDMON_NAMES})")
+        if fdmon == "io_uring":
+            # No io_uring monitor here: the same error as the core where a ring cannot be set
+            # up (the QLOOP_IO_URING switch), else ENOSYS naming this implementation.
+            raise _io_uring_switched_off() or OSError(
+                errno.ENOSYS, "fdmon='io_uring' is not available: the pure-Python "
+                "implementation has no io_uring monitor")
         self._closed = True  # until construction completes
         self._fdmon_mode = fdmon
         self._handlers: dict[int, _Handler] = {}  # live handlers in registration order
@@ -236,7 +245,7 @@ class AioContext:
 
     @property
     def fdmon(self) -> str:
-        """The fd monitor in use now: ``"poll"`` or ``"epoll"``."""
+        """The fd monitor in use now: ``"poll"``, ``"epoll"`` or ``"io_uring"``."""
         return "epoll" if self._epoll_active else "poll"
 
     def set_exception_handler(

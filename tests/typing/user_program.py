@@ -35,7 +35,7 @@ async def hop(target: qloop.AioContext, pool: qloop.ThreadPool) -> None:
 def context_api() -> None:
     ctx = qloop.AioContext(fdmon="auto")
     assert_type(ctx.closed, bool)
-    assert_type(ctx.fdmon, Literal["poll", "epoll"])
+    assert_type(ctx.fdmon, Literal["poll", "epoll", "io_uring"])
     ctx.set_exception_handler(lambda c, exc: print(c, exc))
     handler = ctx.get_exception_handler()
     if handler is not None:
