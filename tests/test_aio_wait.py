@@ -56,6 +56,18 @@ class Watchdog:
         assert not self.fired, f"the wait was not woken within {WAIT} s"
 
 
+def _opens_after_first_check(gate, cond):
+    """``cond``, and ``gate`` set once it has been checked: work held back by the gate can
+    only finish (and kick) after the waiter started waiting, so the wait always polls."""
+
+    def checked():
+        result = cond()
+        gate.set()
+        return result
+
+    return checked
+
+
 def _aio_wait(mod):
     import importlib
 
@@ -87,15 +99,10 @@ def test_main_loop_waiting_for_an_iothread_sleeps_in_the_main_context(main_loop)
         def in_iothread():
             threading.Thread(target=later, daemon=True).start()
 
-        def still_waiting():
-            waiting = not seen
-            go.set()  # only now may the kick come: the first check always sees "waiting"
-            return waiting
-
         io.ctx.bh_schedule_oneshot(in_iothread)
         # the waiter polls the main context: the IOThread keeps polling its own unhindered
         with Watchdog(mod) as dog:
-            assert io.ctx.wait_while(dog.bound(still_waiting)) is True
+            assert io.ctx.wait_while(dog.bound(_opens_after_first_check(go, lambda: not seen)))
         assert seen == [1] and aw.num_waiters() == 0
     assert main_ctx.resource_counts()[0] == 0
 
@@ -112,23 +119,32 @@ def test_the_thread_pool_completion_kicks(main_loop):
     mod = main_loop
     with mod.IOThread() as io:
         got = []
-        io.ctx.thread_pool().submit(pow, 3, 4, callback=got.append)
+        go = threading.Event()
+
+        def job():
+            assert go.wait(WAIT)
+            return pow(3, 4)
+
+        io.ctx.thread_pool().submit(job, callback=got.append)
         with Watchdog(mod) as dog:
-            assert io.ctx.wait_while(dog.bound(lambda: not got))
+            assert io.ctx.wait_while(dog.bound(_opens_after_first_check(go, lambda: not got)))
         assert got == [81]
 
 
 def test_the_coroutine_scheduler_kicks(main_loop):
     mod = main_loop
 
+    go = threading.Event()
+
     async def body():
+        assert go.wait(WAIT)  # blocks the IOThread until the waiter is waiting
         return threading.current_thread().name
 
     with mod.IOThread(name="co") as io:
         co = mod.Coroutine(body())
         io.ctx.co_schedule(co)
         with Watchdog(mod) as dog:
-            io.ctx.wait_while(dog.bound(lambda: not co.done))
+            assert io.ctx.wait_while(dog.bound(_opens_after_first_check(go, lambda: not co.done)))
         assert co.result == "co"
 
 
