@@ -112,11 +112,6 @@ cdef inline double _time_arg(object value, str what) except? -1.0:
 # reach the tuple or the copy, so a young collection need not walk them.  Untracked objects are
 # only ever treated as alive.  A handle leaving the queue is tracked again (with what it owns)
 # when something else still holds it, so cycles through it stay collectable.
-# The ready queue untracks from its _UNTRACK_MIN-th handle on: a short queue costs a young
-# collection next to nothing, and its handles (a call_soon chain's one) skip the
-# untrack/retrack calls.
-cdef enum:
-    _UNTRACK_MIN = 32
 cdef inline void _untrack_queued(Handle h) noexcept:
     PyObject_GC_UnTrack(<PyObject *>h)
     if PyTuple_GET_SIZE(h._args):
@@ -580,8 +575,7 @@ cdef class _LoopBase:
             self._grow_ring()
         self._ring[(self._rhead + self._rlen) & self._rmask] = <PyObject *>h
         Py_INCREF(h)
-        if self._rlen >= _UNTRACK_MIN:
-            _untrack_queued(h)
+        _untrack_queued(h)
         self._rlen += 1
         if self._rlen == 1:
             self._ctx._bh_enqueue(self._bh, BH_SCHEDULED)
