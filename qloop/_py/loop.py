@@ -516,14 +516,18 @@ class _LoopBase:
                 cb = h._callback
                 if cb is None:
                     continue  # cancelled
+                args = h._args
                 try:
-                    h._context.run(cb, *h._args)
+                    if args:
+                        h._context.run(cb, *args)
+                    else:  # a plain call: no argument tuple built for Context.run
+                        h._context.run(cb)
                 except (SystemExit, KeyboardInterrupt):
                     raise
                 except BaseException as exc:
                     self._callback_failed(h, exc)
         finally:
-            h = cb = None  # type: ignore[assignment]  # see _run_handle
+            h = cb = args = None  # type: ignore[assignment]  # see _run_handle
             if ready and not self._closed_flag and not self._bh_pending:
                 self._bh_pending = True
                 self._bh.schedule()
