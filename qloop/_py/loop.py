@@ -518,10 +518,13 @@ class _LoopBase:
                     continue  # cancelled
                 args = h._args
                 try:
-                    if args:
-                        h._context.run(cb, *args)
-                    else:  # a plain call: no argument tuple built for Context.run
+                    # no argument tuple built for Context.run in the common cases
+                    if not args:
                         h._context.run(cb)
+                    elif len(args) == 1:
+                        h._context.run(cb, args[0])
+                    else:
+                        h._context.run(cb, *args)
                 except (SystemExit, KeyboardInterrupt):
                     raise
                 except BaseException as exc:
