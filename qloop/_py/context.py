@@ -94,6 +94,7 @@ _CO_COROUTINE = inspect.CO_COROUTINE
 _new_object = object.__new__
 _get_ident = threading.get_ident
 _NO_CALLBACK = object()
+_BH_RUN_CLEAR = ~(_BH_PENDING | _BH_SCHEDULED | _BH_IDLE)  # the flags a BH loses as it runs
 
 
 def _no_callback() -> Any:
@@ -683,51 +684,85 @@ class AioContext:
     def _bh_poll(self) -> bool:
         """``aio_bh_poll``: run the BHs pending now; ones scheduled meanwhile wait a pass."""
         ops = self._bh_ops
+        stack = self._bh_list
+        slices = self._bh_slices
+        bh: BH | None = None
+        old = 0
         if ops:
             if len(ops) == 1 and type(ops[0]) is BH:  # _bh_absorb() of one schedule, inline
-                bh = ops.popleft()
-                bh._queued = False
-                if bh._cb is not None:
-                    old = bh._flags
-                    bh._flags = old | _BH_PENDING | _BH_SCHEDULED
-                    if not old & _BH_PENDING:
-                        self._bh_list.append(bh)
+                op = ops.popleft()
+                op._queued = False
+                if op._cb is not None:
+                    old = op._flags
+                    if not stack and not slices and not old & _BH_PENDING:
+                        bh = op  # the one BH to run: run in place below, never pushed
+                        old |= _BH_SCHEDULED
+                    else:
+                        op._flags = old | _BH_PENDING | _BH_SCHEDULED
+                        if not old & _BH_PENDING:
+                            stack.append(op)
             else:
                 self._bh_absorb()
-        stack = self._bh_list
-        if not stack and not self._bh_slices:
-            return False
-        self._bh_list = []
-        slices = self._bh_slices
-        slices.append(stack)
-        progress = False
-        while slices:
-            current = slices[0]
-            if not current:
-                slices.popleft()
-                continue
-            if ops:
-                self._bh_absorb()
-            bh = current.pop()
+        if bh is None:
+            if slices or len(stack) != 1 or ops:
+                # the general walk: the pending stack becomes a slice walked to its end (a
+                # nested poll continues the outer walk's slices first)
+                if not stack and not slices:
+                    return False
+                self._bh_list = []
+                slices.append(stack)
+                progress = False
+                while slices:
+                    current = slices[0]
+                    if not current:
+                        slices.popleft()
+                        continue
+                    if ops:
+                        self._bh_absorb()
+                    bh = current.pop()
+                    old = bh._flags
+                    bh._flags = old & _BH_RUN_CLEAR
+                    if old & _BH_SCHEDULED and not old & _BH_DELETED:
+                        if not old & _BH_IDLE:
+                            progress = True
+                        try:
+                            bh._cb()  # type: ignore[misc]  # freed BHs (cb None) are never queued
+                        except BaseException as exc:
+                            self._report(exc)
+                    if old & _BH_DELETED:
+                        bh._cb = None
+                        bh._deleted = True
+                    elif old & _BH_ONESHOT:
+                        bh._cb = None
+                        bh._flags = 0  # nothing else holds it: clean for bh_schedule_oneshot
+                        if len(self._oneshot_free) < ONESHOT_FREE_MAX:
+                            self._oneshot_free.append(bh)
+                        else:
+                            bh._deleted = True
+                return progress
+            bh = stack.pop()
             old = bh._flags
-            bh._flags = old & ~(_BH_PENDING | _BH_SCHEDULED | _BH_IDLE)
-            if old & _BH_SCHEDULED and not old & _BH_DELETED:
-                if not old & _BH_IDLE:
-                    progress = True
-                try:
-                    bh._cb()  # type: ignore[misc]  # freed BHs (cb None) are never queued
-                except BaseException as exc:
-                    self._report(exc)
-            if old & _BH_DELETED:
-                bh._cb = None
+        # one BH pending and no walk in progress (the busy loop's case): run it in place, the
+        # same as a walk of a one-BH slice (what the callback schedules is queued for the
+        # next pass, and a nested poll runs it)
+        bh._flags = old & _BH_RUN_CLEAR
+        progress = False
+        if old & _BH_SCHEDULED and not old & _BH_DELETED:
+            progress = not old & _BH_IDLE
+            try:
+                bh._cb()  # type: ignore[misc]  # freed BHs (cb None) are never queued
+            except BaseException as exc:
+                self._report(exc)
+        if old & _BH_DELETED:
+            bh._cb = None
+            bh._deleted = True
+        elif old & _BH_ONESHOT:
+            bh._cb = None
+            bh._flags = 0  # nothing else holds it: clean for bh_schedule_oneshot
+            if len(self._oneshot_free) < ONESHOT_FREE_MAX:
+                self._oneshot_free.append(bh)
+            else:
                 bh._deleted = True
-            elif old & _BH_ONESHOT:
-                bh._cb = None
-                bh._flags = 0  # nothing else holds it: clean for bh_schedule_oneshot
-                if len(self._oneshot_free) < ONESHOT_FREE_MAX:
-                    self._oneshot_free.append(bh)
-                else:
-                    bh._deleted = True
         return progress
 
     def _only_bh_pending(self, bh: BH) -> bool:

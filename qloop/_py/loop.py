@@ -516,14 +516,21 @@ class _LoopBase:
                 cb = h._callback
                 if cb is None:
                     continue  # cancelled
+                args = h._args
                 try:
-                    h._context.run(cb, *h._args)
+                    # no argument tuple built for Context.run in the common cases
+                    if not args:
+                        h._context.run(cb)
+                    elif len(args) == 1:
+                        h._context.run(cb, args[0])
+                    else:
+                        h._context.run(cb, *args)
                 except (SystemExit, KeyboardInterrupt):
                     raise
                 except BaseException as exc:
                     self._callback_failed(h, exc)
         finally:
-            h = cb = None  # type: ignore[assignment]  # see _run_handle
+            h = cb = args = None  # type: ignore[assignment]  # see _run_handle
             if ready and not self._closed_flag and not self._bh_pending:
                 self._bh_pending = True
                 self._bh.schedule()

@@ -38,6 +38,7 @@ from .bh import BH as _BH
 __all__ = ["BigLock", "MainLoopWait"]
 
 _get_ident = threading.get_ident
+_any = any
 _POLL_ERRORS = select.POLLERR | select.POLLHUP | select.POLLNVAL
 _FILL = MainLoopPollState.FILL
 _OK = MainLoopPollState.OK
@@ -112,6 +113,11 @@ class MainLoopWait:
         self._io: Any = None
         self._tlg: Any = None
         self._glib: Any = None
+        # the timer heaps of the main-loop timers, of the main and of the iohandler context
+        # (the lists live as long as their context): any(...) tests four at once
+        self._tlg_heaps: tuple[list[int], ...] = ()
+        self._ctx_heaps: tuple[list[int], ...] = ()
+        self._io_heaps: tuple[list[int], ...] = ()
         self._poller = select.poll()
         self._registered: dict[int, int] = {}
         self._errors: list[BaseException] = []
@@ -119,10 +125,14 @@ class MainLoopWait:
     def attach(self, ctx: Any, io: Any, tlg: Any, glib: Any) -> None:
         """Drive these contexts (and GLib's default context when ``glib`` is a poller)."""
         self._ctx, self._io, self._tlg, self._glib = ctx, io, tlg, glib
+        self._tlg_heaps = tuple(tl.heap for tl in tlg._timer_lists)
+        self._ctx_heaps = tuple(tl.heap for tl in ctx._timer_lists)
+        self._io_heaps = tuple(tl.heap for tl in io._timer_lists)
 
     def detach(self) -> None:
         """Forget the contexts (the main loop was shut down)."""
         self._ctx = self._io = self._tlg = self._glib = None
+        self._tlg_heaps = self._ctx_heaps = self._io_heaps = ()
         self._poller = select.poll()
         self._registered = {}
 
@@ -145,9 +155,8 @@ class MainLoopWait:
         saved = self._errors
         errors = self._errors = []  # the contexts report into it while the loop runs them
         try:
-            tls = self._tlg._timer_lists
-            if (self._notifiers or self._glib is not None or tls[0].heap or tls[1].heap
-                    or tls[2].heap or tls[3].heap or not self._busy_iteration(nonblocking, me)):
+            if (self._notifiers or self._glib is not None or _any(self._tlg_heaps)
+                    or not self._busy_iteration(nonblocking, me)):
                 ret = self._iteration(bool(nonblocking), me)
             else:
                 ret = 0
@@ -200,17 +209,15 @@ class MainLoopWait:
         if (ctx._npollfds > 1 or io._npollfds > 1 or ctx._epoll_active or io._epoll_active
                 or ctx._poll_started or io._poll_started):
             return False
-        if not nonblocking:
-            ops = ctx._bh_ops
-            if not (ops and type(ops[-1]) is _BH and not ops[-1]._deleted) \
-                    and ctx._bh_timeout() != 0:
-                return False
+        ops = ctx._bh_ops
+        if not nonblocking and not (ops and type(ops[-1]) is _BH and not ops[-1]._deleted) \
+                and ctx._bh_timeout() != 0:
+            return False
         ctx._notified = False  # aio_notify_accept
         io._notified = False
-        tls = ctx._timer_lists
-        if tls[0].heap or tls[1].heap or tls[2].heap or tls[3].heap:
+        if _any(self._ctx_heaps):
             self._dispatch(ctx, None, 0, me)
-        elif ctx._bh_ops or ctx._bh_list or ctx._bh_slices:
+        elif ops or ctx._bh_list or ctx._bh_slices:
             # ctx._ml_dispatch() for BHs alone, inline: the busy loop's one dispatch
             if ctx._walkers and ctx._poll_thread != me:
                 raise RuntimeError("AioContext dispatched from two threads at once")
@@ -224,9 +231,7 @@ class MainLoopWait:
                 ctx._errors = saved
                 if not ctx._walkers:
                     ctx._poll_thread = None
-        tls = io._timer_lists
-        if (io._bh_ops or io._bh_list or io._bh_slices or tls[0].heap or tls[1].heap
-                or tls[2].heap or tls[3].heap):
+        if io._bh_ops or io._bh_list or io._bh_slices or _any(self._io_heaps):
             self._dispatch(io, None, 0, me)
         return True
 

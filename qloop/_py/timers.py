@@ -81,8 +81,8 @@ class _TimerList:
         heap = self.heap
         if len(heap) > 128 and len(heap) > 2 * len(self.live):
             live = self.live
-            self.heap = [e for e in heap if e in live]
-            heapq.heapify(self.heap)
+            heap[:] = [e for e in heap if e in live]  # in place: the list lives as long as self
+            heapq.heapify(heap)
 
     def remove(self, timer: Timer) -> None:
         with self.lock:
@@ -152,7 +152,7 @@ class _TimerList:
             for timer in self.live.values():
                 timer._entry = None
                 timer._expire = -1
-            self.heap = []
+            self.heap.clear()
             self.live = {}
 
 
