@@ -12,6 +12,7 @@ import gc
 import sys
 import threading
 import time
+import warnings
 import weakref
 from typing import Any
 
@@ -669,21 +670,39 @@ def test_qloop_run(qloop_module: object) -> None:
         mod.run(42)  # type: ignore[attr-defined]
 
 
+def _policy_api() -> tuple[Any, Any]:
+    # asyncio's policy getter and setter; 3.14 deprecates the public ones (they warn): the
+    # private ones asyncio itself calls, where they exist
+    from asyncio import events
+
+    return (getattr(events, "_get_event_loop_policy", asyncio.get_event_loop_policy),
+            getattr(events, "_set_event_loop_policy", asyncio.set_event_loop_policy))
+
+
 def test_policy_and_install(qloop_module: object) -> None:
     mod = qloop_module
-    old = asyncio.get_event_loop_policy()
+    get_policy, set_policy = _policy_api()
+    old = get_policy()
     try:
-        mod.install()  # type: ignore[attr-defined]
-        policy = asyncio.get_event_loop_policy()
-        assert isinstance(policy, mod.EventLoopPolicy)  # type: ignore[attr-defined]
-        loop = policy.new_event_loop()
-        try:
-            assert isinstance(loop, mod.EventLoop)  # type: ignore[attr-defined]
-            assert isinstance(loop, asyncio.AbstractEventLoop)
-        finally:
-            loop.close()
+        # no warning, even on 3.14 where asyncio deprecates the policy API (-W error passes)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            mod.install()  # type: ignore[attr-defined]
+            policy = get_policy()
+            assert isinstance(policy, mod.EventLoopPolicy)  # type: ignore[attr-defined]
+            for loop in (policy.new_event_loop(), asyncio.new_event_loop()):
+                try:
+                    assert isinstance(loop, mod.EventLoop)  # type: ignore[attr-defined]
+                    assert isinstance(loop, asyncio.AbstractEventLoop)
+                finally:
+                    loop.close()
+
+            async def which() -> type:
+                return type(asyncio.get_running_loop())
+
+            assert asyncio.run(which()) is mod.EventLoop  # type: ignore[attr-defined]
     finally:
-        asyncio.set_event_loop_policy(old)
+        set_policy(old)
 
 
 def test_new_event_loop_arguments(qloop_module: object) -> None:
