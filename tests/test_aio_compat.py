@@ -11,6 +11,7 @@ import contextvars
 import gc
 import logging
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -663,6 +664,129 @@ def test_unix_server_socket_file_after_close(loop: asyncio.AbstractEventLoop) ->
             return os.path.exists(path)
 
     assert run(loop, main()) is (sys.version_info < (3, 13))
+
+
+# --------------------------------------------------------------------------------------------
+# The order of callbacks: a timer runs after the handles queued before the iteration it became
+# due in ended, as in asyncio, whose loop moves due timers to the end of its ready queue once
+# per iteration.  Made deterministic by spinning (not sleeping) until each timer is due before
+# anything else happens; the reference is a fresh asyncio loop running the same program.
+
+
+def _spin_past(loop: asyncio.AbstractEventLoop, when: float) -> None:
+    while loop.time() <= when:
+        pass
+
+
+# A program: a list of (action, child program); running a node appends its label, then does its
+# actions in order.  "soon": call_soon(child); "later0": call_later(0, child); "tiny":
+# call_later(1 us, child); "past": call_at(a past time, child); "cancelled": a tiny timer,
+# cancelled at once (its child must never run).  Each timer is due (spun past) before the next
+# action, so no two deadlines are equal and every due timer is due by the iteration's end.
+Program = list[tuple[str, Any]]
+ACTIONS = ("soon", "soon", "later0", "tiny", "tiny", "past", "cancelled")
+
+
+def _random_program(rng: random.Random, budget: list[int], depth: int = 0) -> Program:
+    program: Program = []
+    for _ in range(rng.randint(1 if depth == 0 else 0, 3)):
+        if budget[0] <= 0 or depth > 6:
+            break
+        budget[0] -= 1
+        program.append((rng.choice(ACTIONS), _random_program(rng, budget, depth + 1)))
+    return program
+
+
+def _count(program: Program) -> int:
+    return sum(0 if action == "cancelled" else 1 + _count(child) for action, child in program)
+
+
+def _run_program(loop: asyncio.AbstractEventLoop, program: Program) -> list[str]:
+    out: list[str] = []
+    total = 1 + _count(program)
+    done = loop.create_future()
+
+    def node(label: str, actions: Program) -> None:
+        out.append(label)
+        for i, (action, child) in enumerate(actions):
+            sub = f"{label}.{i}"
+            if action == "soon":
+                loop.call_soon(node, sub, child)
+                continue
+            if action == "later0":
+                h = loop.call_later(0, node, sub, child)
+            elif action == "past":
+                h = loop.call_at(loop.time() - 1.0, node, sub, child)
+            else:
+                h = loop.call_later(1e-6, node, sub, child)
+                if action == "cancelled":
+                    h.cancel()
+            _spin_past(loop, max(h.when(), loop.time()))
+        if len(out) == total and not done.done():
+            done.set_result(None)
+
+    loop.call_soon(node, "r", program)
+    run(loop, done)
+    return out
+
+
+def _asyncio_order(program: Program) -> list[str]:
+    ref = asyncio.new_event_loop()
+    try:
+        return _run_program(ref, program)
+    finally:
+        ref.close()
+
+
+@pytest.mark.parametrize(("program", "expected"), [
+    ([("soon", []), ("tiny", [])], ["r", "r.0", "r.1"]),
+    ([("tiny", []), ("soon", [])], ["r", "r.1", "r.0"]),  # the timer made first still waits
+], ids=["soon-then-timer", "timer-then-soon"])
+def test_timer_made_in_a_batch_runs_after_the_handles_queued_in_it(
+        loop: asyncio.AbstractEventLoop, program: Program, expected: list[str]) -> None:
+    assert _asyncio_order(program) == expected
+    assert _run_program(loop, program) == expected
+
+
+def test_due_timer_runs_before_what_the_handles_before_it_queue(
+        loop: asyncio.AbstractEventLoop) -> None:
+    # call_later(0, f) then call_soon(g), g queues h: asyncio runs g, f, h (f joins g's batch)
+    program: Program = [("later0", []), ("soon", [("soon", [])])]
+    assert _asyncio_order(program) == ["r", "r.1", "r.0", "r.1.0"]
+    assert _run_program(loop, program) == ["r", "r.1", "r.0", "r.1.0"]
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_callback_order_matches_asyncio(loop: asyncio.AbstractEventLoop, seed: int) -> None:
+    program = _random_program(random.Random(seed), [25])
+    assert _run_program(loop, program) == _asyncio_order(program)
+
+
+def test_timeout_due_in_the_iteration_that_created_the_task(
+        loop: asyncio.AbstractEventLoop) -> None:
+    # CPython 3.13's test_wait_for_waits_for_task_cancellation, made deterministic: the task
+    # starts before the timeout (due by the end of the iteration that made both) cancels it, so
+    # its finally clause runs.
+    seen: list[str] = []
+
+    async def inner() -> None:
+        seen.append("started")
+        try:
+            await asyncio.sleep(10)
+        finally:
+            seen.append("finally")
+
+    async def main() -> None:
+        task = asyncio.ensure_future(inner())
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(None) as cm:
+                cm.reschedule(loop.time() + 1e-6)
+                _spin_past(loop, cm.when() or 0.0)
+                await task
+        assert task.cancelled()
+
+    run(loop, main())
+    assert seen == ["started", "finally"]
 
 
 # --------------------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ and asyncio's loop (the reference)."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import io
 import os
 import socket
@@ -335,3 +336,97 @@ def test_sendfile_not_supported_on_datagrams(loop: asyncio.AbstractEventLoop,
         assert datafile.tell() == 0
 
     run(loop, main())
+
+
+# --------------------------------------------------------------------------------------------
+# The offset and the file position: the data goes from ``offset`` (0 too, wherever the file is
+# positioned) and the position ends at offset + the bytes sent, also when nothing was sent (an
+# offset at or past the end of the file), on the native path and the fallback alike.  asyncio's
+# loop does so from CPython gh-150107 on (in 3.13 and 3.14); an older one seeks only for a
+# non-zero offset and after sending something: its arm is skipped.
+
+
+@functools.cache
+def _asyncio_has_the_offset_fix() -> bool:
+    ref = asyncio.new_event_loop()
+    a, b = sock_pair()
+    try:
+        f = io.BytesIO(b"ab")
+        f.seek(2)
+        return ref.run_until_complete(ref.sock_sendfile(a, f, 0)) == 2  # type: ignore[no-any-return]
+    finally:
+        a.close()
+        b.close()
+        ref.close()
+
+
+def _needs_the_offset_fix(loop: asyncio.AbstractEventLoop) -> None:
+    if isinstance(loop, asyncio.BaseEventLoop) and not _asyncio_has_the_offset_fix():
+        pytest.skip("this Python's asyncio predates gh-150107 (offset 0 is not sought, the "
+                    "position stays put when nothing is sent)")
+
+
+@pytest.mark.parametrize("path", ["native", "fallback"])
+@pytest.mark.parametrize("past", [0, 5], ids=["at-end", "past-end"])
+def test_sock_sendfile_offset_at_or_past_the_end(loop: asyncio.AbstractEventLoop,
+                                                 datafile: Any, path: str, past: int) -> None:
+    _needs_the_offset_fix(loop)
+    f = datafile if path == "native" else io.BytesIO(DATA)  # no fileno: the fallback
+    f.seek(123)
+    a, b = sock_pair()
+
+    async def main() -> int:
+        return await loop.sock_sendfile(a, f, len(DATA) + past)
+
+    try:
+        assert run(loop, main()) == 0
+        assert f.tell() == len(DATA) + past
+    finally:
+        a.close()
+        b.close()
+
+
+@pytest.mark.parametrize("path", ["native", "fallback"])
+def test_sock_sendfile_offset_zero_from_anywhere(loop: asyncio.AbstractEventLoop,
+                                                 datafile: Any, path: str) -> None:
+    _needs_the_offset_fix(loop)
+    f = datafile if path == "native" else io.BytesIO(DATA)
+    f.seek(0, io.SEEK_END)
+    a, b = sock_pair()
+
+    async def main() -> tuple[int, bytes]:
+        reader = asyncio.ensure_future(recv_all(loop, b, len(DATA)))
+        n = await loop.sock_sendfile(a, f, 0)
+        return n, await reader
+
+    try:
+        n, received = run(loop, main())
+    finally:
+        a.close()
+        b.close()
+    assert n == len(DATA) and received == DATA
+    assert f.tell() == len(DATA)
+
+
+@pytest.mark.parametrize("path", ["native", "fallback"])
+def test_sendfile_offsets_through_a_transport(loop: asyncio.AbstractEventLoop, datafile: Any,
+                                              path: str) -> None:
+    # CPython's test_sendfile_offset: from the end (nothing sent, the position moves there),
+    # then from 0 with the file positioned at its end (everything sent)
+    _needs_the_offset_fix(loop)
+    f = datafile if path == "native" else io.BytesIO(DATA)
+
+    async def main() -> tuple[int, int, bytes]:
+        transport, _sender, sink, server = await connected(loop)
+        f.seek(123)
+        at_end = await loop.sendfile(transport, f, len(DATA))
+        assert f.tell() == len(DATA)
+        from_zero = await loop.sendfile(transport, f, 0)
+        assert f.tell() == len(DATA)
+        transport.close()
+        received = await sink.done
+        server.close()
+        return at_end, from_zero, received
+
+    at_end, from_zero, received = run(loop, main())
+    assert (at_end, from_zero) == (0, len(DATA)) and received == DATA

@@ -90,6 +90,16 @@ _BasePolicy: Any = getattr(events, "BaseDefaultEventLoopPolicy", None) or getatt
     events, "_BaseDefaultEventLoopPolicy")
 
 
+def _set_policy(policy: Any) -> None:
+    """``asyncio.set_event_loop_policy``.  Python 3.14 deprecates the policy API (that function
+    warns); the setter asyncio's own code calls there sets the same policy without the warning,
+    and asyncio.new_event_loop() and asyncio.run() then make qloop's loops."""
+    setter = getattr(events, "_set_event_loop_policy", None)
+    if setter is None:
+        setter = asyncio.set_event_loop_policy
+    setter(policy)
+
+
 def build_implementation(module: str, base: Any,
                          transports: dict[str, Callable[..., Any]]) -> dict[str, Any]:
     """The public asyncio names of one implementation: ``EventLoop``, ``new_event_loop``,
@@ -166,8 +176,9 @@ def build_implementation(module: str, base: Any,
     policy_cls = type("EventLoopPolicy", (_BasePolicy,), policy_namespace)
 
     def install() -> None:
-        """Make qloop's loop asyncio's default (``asyncio.set_event_loop_policy``)."""
-        asyncio.set_event_loop_policy(policy_cls())
+        """Make qloop's loop asyncio's default (``asyncio.set_event_loop_policy``; without its
+        DeprecationWarning on Python 3.14+)."""
+        _set_policy(policy_cls())
 
     def run(main: Any, *, debug: bool | None = None, virtual_time: bool = False,
             autojump: bool = True, start: float = 0.0,

@@ -5,7 +5,9 @@ The native path is ``os.sendfile`` (zero copy) from the file's fd to the socket,
 writability with a writer on the socket between calls; it needs a regular file and a plain
 stream socket.  Otherwise (``fallback=True``) the file is read in the default executor and
 written through the transport (with its flow control) or ``sock_sendall``.  The file position
-ends after the bytes sent, also on error.  A transport says which path it allows with
+ends at ``offset`` plus the bytes sent whatever happened: also on error, on cancellation and
+when nothing was sent (an offset at or past the end of the file), as asyncio's loop leaves it
+from 3.13 on; the fallback reads from ``offset`` even when it is 0 (CPython gh-150107).  A transport says which path it allows with
 ``_sendfile_compatible`` (asyncio's convention: qloop's stream transports try the native path,
 asyncio's TLS transport only allows the fallback).  Arguments, errors and the
 ``SendfileNotAvailableError`` cases are asyncio's.
@@ -49,8 +51,12 @@ def _check_sendfile_params(sock: Any, file: Any, offset: Any, count: Any) -> Non
 
 def _seek_after(fileno: int, offset: int, total_sent: int) -> None:
     # os.sendfile with an offset does not move the file position: move it past what was sent
-    if total_sent > 0:
+    # (to offset when nothing was, unless the fd cannot seek: then there is no position)
+    try:
         os.lseek(fileno, offset + total_sent, os.SEEK_SET)
+    except OSError:
+        if total_sent > 0:
+            raise
 
 
 class _NativeSend:
@@ -235,8 +241,8 @@ class SendfileMixin(MixinBase):
 
     async def _sock_sendfile_fallback(self, sock: Any, file: Any, offset: int,
                                       count: int | None) -> int:
-        if offset:
-            file.seek(offset)
+        if hasattr(file, "seek"):
+            file.seek(offset)  # 0 too: the file may be positioned elsewhere
         blocksize = min(count, _FALLBACK_BLOCK) if count else _FALLBACK_BLOCK
         buf = bytearray(blocksize)
         total = 0
@@ -298,8 +304,8 @@ class SendfileMixin(MixinBase):
 
     async def _sendfile_fallback(self, transport: Any, file: Any, offset: int,
                                  count: int | None) -> int:
-        if offset:
-            file.seek(offset)
+        if hasattr(file, "seek"):
+            file.seek(offset)  # 0 too: the file may be positioned elsewhere
         blocksize = min(count, _TRANSPORT_FALLBACK_BLOCK) if count else _TRANSPORT_FALLBACK_BLOCK
         buf = bytearray(blocksize)
         total = 0

@@ -1090,9 +1090,15 @@ QEMU's AioContext: fd handlers, bottom halves and timers driven by ``poll()``.
         try:
             self.walkers += 1
             try:
-                progress = self._bh_poll()
+                # a new generation before the BHs, as poll() does (the asyncio loop's timer
+                # phase tells the timers made in this iteration by it); another one if a
+                # nested poll in a BH took it
                 self.ready_gen += 1
                 gen = self.ready_gen
+                progress = self._bh_poll()
+                if self.ready_gen != gen:
+                    self.ready_gen += 1
+                    gen = self.ready_gen
                 ready = []
                 if self.epoll_active or self.uring is not None:
                     if self.source_epoll_ready:
@@ -1238,6 +1244,9 @@ QEMU's AioContext: fd handlers, bottom halves and timers driven by ``poll()``.
         if self.walkers and self.poll_thread != me:
             raise RuntimeError("AioContext dispatched from two threads at once")
         self.poll_thread = me
+        # a new generation for each iteration, waited or not (the asyncio loop's timer phase
+        # tells the timers made in this iteration by it); the ready list keeps its own
+        self.ready_gen += 1
         self.walkers += 1
         try:
             if self.bh_head is not None or self.bh_cur is not None:

@@ -13,7 +13,9 @@
 #   context timer armed at the earliest deadline; the context's timer phase runs every due
 #   TimerHandle in deadline order at one clock reading.  A timer already due when it is created
 #   waits in ``fresh`` until the BH's next run moves it into the heap, so (as in asyncio) it
-#   runs in the next iteration, after the handles queued before it.
+#   runs in the next iteration, after the handles queued before it.  For the same reason a
+#   timer made in the current iteration of the context that is due by its timer phase goes to
+#   ``fresh`` instead of running in it (``_on_timer``).
 # * readers/writers: one _FdEntry (a C fd owner) per fd, dispatched by the context without a
 #   Python call.
 
@@ -219,6 +221,7 @@ cdef class TimerHandle(Handle):
     cdef double _when
     cdef int64_t _when_ns
     cdef char _where                # 0 nowhere, 1 in the loop's heap, 2 in its fresh list
+    cdef unsigned int _gen          # the context iteration it was made in (ready_gen, low bits)
 
     @staticmethod
     cdef inline TimerHandle _new_timer(_LoopBase loop, double when, int64_t when_ns,
@@ -735,6 +738,7 @@ cdef class _LoopBase:
             raise TypeError(f"context must be a contextvars.Context, "
                             f"not {type(context).__name__}")
         h = TimerHandle._new_timer(self, when, when_ns, callback, args, context)
+        h._gen = <unsigned int>self._ctx.ready_gen
         if self._debug:
             h._source_traceback_ = _source_traceback()
         if when_ns <= now_ns:
@@ -781,9 +785,36 @@ cdef class _LoopBase:
         self._arm()
         return 0
 
+    cdef int _defer_due(self, int64_t now, unsigned int gen) except -1:
+        """Move every TimerHandle due at ``now`` from the heap to ``fresh``, in deadline order:
+        the BH's next run puts them back, and they run in the next iteration, after the handles
+        queued in this one.  Marked as made before ``gen``, they are not deferred twice (even
+        by a driver that does not count its iterations)."""
+        cdef TimerHandle h
+        while self._tn and self._theap[0].key <= now:
+            h = <TimerHandle>self._theap[0].timer
+            self._heap_pop()
+            if h._cancelled:
+                self._tdead -= 1
+                h._where = 0
+                _retrack(<PyObject *>h, 2)
+            else:
+                h._where = 2
+                h._gen = gen - 1
+                self._fresh.append(h)
+                _retrack(<PyObject *>h, 0)
+            Py_DECREF(h)  # the heap's reference
+        self._ctx._bh_enqueue(self._bh, BH_SCHEDULED)
+        return 0
+
     def _on_timer(self):
-        """The context timer: run every TimerHandle due at one reading of the clock."""
+        """The context timer: run every TimerHandle due at one reading of the clock.
+
+        As in asyncio, a timer made in this iteration of the context runs in the next one
+        (after the handles queued in this one): when the first due timer is one, it and the
+        due timers after it wait in ``fresh`` (docs/decisions.md)."""
         cdef int64_t now = self._now_ns()
+        cdef unsigned int gen = <unsigned int>self._ctx.ready_gen
         cdef TimerHandle h
         self._armed = -1
         prev = self._enter()
@@ -798,6 +829,9 @@ cdef class _LoopBase:
                     Py_DECREF(h)
                     continue
                 if self._theap[0].key > now:
+                    break
+                if h._gen == gen:
+                    self._defer_due(now, gen)
                     break
                 self._heap_pop()
                 Py_DECREF(h)  # the heap's reference (h holds one)
@@ -923,8 +957,10 @@ cdef class _LoopBase:
                 # would only run the next ready batches: run them without the poll
                 # machinery (no fd to poll, no other BH, no timer due in between).
                 # (Not while a virtual-time advance is pending: each iteration steps toward it.)
-                while self._rlen and not self._stopping and not self._vt_pending and \
-                        ctx._only_bh_pending(self._bh):
+                # (Nor while a timer waits in fresh: it runs after the next batch, before
+                # what that batch queues, in an iteration of the context.)
+                while self._rlen and not self._fresh and not self._stopping and \
+                        not self._vt_pending and ctx._only_bh_pending(self._bh):
                     PyErr_CheckSignals()  # callbacks in C only would never run the handlers
                     self._run_batch()
                 if self._stopping:

@@ -1069,9 +1069,15 @@ class AioContext:
         try:
             self._walkers += 1
             try:
-                progress = self._bh_poll()
+                # a new generation before the BHs, as poll() does (the asyncio loop's timer
+                # phase tells the timers made in this iteration by it); another one if a
+                # nested poll in a BH took it
                 self._ready_gen += 1
                 gen = self._ready_gen
+                progress = self._bh_poll()
+                if self._ready_gen != gen:
+                    self._ready_gen += 1
+                    gen = self._ready_gen
                 ready: list[_Handler] = []
                 if self._epoll_active:
                     if self._source_epoll_ready:
@@ -1197,6 +1203,9 @@ class AioContext:
         if self._walkers and self._poll_thread != me:
             raise RuntimeError("AioContext dispatched from two threads at once")
         self._poll_thread = me
+        # a new generation for each iteration, waited or not (the asyncio loop's timer phase
+        # tells the timers made in this iteration by it); the ready list keeps its own
+        self._ready_gen += 1
         self._walkers += 1
         try:
             if self._bh_ops or self._bh_list or self._bh_slices:

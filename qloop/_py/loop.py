@@ -167,10 +167,11 @@ class TimerHandle(Handle):
     """A callback scheduled by ``call_later``/``call_at`` (asyncio's ``TimerHandle``):
     ``when()`` is the loop time it was scheduled for."""
 
-    __slots__ = ("_when", "_when_ns", "_where")
+    __slots__ = ("_gen", "_when", "_when_ns", "_where")
     _when: float
     _when_ns: int
     _where: int  # 0 nowhere, 1 in the loop's heap, 2 in its fresh list
+    _gen: int  # the context iteration it was made in (its ready_gen)
 
     def when(self) -> float:
         """The absolute loop time (``loop.time()`` scale) the callback is due at."""
@@ -606,6 +607,7 @@ class _LoopBase:
         h._context = context
         h._when = when
         h._when_ns = when_ns
+        h._gen = self._ctx._ready_gen
         if self._debug:
             h._source_traceback_ = _source_traceback()
         if when_ns <= now_ns:
@@ -661,9 +663,33 @@ class _LoopBase:
                 self._heap_push(h)
         self._arm()
 
+    def _defer_due(self, now: int, gen: int) -> None:
+        """Move every TimerHandle due at ``now`` from the heap to ``fresh``, in deadline order:
+        the BH's next run puts them back, and they run in the next iteration, after the handles
+        queued in this one.  Marked as made before ``gen``, they are not deferred twice (even
+        by a driver that does not count its iterations)."""
+        heap = self._heap
+        while heap and heap[0][0] <= now:
+            h = _heappop(heap)[2]
+            if h._callback is None:
+                self._tdead -= 1
+                h._where = 0
+            else:
+                h._where = 2
+                h._gen = gen - 1
+                self._fresh.append(h)
+        if not self._bh_pending:
+            self._bh_pending = True
+            self._bh.schedule()
+
     def _on_timer(self) -> None:
-        """The context timer: run every TimerHandle due at one reading of the clock."""
+        """The context timer: run every TimerHandle due at one reading of the clock.
+
+        As in asyncio, a timer made in this iteration of the context runs in the next one
+        (after the handles queued in this one): when the first due timer is one, it and the
+        due timers after it wait in ``fresh`` (docs/decisions.md)."""
         now = self._now_ns()
+        gen = self._ctx._ready_gen
         self._armed = -1
         prev = self._enter()
         heap = self._heap
@@ -678,6 +704,9 @@ class _LoopBase:
                     h._where = 0
                     continue
                 if entry[0] > now:
+                    break
+                if h._gen == gen:
+                    self._defer_due(now, gen)
                     break
                 _heappop(heap)
                 h._where = 0
@@ -805,8 +834,10 @@ class _LoopBase:
                 # would only run the next ready batches: run them without the poll
                 # machinery (no fd to poll, no other BH, no timer due in between).
                 # (Not while a virtual-time advance is pending: each iteration steps toward it.)
-                while ready and not self._stopping and not self._vt_pending and \
-                        only_bh_pending(bh):
+                # (Nor while a timer waits in fresh: it runs after the next batch, before
+                # what that batch queues, in an iteration of the context.)
+                while ready and not self._fresh and not self._stopping and \
+                        not self._vt_pending and only_bh_pending(bh):
                     self._run_batch()
                 if self._stopping:
                     break

@@ -41,6 +41,14 @@ ADAPTED: dict[str, set[str]] = {}
 EXCLUSIONS_FILE = Path(__file__).with_name("exclusions.txt")
 
 
+# asyncio's policy getter and setter without the DeprecationWarning the public ones give from
+# Python 3.14 (one per test otherwise): the ones asyncio itself calls, where they exist
+_get_policy: Any = getattr(asyncio.events, "_get_event_loop_policy",
+                           asyncio.get_event_loop_policy)
+_set_policy: Any = getattr(asyncio.events, "_set_event_loop_policy",
+                           asyncio.set_event_loop_policy)
+
+
 class LoopUnderTest:
     """First base of every generated class: the arm's policy is asyncio's while a test runs.
 
@@ -53,12 +61,12 @@ class LoopUnderTest:
     suite_id: str  # "<module>.<CPython class>"
 
     def run(self, result: Any = None) -> Any:
-        previous = asyncio.get_event_loop_policy()
-        asyncio.set_event_loop_policy(self.loop_arm.new_policy())
+        previous = _get_policy()
+        _set_policy(self.loop_arm.new_policy())
         try:
             return super().run(result)  # type: ignore[misc]
         finally:
-            asyncio.set_event_loop_policy(previous)
+            _set_policy(previous)
 
     @staticmethod
     def close_loop(loop: asyncio.AbstractEventLoop) -> None:
