@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import signal
 import threading
 import time
 import traceback
@@ -27,6 +28,12 @@ import pytest
 # its module name, the name its entry point has once qloop is installed (then this is a no-op).
 # The _*_support modules hold fixtures shared by several test files (loop, main_loop, vt_loop, ...).
 pytest_plugins = ("pytester", "qloop.pytest_plugin", "_aio_support", "_mainloop_support", "_vt_support")
+
+
+# A shell's background job starts with SIGINT ignored, and Python then leaves it ignored; the
+# tests (CPython's asyncio suite, asyncio.run's Ctrl-C handling) expect Python's own handler.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @dataclass(frozen=True)
