@@ -97,8 +97,25 @@ _NO_CALLBACK = object()
 _BH_RUN_CLEAR = ~(_BH_PENDING | _BH_SCHEDULED | _BH_IDLE)  # the flags a BH loses as it runs
 
 
+_BH_RETIRED_AFTER_RUN = _BH_DELETED | _BH_ONESHOT  # the flags that end a BH once it ran
+
+
 def _no_callback() -> Any:
     return _NO_CALLBACK  # matches no callback (not even None)
+
+
+def _retire_run_bh(oneshot_free: list[BH], bh: BH, old: int) -> None:
+    """After ``bh`` ran (or was skipped) with flags ``old``: a deleted BH is freed; a one-shot
+    is freed too, and kept in ``oneshot_free`` for reuse while it has room."""
+    bh._cb = None
+    if old & _BH_DELETED:
+        bh._deleted = True
+    else:
+        bh._flags = 0  # nothing else holds it: clean for bh_schedule_oneshot
+        if len(oneshot_free) < ONESHOT_FREE_MAX:
+            oneshot_free.append(bh)
+        else:
+            bh._deleted = True
 
 
 # --------------------------------------------------------------------------------------------
@@ -729,16 +746,8 @@ class AioContext:
                             bh._cb()  # type: ignore[misc]  # freed BHs (cb None) are never queued
                         except BaseException as exc:
                             self._report(exc)
-                    if old & _BH_DELETED:
-                        bh._cb = None
-                        bh._deleted = True
-                    elif old & _BH_ONESHOT:
-                        bh._cb = None
-                        bh._flags = 0  # nothing else holds it: clean for bh_schedule_oneshot
-                        if len(self._oneshot_free) < ONESHOT_FREE_MAX:
-                            self._oneshot_free.append(bh)
-                        else:
-                            bh._deleted = True
+                    if old & _BH_RETIRED_AFTER_RUN:
+                        _retire_run_bh(self._oneshot_free, bh, old)
                 return progress
             bh = stack.pop()
             old = bh._flags
@@ -753,16 +762,8 @@ class AioContext:
                 bh._cb()  # type: ignore[misc]  # freed BHs (cb None) are never queued
             except BaseException as exc:
                 self._report(exc)
-        if old & _BH_DELETED:
-            bh._cb = None
-            bh._deleted = True
-        elif old & _BH_ONESHOT:
-            bh._cb = None
-            bh._flags = 0  # nothing else holds it: clean for bh_schedule_oneshot
-            if len(self._oneshot_free) < ONESHOT_FREE_MAX:
-                self._oneshot_free.append(bh)
-            else:
-                bh._deleted = True
+        if old & _BH_RETIRED_AFTER_RUN:
+            _retire_run_bh(self._oneshot_free, bh, old)
         return progress
 
     def _only_bh_pending(self, bh: BH) -> bool:
