@@ -101,6 +101,16 @@ class Impl:
         assert self.loop_factory is not None
         return self.loop_factory()
 
+    def skip_without_fdmon(self, fdmon: str) -> None:
+        """pytest.skip when this qloop implementation cannot open a context on ``fdmon`` (the
+        fallback has no io_uring; a kernel or sandbox may refuse it), with the reason."""
+        import pytest
+
+        try:
+            self.open(fdmon=fdmon).close()
+        except OSError as exc:
+            pytest.skip(str(exc))
+
     @staticmethod
     def close(obj: Any) -> None:
         if obj is None:

@@ -107,10 +107,7 @@ def test_fdmon_auto(benchmark, impl, idle, fdmon):
     if not impl.is_qloop:
         pytest.skip("qloop's fd monitors only")
     if fdmon == "io_uring":
-        try:
-            impl.open(fdmon="io_uring").close()
-        except OSError as exc:  # the fallback, or a kernel/sandbox without io_uring
-            pytest.skip(str(exc))
+        impl.skip_without_fdmon(fdmon)  # the fallback, or a kernel/sandbox without io_uring
     n_idle = IDLE[idle]
     m = M_SLOW if (fdmon == "poll" and n_idle > 1000) else M
     state = PingPong(impl, fdmon, n_idle)
