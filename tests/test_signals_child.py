@@ -53,31 +53,39 @@ def _spawn_main_loop(mod, ignore=None):
                             env=subprocess_env(mod), cwd=os.path.dirname(PROG))
 
 
+def _signal_when_ready(proc, *signals):
+    """Wait for the child's ``impl ...`` and ``ready`` lines, send it ``signals`` and collect
+    its exit: (the first line, stdout, stderr, seconds from the first signal to the exit).  A
+    child still running after the wait is killed."""
+    try:
+        deadline = time.monotonic() + 10.0
+        first = _read_line(proc, deadline)
+        assert _read_line(proc, deadline) == "ready"
+        t0 = time.monotonic()
+        for sig in signals:
+            proc.send_signal(sig)
+        out, err = proc.communicate(timeout=5.0)
+        return first, out.decode(), err.decode(), time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+
 @pytest.mark.parametrize("signame", ["SIGTERM", "SIGINT", "SIGHUP"])
 def test_real_signal_ends_main_loop_in_subprocess(qloop_module, signame):
     mod = qloop_module
     sig = getattr(signal, signame)
     proc = _spawn_main_loop(mod)
-    try:
-        deadline = time.monotonic() + 10.0
-        first = _read_line(proc, deadline)
-        expected_impl = "fallback" if mod.__name__ == "qloop._fallback" else "core"
-        assert first.split()[:2] == ["impl", expected_impl]
-        # the same qloop package as the one under test
-        assert os.path.realpath(first.split(None, 2)[2]) == os.path.realpath(
-            os.path.dirname(mod.__file__))
-        assert _read_line(proc, deadline) == "ready"
-        t0 = time.monotonic()
-        proc.send_signal(sig)
-        out, err = proc.communicate(timeout=5.0)
-        elapsed = time.monotonic() - t0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-    assert proc.returncode == 0, err.decode()
-    assert out.decode().splitlines() == ["shutdown-notifier HOST_SIGNAL"]
-    assert f"terminating on signal {int(sig)}" in err.decode()
+    first, out, err, elapsed = _signal_when_ready(proc, sig)
+    expected_impl = "fallback" if mod.__name__ == "qloop._fallback" else "core"
+    assert first.split()[:2] == ["impl", expected_impl]
+    # the same qloop package as the one under test
+    assert os.path.realpath(first.split(None, 2)[2]) == os.path.realpath(
+        os.path.dirname(mod.__file__))
+    assert proc.returncode == 0, err
+    assert out.splitlines() == ["shutdown-notifier HOST_SIGNAL"]
+    assert f"terminating on signal {int(sig)}" in err
     assert elapsed < 5.0
 
 
@@ -85,20 +93,11 @@ def test_an_ignored_signal_stays_ignored(qloop_module):
     """Under nohup SIGHUP is ignored: main_loop() leaves it so, and the SIGTERM that follows
     is the one that ends the loop."""
     proc = _spawn_main_loop(qloop_module, ignore="SIGHUP")
-    try:
-        deadline = time.monotonic() + 10.0
-        assert _read_line(proc, deadline).split()[0] == "impl"
-        assert _read_line(proc, deadline) == "ready"
-        proc.send_signal(signal.SIGHUP)
-        proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=5.0)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-    assert proc.returncode == 0, err.decode()
-    assert out.decode().splitlines() == ["shutdown-notifier HOST_SIGNAL"]
-    assert [line for line in err.decode().splitlines() if "terminating" in line] == [
+    first, out, err, _ = _signal_when_ready(proc, signal.SIGHUP, signal.SIGTERM)
+    assert first.split()[0] == "impl"
+    assert proc.returncode == 0, err
+    assert out.splitlines() == ["shutdown-notifier HOST_SIGNAL"]
+    assert [line for line in err.splitlines() if "terminating" in line] == [
         f"qloop: terminating on signal {int(signal.SIGTERM)}"]
 
 
@@ -110,18 +109,10 @@ def test_subprocess_impl_flag(qloop_module):
     env.pop("QLOOP_NO_EXTENSIONS", None)
     proc = subprocess.Popen([sys.executable, PROG, "--impl", impl], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, env=env)
-    try:
-        deadline = time.monotonic() + 10.0
-        assert _read_line(proc, deadline).split()[:2] == ["impl", impl]
-        assert _read_line(proc, deadline) == "ready"
-        proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=5.0)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-    assert proc.returncode == 0, err.decode()
-    assert "shutdown-notifier HOST_SIGNAL" in out.decode()
+    first, out, err, _ = _signal_when_ready(proc, signal.SIGTERM)
+    assert first.split()[:2] == ["impl", impl]
+    assert proc.returncode == 0, err
+    assert "shutdown-notifier HOST_SIGNAL" in out
 
 
 def test_main_loop_installs_and_removes_termination_handlers(main_loop, guard):
