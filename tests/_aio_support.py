@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from conftest import c_extensions_disabled
+from conftest import c_extensions_disabled, skip_without_io_uring
 
 # Every blocking wait in these tests is bounded: run() fails a test instead of hanging it.
 TIMEOUT = 10.0
@@ -63,14 +63,23 @@ ALL_IMPLS = (
 )
 
 
-@pytest.fixture(params=ALL_IMPLS)
-def loop_impl(request: pytest.FixtureRequest) -> LoopImpl:
+def usable_impl(request: pytest.FixtureRequest) -> LoopImpl:
+    """The fixture's LoopImpl parameter; skipped when this run cannot have it (the core with
+    the C extensions disabled, an io_uring context where the kernel refuses io_uring)."""
     impl: LoopImpl = request.param
     if impl.name == "qloop-core":
         reason = c_extensions_disabled(request.config)
         if reason is not None:
             pytest.skip(reason)
+    if impl.fdmon == "io_uring":
+        assert impl.module is not None
+        skip_without_io_uring(impl.module)
     return impl
+
+
+@pytest.fixture(params=ALL_IMPLS)
+def loop_impl(request: pytest.FixtureRequest) -> LoopImpl:
+    return usable_impl(request)
 
 
 class LoopFactory:

@@ -9,8 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from _aio_support import ALL_IMPLS, LoopImpl, run, run_once
-from conftest import c_extensions_disabled, skip_without_io_uring
+from _aio_support import ALL_IMPLS, LoopImpl, run, run_once, usable_impl
 
 
 @pytest.fixture(params=(*ALL_IMPLS, pytest.param(
@@ -18,15 +17,7 @@ from conftest import c_extensions_disabled, skip_without_io_uring
         id="qloop-core-io_uring")))
 def loop_impl(request: pytest.FixtureRequest) -> LoopImpl:
     """Every loop of the suite, plus the core's loop on an io_uring AioContext."""
-    impl: LoopImpl = request.param
-    if impl.name == "qloop-core":
-        reason = c_extensions_disabled(request.config)
-        if reason is not None:
-            pytest.skip(reason)
-    if impl.fdmon == "io_uring":
-        assert impl.module is not None
-        skip_without_io_uring(impl.module)
-    return impl
+    return usable_impl(request)
 
 
 @pytest.fixture
