@@ -228,12 +228,3 @@ cdef class AioContext:
     cdef bint _poll(self, bint blocking) except -1
     cdef bint _poll_iteration(self, bint blocking) except -1
     cdef int _free_deleted_handlers(self) except -1
-    cdef void _ml_open_window(self) noexcept
-    cdef int64_t _ml_timeout(self) except? -2
-    cdef int _ml_enter(self, unsigned long me) except -1
-    cdef Py_ssize_t _ml_nfds(self) noexcept
-    cdef bint _ml_idle(self) noexcept
-    cdef Py_ssize_t _ml_fill(self, pollfd *dst) except -1
-    cdef void _ml_accept(self, bint window) noexcept
-    cdef list _ml_check(self, pollfd *seg, Py_ssize_t n, uint64_t *gen_out, bint window)
-    cdef int _ml_dispatch(self, list ready, uint64_t gen, unsigned long me) except -1

@@ -426,7 +426,8 @@ import qloop._core as core
 from qloop._main import mainloop
 
 # A main loop like the process-wide one, but whose main and iohandler contexts are io_uring
-# ones: main_loop_wait() then waits on their ring fds (the _ml_* steps).
+# ones: main_loop_wait() then waits on their ring fds (the ml_* steps of
+# qloop/_cy/context_mainloop.pxi).
 def make_ctx(fdmon="io_uring"):
     return core.AioContext(fdmon=fdmon)
 

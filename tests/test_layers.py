@@ -157,8 +157,9 @@ def test_the_twins_do_not_import_each_other():
             assert "qloop._core" not in targets and "qloop._fallback" not in targets, module
 
 
-@pytest.mark.parametrize("stem", ["clock", "notifier", "timers", "bh", "context", "loop",
-                                  "transports", "pipes", "dgram", "mainloop"])
+@pytest.mark.parametrize("stem", ["clock", "notifier", "timers", "bh", "context",
+                                  "context_mainloop", "loop", "transports", "pipes", "dgram",
+                                  "mainloop"])
 def test_each_twin_module_has_its_pair(stem):
     assert os.path.exists(os.path.join(ROOT, "_py", f"{stem}.py"))
     assert os.path.exists(os.path.join(ROOT, "_cy", f"{stem}.pxi"))

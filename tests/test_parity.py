@@ -69,8 +69,6 @@ ONLY_IN_CORE: dict[str, dict[str, str]] = {
         "_timer_new": "the C body shared by the four timer_new* methods",
         "_poll": "the C body of poll() with a C bool argument",
         "_free_deleted_handlers": "frees C handler nodes once no walker holds them",
-        "_ml_nfds": "the main loop's C pollfd count (fallback: _ml_fds returns a dict)",
-        "_ml_fill": "fills the main loop's C pollfd array (fallback: _ml_fds)",
     },
     "Handle": {"_new": "freelisted C allocation (the fallback calls the class)"},
     "TimerHandle": {"_new_timer": "freelisted C allocation (the fallback calls the class)"},
@@ -101,7 +99,6 @@ ONLY_IN_FALLBACK: dict[str, dict[str, str]] = {
     "BH": {"_enqueue": "appends an operation for the owner thread (core: an atomic C push)"},
     "AioContext": {
         "_bh_absorb": "applies the queued BH operations (the core's flags are atomic in place)",
-        "_ml_fds": "the main loop's fds as a dict (core: _ml_nfds and _ml_fill)",
         "_collect_ready": "turns poll results into ready handlers (core: in the C wait)",
     },
     "Handle": {"_cancelled": "a method the C class reads as a field"},

@@ -1,6 +1,7 @@
 # The "io_uring" fd monitor of the compiled core (docs/aio-context.md, "fd monitors"); the
-# AioContext calls it from _fdmon_update, _wait, the main loop's _ml_* steps and the GSource
-# steps.  No twin: the pure-Python implementation answers "not available" (qloop/_py/context.py).
+# AioContext calls it from _fdmon_update, _wait, the main loop's ml_* steps
+# (context_mainloop.pxi) and the GSource steps.  No twin: the pure-Python implementation
+# answers "not available" (qloop/_py/context.py).
 # Included by qloop/_core.pyx before context.pxi.
 #
 # One one-shot POLL_ADD per monitored handler, its user_data the _Handler itself (borrowed: a

@@ -227,12 +227,12 @@ cdef class MainLoopWait:
         general path must run (nothing was done).  What ``_host_wait`` does in that case,
         without its bookkeeping for a wait."""
         cdef AioContext ctx = self.ctx, io = self.io
-        if not ctx._ml_idle() or not io._ml_idle():
+        if not ml_idle(ctx) or not ml_idle(io):
             return False
         if not nonblocking and ctx._bh_timeout() != 0:
             return False
-        ctx._ml_accept(False)
-        io._ml_accept(False)
+        ml_accept(ctx, False)
+        ml_accept(io, False)
         if ctx.bh_head is not None or ctx.bh_cur is not None \
                 or ctx.tl0.n or ctx.tl1.n or ctx.tl2.n or ctx.tl3.n:
             self._dispatch(ctx, None, 0, me)
@@ -273,18 +273,18 @@ cdef class MainLoopWait:
         accepted = False
         try:
             if window:
-                ctx._ml_open_window()
-                io._ml_open_window()
-                timeout = _soonest(timeout, _ms_ceil_ns(ctx._ml_timeout()))
-                timeout = _soonest(timeout, _ms_ceil_ns(io._ml_timeout()))
+                ml_open_window(ctx)
+                ml_open_window(io)
+                timeout = _soonest(timeout, _ms_ceil_ns(ml_timeout(ctx)))
+                timeout = _soonest(timeout, _ms_ceil_ns(ml_timeout(io)))
             if glib is not None:
                 glib._fill(&timeout)  # GLib's own sources (timeouts, watches...)
-            if (timeout == 0 and nml == 0 and ctx._ml_idle() and io._ml_idle()
+            if (timeout == 0 and nml == 0 and ml_idle(ctx) and ml_idle(io)
                     and (glib is None or glib.only_wakeup)):
                 # nothing a wait could report (only wake-up fds): no system call
                 accepted = True
-                ctx._ml_accept(window)
-                io._ml_accept(window)
+                ml_accept(ctx, window)
+                ml_accept(io, window)
                 if glib is not None:
                     glib._clear_revents()
             else:
@@ -301,8 +301,8 @@ cdef class MainLoopWait:
                 self._dispatch(io, ready_io, gen_io, me)
         finally:
             if not accepted:
-                ctx._ml_accept(window)
-                io._ml_accept(window)
+                ml_accept(ctx, window)
+                ml_accept(io, window)
             if glib is not None:  # GLib's turn, and its context released, whatever happened
                 try:
                     glib._dispatch()
@@ -321,21 +321,21 @@ cdef class MainLoopWait:
         pollfds = mlpoll.pollfds if nml else None
         # walkers: the handlers in the pollfd arrays outlive the wait
         try:
-            ctx._ml_enter(me)
+            ml_enter(ctx, me)
         except BaseException:
-            ctx._ml_accept(window)
-            io._ml_accept(window)
+            ml_accept(ctx, window)
+            ml_accept(io, window)
             raise
         try:
-            io._ml_enter(me)
+            ml_enter(io, me)
         except BaseException:
-            ctx._ml_check(NULL, 0, &self.gen_ctx, window)
-            io._ml_accept(window)
+            ml_check(ctx, NULL, 0, &self.gen_ctx, window)
+            ml_accept(io, window)
             raise
         try:
             if glib is not None:
                 n_glib = glib.n
-            self._reserve(nml + ctx._ml_nfds() + io._ml_nfds() + n_glib)
+            self._reserve(nml + ml_nfds(ctx) + ml_nfds(io) + n_glib)
             for i in range(nml):
                 pfd = pollfds[i]
                 self.pfds[i].fd = pfd.fd
@@ -343,10 +343,10 @@ cdef class MainLoopWait:
                 self.pfds[i].revents = 0
             n = nml
             off_ctx = n
-            n_ctx = ctx._ml_fill(self.pfds + n)
+            n_ctx = ml_fill(ctx, self.pfds + n)
             n += n_ctx
             off_io = n
-            n_io = io._ml_fill(self.pfds + n)
+            n_io = ml_fill(io, self.pfds + n)
             n += n_io
             if n_glib:
                 off_glib = n
@@ -358,8 +358,8 @@ cdef class MainLoopWait:
             self.ready_io = self._check(io, self.pfds + off_io, n_io, &self.gen_io, window)
         finally:
             if not checked:
-                ctx._ml_check(NULL, 0, &self.gen_ctx, window)
-                io._ml_check(NULL, 0, &self.gen_io, window)
+                ml_check(ctx, NULL, 0, &self.gen_ctx, window)
+                ml_check(io, NULL, 0, &self.gen_io, window)
         for i in range(nml):
             pfd = pollfds[i]
             pfd.revents = self.pfds[i].revents & (pfd.events | POLL_ERRORS)
@@ -374,7 +374,7 @@ cdef class MainLoopWait:
         saved = ctx.errors
         ctx.errors = None
         try:
-            ready = ctx._ml_check(seg, n, gen, window)
+            ready = ml_check(ctx, seg, n, gen, window)
         finally:
             errors = ctx.errors
             ctx.errors = saved
@@ -389,7 +389,7 @@ cdef class MainLoopWait:
         saved = ctx.errors
         ctx.errors = None
         try:
-            ctx._ml_dispatch(ready, gen, me)
+            ml_dispatch(ctx, ready, gen, me)
         except BaseException as exc:
             self._error(exc)
         errors = ctx.errors

@@ -519,6 +519,31 @@ class AioContext:
                 node.ready_gen = gen
                 ready.append(node)
 
+    def _collect_ready(self, ready_fds: list[tuple[int, int]], ready: list[_Handler],
+                       gen: int) -> None:
+        """Append to ``ready`` the handlers that poll-style ``(fd, revents)`` pairs found ready,
+        oldest registration first; a closed fd (POLLNVAL) loses its handler and is reported."""
+        handlers = self._handlers
+        found = []
+        for fd, rev in ready_fds:
+            node = handlers.get(fd)
+            if node is None:
+                continue
+            if rev & _POLLNVAL:
+                self._set_handler(fd, None, None, None, None)
+                self._report(_closed_fd_error(fd))
+                continue
+            rev &= node.events
+            if rev:
+                found.append((node, rev))
+        if len(found) > 1:
+            found.sort(key=lambda item: item[0].seq)  # oldest registration first
+        for node, rev in found:
+            node.revents = rev
+            if node.ready_gen != gen:
+                node.ready_gen = gen
+                ready.append(node)
+
     # ---- adaptive polling (docs/aio-context.md, "Busy polling")
 
     def set_poll_params(self, max_ns: int, grow: int, shrink: int) -> None:
@@ -1106,124 +1131,6 @@ class AioContext:
         if errors:
             _raise_errors(errors)
         return progress
-
-    # ---- one wait for the main loop's contexts (main_loop_wait): the GSource steps above
-    # without their argument checks and per-call lists
-
-    def _ml_open_window(self) -> None:
-        """The main loop's wait may block: from now on a notify must wake it (as
-        ``source_prepare``, bit 0 of notify_me)."""
-        self._notify_me |= 1
-
-    def _ml_timeout(self) -> int:
-        """The timeout in ns this context allows (poll mode is left: an outer loop never
-        busy-polls)."""
-        if self._poll_started:
-            self._poll_set_started(False, [], 0)
-        return self._compute_timeout()
-
-    def _ml_enter(self, me: int) -> None:
-        """Enter as a walker for the main loop's wait: the handlers in the poll set
-        outlive it."""
-        if self._walkers and self._poll_thread != me:
-            raise RuntimeError("AioContext dispatched from two threads at once")
-        self._walkers += 1
-        self._poll_thread = me
-
-    def _ml_fds(self) -> dict[int, int]:
-        """The fds (and events) the main loop waits on for this context."""
-        if self._epoll_active:
-            return {self._epoll.fileno(): _POLLIN}  # type: ignore[union-attr]
-        return {fd: node.events for fd, node in self._handlers.items() if node.events}
-
-    def _ml_accept(self, window: bool) -> None:
-        """An iteration without a wait: close the notify window, accept the notify."""
-        if window:
-            self._notify_me &= ~1
-        self._notified = False  # aio_notify_accept
-
-    def _ml_idle(self) -> bool:
-        """Only the context's own notifier is registered (its state is known without a wait)."""
-        return self._npollfds <= 1 and not self._epoll_active
-
-    def _ml_check(self, ready_fds: list[tuple[int, int]], window: bool
-                  ) -> tuple[list[_Handler] | None, int]:
-        """Close the notify window (if ``window``), accept the notify, collect the handlers
-        the wait found ready in ``ready_fds`` and leave the walker section.  Returns the
-        ready handlers (None: none) and their generation."""
-        if window:
-            self._notify_me &= ~1
-        self._notified = False  # aio_notify_accept
-        self._ready_gen += 1
-        gen = self._ready_gen
-        ready: list[_Handler] | None = None
-        try:
-            if ready_fds:
-                ready = []
-                if self._epoll_active:
-                    epfd = self._epoll.fileno()  # type: ignore[union-attr]
-                    if any(fd == epfd for fd, _ in ready_fds):
-                        self._wait(ready, 0, gen)
-                else:
-                    self._collect_ready(ready_fds, ready, gen)
-        finally:
-            self._walkers -= 1
-            if not self._walkers:
-                self._poll_thread = None
-        return ready or None, gen
-
-    def _collect_ready(self, ready_fds: list[tuple[int, int]], ready: list[_Handler],
-                       gen: int) -> None:
-        """Append to ``ready`` the handlers that poll-style ``(fd, revents)`` pairs found ready,
-        oldest registration first; a closed fd (POLLNVAL) loses its handler and is reported."""
-        handlers = self._handlers
-        found = []
-        for fd, rev in ready_fds:
-            node = handlers.get(fd)
-            if node is None:
-                continue
-            if rev & _POLLNVAL:
-                self._set_handler(fd, None, None, None, None)
-                self._report(_closed_fd_error(fd))
-                continue
-            rev &= node.events
-            if rev:
-                found.append((node, rev))
-        if len(found) > 1:
-            found.sort(key=lambda item: item[0].seq)  # oldest registration first
-        for node, rev in found:
-            node.revents = rev
-            if node.ready_gen != gen:
-                node.ready_gen = gen
-                ready.append(node)
-
-    def _ml_dispatch(self, ready: list[_Handler] | None, gen: int, me: int) -> None:
-        """``aio_dispatch`` for the main loop: BHs, the ready handlers, then timers."""
-        if self._closed:
-            return
-        if self._walkers and self._poll_thread != me:
-            raise RuntimeError("AioContext dispatched from two threads at once")
-        self._poll_thread = me
-        # a new generation for each iteration, waited or not (the asyncio loop's timer phase
-        # tells the timers made in this iteration by it); the ready list keeps its own
-        self._ready_gen += 1
-        self._walkers += 1
-        try:
-            if self._bh_ops or self._bh_list or self._bh_slices:
-                self._bh_poll()
-            if ready is not None:
-                for node in ready:
-                    if node.ready_gen != gen:
-                        continue
-                    node.ready_gen = 0
-                    self._dispatch_node(node)
-        finally:
-            self._walkers -= 1
-        tls = self._timer_lists
-        if tls[0].heap or tls[1].heap or tls[2].heap or tls[3].heap:
-            self._run_timers()
-        if not self._walkers:
-            self._poll_thread = None
 
     def run_timers(self) -> bool:
         """``timerlistgroup_run_timers``: run this context's due timers only (clock order)."""

@@ -34,6 +34,15 @@ from .._constants import SCALE_MS
 from .._main.mainloop import UINT32_MAX, MainLoopPoll
 from .._main.runstate import MainLoopPollState
 from .bh import BH as _BH
+from .context_mainloop import (
+    ml_accept,
+    ml_check,
+    ml_dispatch,
+    ml_enter,
+    ml_fds,
+    ml_open_window,
+    ml_timeout,
+)
 
 __all__ = ["BigLock", "MainLoopWait"]
 
@@ -218,7 +227,7 @@ class MainLoopWait:
         if _any(self._ctx_heaps):
             self._dispatch(ctx, None, 0, me)
         elif ops or ctx._bh_list or ctx._bh_slices:
-            # ctx._ml_dispatch() for BHs alone, inline: the busy loop's one dispatch
+            # ml_dispatch() for BHs alone, inline: the busy loop's one dispatch
             if ctx._walkers and ctx._poll_thread != me:
                 raise RuntimeError("AioContext dispatched from two threads at once")
             saved, ctx._errors = ctx._errors, self._errors
@@ -260,10 +269,10 @@ class MainLoopWait:
         ready_fds: list[tuple[int, int]] = []
         try:
             if window:
-                ctx._ml_open_window()
-                io._ml_open_window()
-                timeout = _soonest(timeout, _ms_ceil_ns(ctx._ml_timeout()))
-                timeout = _soonest(timeout, _ms_ceil_ns(io._ml_timeout()))
+                ml_open_window(ctx)
+                ml_open_window(io)
+                timeout = _soonest(timeout, _ms_ceil_ns(ml_timeout(ctx)))
+                timeout = _soonest(timeout, _ms_ceil_ns(ml_timeout(io)))
             if glib is not None:
                 g_ns, glib_fds = glib.fill()  # GLib's own sources (timeouts, watches...)
                 timeout = _soonest(timeout, g_ns)
@@ -273,9 +282,9 @@ class MainLoopWait:
                 # nothing a wait could report (only wake-up fds): no system call
                 accepted = True
                 if window:
-                    ctx._ml_accept(True)
-                    io._ml_accept(True)
-                else:  # _ml_accept(False), inline
+                    ml_accept(ctx, True)
+                    ml_accept(io, True)
+                else:  # ml_accept(False), inline
                     ctx._notified = False
                     io._notified = False
             else:
@@ -288,7 +297,7 @@ class MainLoopWait:
                 # self._dispatch(ctx, ...), inline: this is the busy loop's path
                 saved, ctx._errors = ctx._errors, self._errors
                 try:
-                    ctx._ml_dispatch(ready_ctx, gen_ctx, me)
+                    ml_dispatch(ctx, ready_ctx, gen_ctx, me)
                 except BaseException as exc:
                     self._error(exc)
                 finally:
@@ -299,8 +308,8 @@ class MainLoopWait:
                 self._dispatch(io, ready_io, gen_io, me)
         finally:
             if not accepted:
-                ctx._ml_accept(window)
-                io._ml_accept(window)
+                ml_accept(ctx, window)
+                ml_accept(io, window)
             if glib is not None and glib.acquired:  # GLib's turn, released whatever happened
                 try:
                     glib.poll(dict(ready_fds) if ready_fds else {})
@@ -316,16 +325,16 @@ class MainLoopWait:
         ctx, io = self._ctx, self._io
         ready_fds: list[tuple[int, int]] = []
         try:
-            ctx._ml_enter(me)
+            ml_enter(ctx, me)
         except BaseException:
-            ctx._ml_accept(window)
-            io._ml_accept(window)
+            ml_accept(ctx, window)
+            ml_accept(io, window)
             raise
         try:
-            io._ml_enter(me)
+            ml_enter(io, me)
         except BaseException:
             self._check(ctx, ready_fds, window)
-            io._ml_accept(window)
+            ml_accept(io, window)
             raise
         checked = False
         try:
@@ -334,7 +343,7 @@ class MainLoopWait:
                 for pfd in mlpoll.pollfds:
                     wanted[pfd.fd] = wanted.get(pfd.fd, 0) | pfd.events
             for source in (ctx, io):
-                for fd, events in source._ml_fds().items():
+                for fd, events in ml_fds(source).items():
                     wanted[fd] = wanted.get(fd, 0) | events
             for fd, events in glib_fds:
                 wanted[fd] = wanted.get(fd, 0) | events
@@ -357,7 +366,7 @@ class MainLoopWait:
         # a closed fd's error (reported by the check) joins this iteration's errors
         saved, ctx._errors = ctx._errors, self._errors
         try:
-            return ctx._ml_check(ready_fds, window)  # type: ignore[no-any-return]
+            return ml_check(ctx, ready_fds, window)
         finally:
             ctx._errors = saved
 
@@ -365,7 +374,7 @@ class MainLoopWait:
         # what the context's callbacks raise joins this iteration's errors
         saved, ctx._errors = ctx._errors, self._errors
         try:
-            ctx._ml_dispatch(ready, gen, me)
+            ml_dispatch(ctx, ready, gen, me)
         except BaseException as exc:
             self._error(exc)
         finally:
