@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import select
 from enum import IntEnum
 
 __all__ = [
@@ -44,3 +45,7 @@ IDLE_BH_TIMEOUT_NS = 10_000_000
 ONESHOT_FREE_MAX = 1024
 # first value of a handler's adaptive poll time once it starts to grow.
 POLL_NS_INITIAL = 4_000
+# the poll(2) events that make a handler's io_read / io_write due (an error or hang-up wakes
+# the reader, an error the writer); the fallback's fd handlers and GSource adapter test them.
+READ_EVENTS = select.POLLIN | select.POLLHUP | select.POLLERR
+WRITE_EVENTS = select.POLLOUT | select.POLLERR

@@ -226,6 +226,7 @@ include "_cy/timers.pxi"
 include "_cy/bh.pxi"
 include "_cy/fdmon_uring.pxi"
 include "_cy/context.pxi"
+include "_cy/context_gsource.pxi"
 include "_cy/context_mainloop.pxi"
 
 

@@ -158,8 +158,8 @@ def test_the_twins_do_not_import_each_other():
 
 
 @pytest.mark.parametrize("stem", ["clock", "notifier", "timers", "bh", "context",
-                                  "context_mainloop", "loop", "transports", "pipes", "dgram",
-                                  "mainloop"])
+                                  "context_gsource", "context_mainloop", "loop", "transports",
+                                  "pipes", "dgram", "mainloop"])
 def test_each_twin_module_has_its_pair(stem):
     assert os.path.exists(os.path.join(ROOT, "_py", f"{stem}.py"))
     assert os.path.exists(os.path.join(ROOT, "_cy", f"{stem}.pxi"))

@@ -996,141 +996,28 @@ QEMU's AioContext: fd handlers, bottom halves and timers driven by ``poll()``.
         ``GLib.MainContext``; a running ``GLib.MainLoop`` then drives its BHs, timers and fd
         handlers.  The same source while it is not destroyed.  Needs PyGObject
         (``qloop[glib]``); raises ``qloop.GLibUnavailable`` (an ImportError) otherwise."""
-        self._check_open()
-        src = self._g_source_obj
-        if src is None or src.is_destroyed():
-            src = self._g_source_obj = _glib.make_g_source(self)
-        return src
+        return gsource_get(self)
 
-    # ---- the GSource interface (docs/glib.md): how an outer loop drives this context
+    # ---- the GSource interface (docs/glib.md): how an outer loop drives this context; the
+    # bodies are in context_gsource.pxi
 
     def source_prepare(self):
         """GSource prepare: open the notify window (bit 0 of notify_me), leave poll mode and
         return the timeout in ns (-1 infinite, 0 when a BH or timer is already due)."""
-        self._check_open()
-        ql_fetch_or(&self.notify_me, 1)
-        ql_smp_mb()
-        timeout = self._compute_timeout()
-        self._poll_set_started(False, [], 0)  # poll mode is never used under an outer loop
-        return timeout
+        return gsource_prepare(self)
 
     def source_query(self):
         """The (fd, events) pairs the outer loop must poll for this context."""
-        self._check_open()
-        if self.uring is not None:
-            self.uring.prepare(self)
-            self.source_nodes = [None]
-            return [(self.uring.ring.fd, POLLIN)]
-        if self.epoll_active:
-            self.source_nodes = [None]
-            return [(self.epfd, POLLIN)]
-        with self.list_lock:
-            live = [n for n in self.handlers.values() if (<_Handler>n).events]
-        self.source_nodes = live
-        return [((<_Handler>n).fd, (<_Handler>n).events) for n in live]
+        return gsource_query(self)
 
     def source_check(self, revents=None):
         """GSource check: close the notify window, accept the notify, record the revents the
         outer loop got for ``source_query()``'s fds (same order), and say if dispatch is due."""
-        cdef _Handler node
-        cdef int rev
-        cdef bint pending = False
-        self._check_open()
-        ql_fetch_and(&self.notify_me, ~1)
-        ql_xchg(&self.notified, 0)  # aio_notify_accept
-        nodes = self.source_nodes if self.source_nodes is not None else []
-        self.source_nodes = []
-        self.source_epoll_ready = False
-        if revents is not None:
-            if len(revents) != len(nodes):
-                raise ValueError(f"revents has {len(revents)} entries; "
-                                 f"source_query() gave {len(nodes)}")
-            for obj, r in zip(nodes, revents):
-                rev = _int_arg(r, "revents[i]")
-                if obj is None:
-                    self.source_epoll_ready = rev != 0
-                    pending = pending or rev != 0
-                    continue
-                node = <_Handler>obj
-                if node.deleted:
-                    continue
-                if rev & POLLNVAL:
-                    self._set_handler(node.fd, None, None, None, None, False)
-                    saved, self.errors = self.errors, self.source_errors
-                    try:
-                        self._report(_closed_fd_error(node.fd))
-                    finally:
-                        self.source_errors, self.errors = self.errors, saved
-                    pending = True
-                    continue
-                node.revents = rev & node.events
-                if (node.revents & READ_EVENTS and node.io_read is not None) or (
-                        node.revents & WRITE_EVENTS and node.io_write is not None):
-                    pending = True
-        if self._bh_timeout() >= 0:
-            return True  # a scheduled BH, idle ones included
-        if pending:
-            return True
-        return self._timers_deadline() == 0
+        return gsource_check(self, revents)
 
     def source_dispatch(self):
         """GSource dispatch (``aio_dispatch``): BHs, then ready fd handlers, then timers."""
-        cdef unsigned long me = PyThread_get_thread_ident()
-        cdef bint progress = False
-        cdef uint64_t gen
-        cdef _Handler node
-        self._check_open()
-        if self.walkers and self.poll_thread != me:
-            raise RuntimeError("AioContext dispatched from two threads at once")
-        if not self.walkers:
-            self.poll_thread = me
-        saved = self.errors
-        self.errors = self.source_errors
-        self.source_errors = None
-        try:
-            self.walkers += 1
-            try:
-                # a new generation before the BHs, as poll() does (the asyncio loop's timer
-                # phase tells the timers made in this iteration by it); another one if a
-                # nested poll in a BH took it
-                self.ready_gen += 1
-                gen = self.ready_gen
-                progress = self._bh_poll()
-                if self.ready_gen != gen:
-                    self.ready_gen += 1
-                    gen = self.ready_gen
-                ready = []
-                if self.epoll_active or self.uring is not None:
-                    if self.source_epoll_ready:
-                        self.source_epoll_ready = False
-                        self._wait(ready, 0, gen)
-                else:
-                    for obj in list(self.handlers.values()):
-                        node = <_Handler>obj
-                        if node.revents and node.ready_gen != gen:
-                            node.ready_gen = gen
-                            ready.append(node)
-                for obj in ready:
-                    node = <_Handler>obj
-                    if node.ready_gen != gen:
-                        continue
-                    node.ready_gen = 0
-                    if self._dispatch_node(node):
-                        progress = True
-            finally:
-                self.walkers -= 1
-                if self.walkers == 0 and len(self.deleted_handlers):
-                    self._free_deleted_handlers()
-            if self._run_timers():
-                progress = True
-        finally:
-            errors = self.errors
-            self.errors = saved
-            if not self.walkers:
-                self.poll_thread = 0
-        if errors:
-            _raise_errors(errors)
-        return progress
+        return gsource_dispatch(self)
 
     def run_timers(self):
         """``timerlistgroup_run_timers``: run this context's due timers only (clock order)."""

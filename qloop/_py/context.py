@@ -53,16 +53,17 @@ from .._constants import (
     IDLE_BH_TIMEOUT_NS,
     ONESHOT_FREE_MAX,
     POLL_NS_INITIAL,
+    READ_EVENTS as _READ_EVENTS,
     SCALE_MS,
     SCALE_NS,
     SCALE_US,
     TIMER_ATTR_ALL,
+    WRITE_EVENTS as _WRITE_EVENTS,
     ClockType,
 )
 from .._main import (
     aio_wait as _aio_wait,
     coroutine as _coroutine,
-    glib as _glib,
     threadpool as _threadpool,
 )
 from .bh import (
@@ -75,18 +76,19 @@ from .bh import (
     BH,
 )
 from .clock import _contexts, _soonest, timeout_ns_to_ms
+from .context_gsource import (
+    gsource_check,
+    gsource_dispatch,
+    gsource_get,
+    gsource_prepare,
+    gsource_query,
+)
 from .notifier import EventNotifier
 from .timers import Timer, _TimerList
 
 FileDescriptorLike = int | Any
 Callback = Callable[[], Any]
-_POLLIN = select.POLLIN
-_POLLOUT = select.POLLOUT
-_POLLERR = select.POLLERR
-_POLLHUP = select.POLLHUP
 _POLLNVAL = select.POLLNVAL
-_READ_EVENTS = _POLLIN | _POLLHUP | _POLLERR
-_WRITE_EVENTS = _POLLOUT | _POLLERR
 _NCLOCKS = 4
 _monotonic_ns = time.monotonic_ns
 _FunctionType = types.FunctionType
@@ -1008,129 +1010,28 @@ class AioContext:
         ``GLib.MainContext``; a running ``GLib.MainLoop`` then drives its BHs, timers and fd
         handlers.  The same source while it is not destroyed.  Needs PyGObject
         (``qloop[glib]``); raises ``qloop.GLibUnavailable`` (an ImportError) otherwise."""
-        self._check_open()
-        src = self._g_source_obj
-        if src is None or src.is_destroyed():
-            src = self._g_source_obj = _glib.make_g_source(self)
-        return src
+        return gsource_get(self)
 
-    # ---- the GSource interface (docs/glib.md): how an outer loop drives this context
+    # ---- the GSource interface (docs/glib.md): how an outer loop drives this context; the
+    # bodies are in context_gsource.py
 
     def source_prepare(self) -> int:
         """GSource prepare: open the notify window (bit 0 of notify_me), leave poll mode and
         return the timeout in ns (-1 infinite, 0 when a BH or timer is already due)."""
-        self._check_open()
-        self._notify_me |= 1
-        timeout = self._compute_timeout()
-        self._poll_set_started(False, [], 0)  # poll mode is never used under an outer loop
-        return timeout
+        return gsource_prepare(self)
 
     def source_query(self) -> list[tuple[int, int]]:
         """The (fd, events) pairs the outer loop must poll for this context."""
-        self._check_open()
-        if self._epoll_active:
-            assert self._epoll is not None
-            nodes: list[_Handler | None] = [None]
-            fds = [(self._epoll.fileno(), _POLLIN)]
-        else:
-            with self._list_lock:
-                live = [n for n in self._handlers.values() if n.events]
-            nodes = list(live)
-            fds = [(n.fd, n.events) for n in live]
-        self._source_nodes = nodes
-        return fds
+        return gsource_query(self)
 
     def source_check(self, revents: list[int] | None = None) -> bool:
         """GSource check: close the notify window, accept the notify, record the revents the
         outer loop got for ``source_query()``'s fds (same order), and say if dispatch is due."""
-        self._check_open()
-        self._notify_me &= ~1
-        self._notified = False  # aio_notify_accept
-        nodes = getattr(self, "_source_nodes", [])
-        self._source_nodes = []
-        self._source_epoll_ready = False
-        pending = False
-        if revents is not None:
-            if len(revents) != len(nodes):
-                raise ValueError(f"revents has {len(revents)} entries; source_query() gave {len(nodes)}")
-            for node, rev in zip(nodes, revents, strict=True):  # lengths checked above
-                rev = _int_arg(rev, "revents[i]")
-                if node is None:
-                    self._source_epoll_ready = bool(rev)
-                    pending = pending or bool(rev)
-                    continue
-                if node.deleted:
-                    continue
-                if rev & _POLLNVAL:
-                    self._set_handler(node.fd, None, None, None, None)
-                    saved_errors, self._errors = self._errors, self._source_errors
-                    try:
-                        self._report(_closed_fd_error(node.fd))
-                    finally:
-                        self._errors = saved_errors
-                    pending = True
-                    continue
-                node.revents = rev & node.events
-                if (node.revents & _READ_EVENTS and node.io_read is not None) or (
-                        node.revents & _WRITE_EVENTS and node.io_write is not None):
-                    pending = True
-        if self._bh_timeout() >= 0:
-            return True  # a scheduled BH, idle ones included
-        if pending:
-            return True
-        return self._timers_deadline() == 0
+        return gsource_check(self, revents)
 
     def source_dispatch(self) -> bool:
         """GSource dispatch (``aio_dispatch``): BHs, then ready fd handlers, then timers."""
-        self._check_open()
-        me = threading.get_ident()
-        if self._walkers and self._poll_thread != me:
-            raise RuntimeError("AioContext dispatched from two threads at once")
-        if not self._walkers:
-            self._poll_thread = me
-        saved_errors = self._errors
-        errors = self._errors = self._source_errors
-        self._source_errors = []
-        progress = False
-        try:
-            self._walkers += 1
-            try:
-                # a new generation before the BHs, as poll() does (the asyncio loop's timer
-                # phase tells the timers made in this iteration by it); another one if a
-                # nested poll in a BH took it
-                self._ready_gen += 1
-                gen = self._ready_gen
-                progress = self._bh_poll()
-                if self._ready_gen != gen:
-                    self._ready_gen += 1
-                    gen = self._ready_gen
-                ready: list[_Handler] = []
-                if self._epoll_active:
-                    if self._source_epoll_ready:
-                        self._source_epoll_ready = False
-                        self._wait(ready, 0, gen)
-                else:
-                    for node in list(self._handlers.values()):
-                        if node.revents and node.ready_gen != gen:
-                            node.ready_gen = gen
-                            ready.append(node)
-                for node in ready:
-                    if node.ready_gen != gen:
-                        continue
-                    node.ready_gen = 0
-                    if self._dispatch_node(node):
-                        progress = True
-            finally:
-                self._walkers -= 1
-            if self._run_timers():
-                progress = True
-        finally:
-            self._errors = saved_errors
-            if not self._walkers:
-                self._poll_thread = None
-        if errors:
-            _raise_errors(errors)
-        return progress
+        return gsource_dispatch(self)
 
     def run_timers(self) -> bool:
         """``timerlistgroup_run_timers``: run this context's due timers only (clock order)."""
