@@ -1,7 +1,8 @@
 """The twins mirror each other (CONTRIBUTING.md, "The layout"): for each class of the compiled
 core (``qloop/_cy/*.pxi``) and its pure-Python twin (``qloop/_py/*.py``), the same methods in
-the same order.  Read from the sources.  C-only or Python-only helpers are listed below, each
-with the reason it has no twin; everything else must pair up.
+the same order; and for the modules of functions over an AioContext (its adapters), the same
+module-level functions in the same order.  Read from the sources.  C-only or Python-only
+helpers are listed below, each with the reason it has no twin; everything else must pair up.
 
 The behaviour side of parity (same results, same exception types and messages) is
 ``tests/test_bad_input_table.py`` and the differential tests."""
@@ -38,6 +39,10 @@ TWIN_CLASSES = [
     ("pipes", "_WritePipeTransport"),
     ("dgram", "_DatagramTransport"),
 ]
+
+# Modules whose module-level functions pair up: _cy/<stem>.pxi and _py/<stem>.py (AioContext's
+# adapters, functions over a context rather than methods of it).
+TWIN_MODULES = ["context_gsource", "context_mainloop"]
 
 # Construction and finalisation differ by nature (Cython's __cinit__/__dealloc__ and C fields
 # against Python's __init__/__del__), and a cdef class fakes isinstance() with a __class__
@@ -117,6 +122,18 @@ ONLY_IN_FALLBACK: dict[str, dict[str, str]] = {
 }
 
 
+# Module-level functions one twin module has and the other does not, with why.
+MODULE_ONLY_IN_CORE: dict[str, dict[str, str]] = {
+    "context_mainloop": {
+        "ml_nfds": "the main loop's C pollfd count (fallback: ml_fds returns a dict)",
+        "ml_fill": "fills the main loop's C pollfd array (fallback: ml_fds)",
+    },
+}
+MODULE_ONLY_IN_FALLBACK: dict[str, dict[str, str]] = {
+    "context_mainloop": {"ml_fds": "the main loop's fds as a dict (core: ml_nfds and ml_fill)"},
+}
+
+
 def cython_methods(stem: str, cls: str) -> list[str]:
     text = (ROOT / "_cy" / f"{stem}.pxi").read_text()
     # the class body runs to the next top-level definition (docstrings may start lines at 0)
@@ -139,14 +156,21 @@ def python_methods(stem: str, cls: str) -> list[str]:
     raise AssertionError(f"no class {cls} in _py/{stem}.py")
 
 
+def assert_paired(what: str, kind: str, core: list[str], core_only: dict[str, str],
+                  fallback: list[str], fallback_only: dict[str, str]) -> None:
+    """The same names in the same order, but for the allow-listed ones."""
+    core = [n for n in core if n not in core_only]
+    fallback = [n for n in fallback if n not in fallback_only]
+    assert set(core) == set(fallback), (
+        f"{what}: only in the core: {sorted(set(core) - set(fallback))}; "
+        f"only in the fallback: {sorted(set(fallback) - set(core))}")
+    assert core == fallback, f"{what}: the same {kind} in another order"
+
+
 @pytest.mark.parametrize(("stem", "cls"), TWIN_CLASSES, ids=[c for _, c in TWIN_CLASSES])
 def test_twin_classes_have_the_same_methods_in_the_same_order(stem, cls):
-    core = [n for n in cython_methods(stem, cls) if n not in ONLY_IN_CORE.get(cls, {})]
-    fallback = [n for n in python_methods(stem, cls) if n not in ONLY_IN_FALLBACK.get(cls, {})]
-    assert set(core) == set(fallback), (
-        f"{cls}: only in the core: {sorted(set(core) - set(fallback))}; "
-        f"only in the fallback: {sorted(set(fallback) - set(core))}")
-    assert core == fallback, f"{cls}: the same methods in another order"
+    assert_paired(cls, "methods", cython_methods(stem, cls), ONLY_IN_CORE.get(cls, {}),
+                  python_methods(stem, cls), ONLY_IN_FALLBACK.get(cls, {}))
 
 
 def test_the_allow_lists_name_methods_that_exist():
@@ -156,3 +180,31 @@ def test_the_allow_lists_name_methods_that_exist():
     for cls, names in ONLY_IN_FALLBACK.items():
         stem = next(s for s, c in TWIN_CLASSES if c == cls)
         assert set(names) <= set(python_methods(stem, cls)), cls
+
+
+def cython_functions(stem: str) -> list[str]:
+    """The module-level functions (cdef, cpdef or def) of ``_cy/<stem>.pxi``, in order."""
+    text = (ROOT / "_cy" / f"{stem}.pxi").read_text()
+    return re.findall(r"^(?:cdef|cpdef|def)[ \t]+(?!class\b)(?:[\w \t\*\[\],]*?[ \t])?\*?(\w+)"
+                      r"[ \t]*\(", text, re.MULTILINE)
+
+
+def python_functions(stem: str) -> list[str]:
+    """The module-level functions of ``_py/<stem>.py``, in order."""
+    tree = ast.parse((ROOT / "_py" / f"{stem}.py").read_text())
+    return [n.name for n in tree.body if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)]
+
+
+@pytest.mark.parametrize("stem", TWIN_MODULES)
+def test_twin_modules_have_the_same_functions_in_the_same_order(stem):
+    core = cython_functions(stem)
+    assert core, f"no functions found in _cy/{stem}.pxi"
+    assert_paired(stem, "functions", core, MODULE_ONLY_IN_CORE.get(stem, {}),
+                  python_functions(stem), MODULE_ONLY_IN_FALLBACK.get(stem, {}))
+
+
+def test_the_module_allow_lists_name_functions_that_exist():
+    for stem, names in MODULE_ONLY_IN_CORE.items():
+        assert stem in TWIN_MODULES and set(names) <= set(cython_functions(stem)), stem
+    for stem, names in MODULE_ONLY_IN_FALLBACK.items():
+        assert stem in TWIN_MODULES and set(names) <= set(python_functions(stem)), stem
