@@ -5,10 +5,11 @@ event loop (``qloop._aio`` over ``_cy/loop.pxi``).
 
 Its pure-Python twin is ``qloop/_fallback.py`` with ``qloop/_py/``: each include here pairs with
 the module of the same stem there (``_cy/timers.pxi`` with ``_py/timers.py``), with the same
-classes, the same methods in the same order and the same behaviour.  A C attribute ``x`` here
-(private by nature) is ``_x`` there; C-only helpers (``_wait_ppoll``, ``_rebuild_pollfds``...)
-have no twin.  The behaviour is described in ``docs/``; open choices are in
-``docs/decisions.md``.
+classes, the same methods in the same order and the same behaviour (AioContext's adapters,
+``_cy/context_gsource.pxi`` and ``_cy/context_mainloop.pxi``: the same functions).  A C
+attribute ``x`` here (private by nature) is ``_x`` there; C-only helpers (``_wait_ppoll``,
+``_rebuild_pollfds``...) have no twin.  The behaviour is described in ``docs/``; open choices
+are in ``docs/decisions.md``.
 
 C-level design:
 * the wait is ``ppoll(2)`` (ns timeout) on a C ``pollfd`` array rebuilt only when the handler

@@ -1,5 +1,7 @@
 # The core's AioContext and its fd handlers (docs/aio-context.md).  Twin of
-# qloop/_py/context.py; included by qloop/_core.pyx.
+# qloop/_py/context.py; included by qloop/_core.pyx.  Its adapters are functions over it:
+# context_gsource.pxi (the bodies of the GSource methods) and context_mainloop.pxi (the steps
+# of main_loop_wait).
 
 # --------------------------------------------------------------------------------------------
 # fd handlers (docs/aio-context.md, "fd handlers")

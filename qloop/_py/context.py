@@ -1,4 +1,6 @@
-"""The fallback's AioContext and its fd handlers.  Twin of ``qloop/_cy/context.pxi``.
+"""The fallback's AioContext and its fd handlers.  Twin of ``qloop/_cy/context.pxi``.  Its
+adapters are functions over it: ``context_gsource.py`` (the bodies of the GSource methods) and
+``context_mainloop.py`` (the steps of ``main_loop_wait``).
 
 This module is the reference implementation; ``qloop/_core.pyx`` mirrors it class by class
 (clocks, EventNotifier, NotifierList, Timer/_TimerList, BH, _Handler, AioContext) and must
