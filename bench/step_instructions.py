@@ -109,12 +109,14 @@ def _udp_echo(loop: asyncio.AbstractEventLoop, n: int) -> None:
 
 WORKLOADS: dict[str, tuple[Callable[[asyncio.AbstractEventLoop, int], None], int, str]] = {
     # name: (body, default steps, what one step is)
-    "chain": (_chain, 20_000, "callback"),
-    "batches": (_batches, 20_000, "callback"),
-    "tasks": (_tasks, 20_000, "task step"),
-    "futures": (_futures, 10_000, "future"),
-    "threadsafe": (_threadsafe, 20_000, "call"),
-    "udp_echo": (_udp_echo, 5_000, "round trip"),
+    # (sizes large enough that the cyclic GC's full collections, one per ~70,000 allocations,
+    # fall into both runs alike: at 20,000 steps one more or less moves a row by ~15%)
+    "chain": (_chain, 100_000, "callback"),
+    "batches": (_batches, 100_000, "callback"),
+    "tasks": (_tasks, 100_000, "task step"),
+    "futures": (_futures, 50_000, "future"),
+    "threadsafe": (_threadsafe, 100_000, "call"),
+    "udp_echo": (_udp_echo, 20_000, "round trip"),
 }
 
 
