@@ -87,8 +87,11 @@ def test_asyncio_and_qloop_callbacks_interleave(
         def asyncio_cb() -> None:
             log.append("asyncio")
             ctx.bh_schedule_oneshot(lambda: log.append("qloop bh"))
+            # The BH runs at the next iteration; a timer already due when this iteration
+            # reaches its timer phase would run first.  100 ms keeps a descheduled test
+            # process (a loaded CI machine) from making it due that early.
             timer.mod_ns(qloop_module.clock_get_ns(qloop_module.ClockType.REALTIME)
-                         + 1_000_000)
+                         + 100_000_000)
 
         async def task() -> None:
             while "asyncio after fd" not in log:
