@@ -144,15 +144,18 @@ _POLL_SYSCALLS = {
 def wait_until_thread_sleeps_in_poll(native_id: int, timeout: float = PROMPT_S) -> bool:
     """Wait (bounded) until thread ``native_id`` is blocked in poll/ppoll (Linux /proc).
 
-    Returns True if that was observed; False if it cannot be observed here (then the caller
-    proceeds anyway: the wake-up must work whether or not the thread is asleep yet)."""
+    Returns True if that was observed; False if it was not (cannot be observed here, or not
+    within ``timeout``): the caller then proceeds anyway, since the wake-up must work whether or
+    not the thread is asleep yet.  Not observing it is no failure: a loaded machine can keep
+    this sampling thread off the CPU for the whole window.  That the idle loop does go to
+    sleep (instead of spinning) is checked deterministically by ``GLibLoop.drain()``."""
     numbers = _POLL_SYSCALLS.get(platform.machine())
     path = f"/proc/self/task/{native_id}/syscall"
     if numbers is None or not os.path.exists(path):
         time.sleep(0.1)
         return False
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    while True:
         try:
             with open(path) as f:
                 current = f.read().split(None, 1)[0]
@@ -161,8 +164,9 @@ def wait_until_thread_sleeps_in_poll(native_id: int, timeout: float = PROMPT_S) 
             return False
         if current in numbers:
             return True
+        if time.monotonic() >= deadline:  # after one last look: this thread may have been
+            return False  # descheduled past the deadline
         time.sleep(0.001)
-    pytest.fail(f"thread {native_id} never blocked in poll within {timeout} s")
 
 
 def _expected_impl(mod) -> str:
