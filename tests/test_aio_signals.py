@@ -5,7 +5,11 @@ reference; coexistence with qloop.add_signal_handler inside qloop.main_loop() on
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextvars
+import ctypes
+import functools
+import operator
 import os
 import signal
 import threading
@@ -101,6 +105,33 @@ def test_signal_from_another_thread(loop: asyncio.AbstractEventLoop) -> None:
         loop.remove_signal_handler(OTHER)
     check()
     assert caught == [1]
+
+
+def test_python_signal_handler_runs_amid_callbacks_in_c(loop: asyncio.AbstractEventLoop) -> None:
+    """A ``signal.signal()`` handler runs while the loop runs callbacks written in C alone (no
+    bytecode between them to run it), long before such a chain of batches ends."""
+    ended: list[bool] = []
+    seen: list[bool] = []  # per run of the handler: had the chain ended?
+
+    def handler(signum: int, frame: Any) -> None:
+        seen.append(bool(ended))
+
+    # 1,000 batches, each queued by the previous one's C call: partial(call_soon, next stage);
+    # the last records that the chain ended and stops the loop (C as well)
+    stage: Any = functools.partial(
+        collections.deque, map(operator.call, [functools.partial(ended.append, True), loop.stop]), 0)
+    for _ in range(1000):
+        stage = functools.partial(loop.call_soon, stage)
+    # kill(2) through ctypes: os.kill() would run the handler itself, before it returns
+    loop.call_soon(ctypes.CDLL(None, use_errno=True).kill, os.getpid(), signal.SIGUSR1)
+    loop.call_soon(stage)
+    previous = signal.signal(signal.SIGUSR1, handler)
+    try:
+        loop.run_forever()
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+    assert ended == [True]
+    assert seen == [False]
 
 
 def test_replacing_a_handler(loop: asyncio.AbstractEventLoop) -> None:

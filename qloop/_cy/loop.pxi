@@ -628,7 +628,10 @@ cdef class _LoopBase:
                     _run_handle(h)
                 _retrack(<PyObject *>h, 1)
         finally:
-            if self._rlen and not self._closed_flag:
+            # queued beyond this batch: run them at the next pass, unless the BH is still
+            # scheduled (the batch ran without it, or a callback's call_soon scheduled it)
+            if self._rlen and not self._closed_flag and \
+                    not ql_load(&self._bh.flags) & BH_SCHEDULED:
                 self._ctx._bh_enqueue(self._bh, BH_SCHEDULED)
             self._leave(prev)
         return 0
@@ -943,6 +946,7 @@ cdef class _LoopBase:
         """The body of ``run_forever()``: one ``ctx.poll()`` per iteration until stopped."""
         cdef AioContext ctx = self._ctx
         cdef unsigned long me = PyThread_get_thread_ident()
+        cdef unsigned batches = 0
         if ctx.walkers and ctx.poll_thread != me:
             raise RuntimeError("the event loop's AioContext is being driven by another thread")
         self._thread_ident = me
@@ -961,7 +965,11 @@ cdef class _LoopBase:
                 # what that batch queues, in an iteration of the context.)
                 while self._rlen and not self._fresh and not self._stopping and \
                         not self._vt_pending and ctx._only_bh_pending(self._bh):
-                    PyErr_CheckSignals()  # callbacks in C only would never run the handlers
+                    # Callbacks in C only would never run the Python signal handlers: run
+                    # them every 16 batches (a Python callback's bytecode runs them anyway).
+                    batches += 1
+                    if not batches & 15:
+                        PyErr_CheckSignals()
                     self._run_batch()
                 if self._stopping:
                     break
