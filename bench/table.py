@@ -780,10 +780,10 @@ def render(report: dict) -> str:
                 row["status"],
             ]
         )
-    widths = [
-        max(len(h), *(len(r[k]) for r in table)) if table else len(h)
-        for k, h in enumerate(headers)
-    ]
+    if not table:  # a -k selection without any of these workloads: no empty table
+        lines.append("(no workload of qloop's own API in this run)")
+        return "\n".join(lines)
+    widths = [max(len(h), *(len(r[k]) for r in table)) for k, h in enumerate(headers)]
 
     def fmt_row(cells):
         return "  ".join(
