@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import subprocess
 import sys
 import tempfile
@@ -139,6 +140,40 @@ def start_thread(target: Callable[[], Any]) -> threading.Thread:
     t.error = None  # type: ignore[attr-defined]
     t.start()
     return t
+
+
+# The wait system calls of the loops under test (poll, ppoll, epoll_wait, epoll_pwait,
+# epoll_pwait2, io_uring_enter) by machine, as /proc/self/task/<tid>/syscall numbers them.
+_WAIT_SYSCALLS = {
+    "x86_64": {"7", "271", "232", "281", "441", "426"},
+    "aarch64": {"73", "22", "441", "426"},
+}
+
+
+def wait_until_thread_sleeps(native_id: int, timeout: float = PROMPT_S) -> bool:
+    """Wait (bounded) until thread ``native_id`` is blocked in a poll, epoll or io_uring wait
+    (Linux /proc).
+
+    True if that was observed; False if it cannot be observed here, or was not within
+    ``timeout``.  The last look comes after the deadline: the calling thread may itself have
+    been kept off the CPU past it.  Callers decide what False means."""
+    numbers = _WAIT_SYSCALLS.get(platform.machine())
+    path = f"/proc/self/task/{native_id}/syscall"
+    if numbers is None or not os.path.exists(path):
+        time.sleep(0.1)
+        return False
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with open(path) as f:
+                current = f.read().split(None, 1)[0]
+        except OSError:
+            return False
+        if current in numbers:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.0005)  # an upper-bounded poll of a condition, not a settle delay
 
 
 def join(t: threading.Thread, timeout: float = 5.0) -> None:

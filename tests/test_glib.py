@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import os
-import platform
 import select
 import sys
 import threading
@@ -34,7 +33,14 @@ gi.require_version("GLib", "2.0")
 gi.require_version("Gio", "2.0")
 from gi.repository import Gio, GLib
 
-from _mainloop_support import PROMPT_S, join, run_python_json, start_thread, wait_until
+from _mainloop_support import (
+    PROMPT_S,
+    join,
+    run_python_json,
+    start_thread,
+    wait_until,
+    wait_until_thread_sleeps,
+)
 
 # A GLib loop in these tests is always bounded by a watchdog source that quits it after this.
 WATCHDOG_MS = 10000  # far beyond PROMPT_S twice (the helper's wait, then the wake-up)
@@ -135,38 +141,11 @@ def glib_loop():
         lp.close()
 
 
-_POLL_SYSCALLS = {
-    "x86_64": {"7", "271"},  # poll, ppoll
-    "aarch64": {"73"},  # ppoll
-}
-
-
-def wait_until_thread_sleeps_in_poll(native_id: int, timeout: float = PROMPT_S) -> bool:
-    """Wait (bounded) until thread ``native_id`` is blocked in poll/ppoll (Linux /proc).
-
-    Returns True if that was observed; False if it was not (cannot be observed here, or not
-    within ``timeout``): the caller then proceeds anyway, since the wake-up must work whether or
-    not the thread is asleep yet.  Not observing it is no failure: a loaded machine can keep
-    this sampling thread off the CPU for the whole window.  That the idle loop does go to
-    sleep (instead of spinning) is checked deterministically by ``GLibLoop.drain()``."""
-    numbers = _POLL_SYSCALLS.get(platform.machine())
-    path = f"/proc/self/task/{native_id}/syscall"
-    if numbers is None or not os.path.exists(path):
-        time.sleep(0.1)
-        return False
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with open(path) as f:
-                current = f.read().split(None, 1)[0]
-        except OSError:
-            time.sleep(0.1)
-            return False
-        if current in numbers:
-            return True
-        if time.monotonic() >= deadline:  # after one last look: this thread may have been
-            return False  # descheduled past the deadline
-        time.sleep(0.001)
+# The threads below wait (wait_until_thread_sleeps) until the loop sleeps in its wait before
+# they wake it, and go on when that is not seen in time: the wake-up must work whether or not
+# the loop is asleep yet, and a loaded machine can keep the sampling thread off the CPU for
+# the whole window.  That the idle loop does go to sleep (instead of spinning) is checked
+# deterministically by GLibLoop.drain().
 
 
 def _expected_impl(mod) -> str:
@@ -217,7 +196,7 @@ def test_glib_io_watch_wakes_blocking_main_loop_wait(main_loop, guard, glib_defa
     sent_at = []
 
     def writer():
-        wait_until_thread_sleeps_in_poll(main_id)
+        wait_until_thread_sleeps(main_id)
         sent_at.append(time.monotonic())
         b.send(b"ping")
 
@@ -476,7 +455,7 @@ def test_bh_from_thread_wakes_sleeping_glib_loop(make_ctx, qloop_module, glib_lo
     main_id = threading.get_native_id()
 
     def producer():
-        wait_until_thread_sleeps_in_poll(main_id)
+        wait_until_thread_sleeps(main_id)
         scheduled_at.append(time.monotonic())
         bh.schedule()
 
@@ -559,7 +538,7 @@ def test_notify_in_window_wakes_glib_iteration(make_ctx, qloop_module, glib_loop
     notified_at = []
 
     def notifier():
-        wait_until_thread_sleeps_in_poll(main_id)
+        wait_until_thread_sleeps(main_id)
         notified_at.append(time.monotonic())
         ctx.notify()
 

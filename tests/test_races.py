@@ -13,29 +13,13 @@ import time
 
 import pytest
 
+from _mainloop_support import wait_until_thread_sleeps
+
 N_THREADS = 8
 ROUNDS = 5
 PER_THREAD_BH = 1000
 PER_THREAD_IDLE = 250
 PER_THREAD_TIMERS = 250
-
-
-def _wait_for_owner_in_syscall(tid: int, deadline: float) -> bool:
-    """Bounded busy-wait until thread ``tid`` sleeps in ppoll/poll/epoll_wait/io_uring_enter
-    (x86-64 numbers)."""
-    # poll, ppoll, epoll_wait, epoll_pwait(2), io_uring_enter
-    waits = {"7", "271", "232", "281", "441", "426"}
-    path = f"/proc/self/task/{tid}/syscall"
-    while time.monotonic() < deadline:
-        try:
-            with open(path) as f:
-                nr = f.read().split()[0]
-        except OSError:
-            return False
-        if nr in waits:
-            return True
-        time.sleep(0.0005)  # an upper-bounded poll of a condition, not a settle delay
-    return False
 
 
 def test_threads_schedule_arm_notify_while_owner_polls(ctx, qloop_module, threads, watchdog,
@@ -187,7 +171,7 @@ def test_set_fd_handler_from_thread_wakes_sleeping_owner(make_ctx, qloop_module,
             c.set_fd_handler(a, None)
 
         def registrar():
-            assert _wait_for_owner_in_syscall(owner, time.monotonic() + 5), \
+            assert wait_until_thread_sleeps(owner, 5), \
                 "the owner never went to sleep in poll(True)"
             registered[0] = time.monotonic()
             c.set_fd_handler(a, io_read=reader)
