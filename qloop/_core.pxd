@@ -119,6 +119,7 @@ cdef class _Uring:
     cdef set zombies               # removed handlers whose POLL_ADD is still in flight
     cdef uint64_t timeout_seq
     cdef int fork_gen              # _uring_fork_gen when the ring was set up
+    cdef bint outer_polled         # an outer loop polls the ring fd: no DEFER_TASKRUN
 
     cdef int setup(self, bint shared) except -1
     cdef bint mine(self) noexcept
@@ -130,6 +131,7 @@ cdef class _Uring:
     cdef int flush(self) except -1
     cdef int _flush(self, void **queue, Py_ssize_t n) except -1
     cdef int migrate(self, AioContext ctx) except -1
+    cdef int rebuild(self, AioContext ctx, bint shared) except -1
     cdef int own(self, AioContext ctx) except -1
     cdef bint need_wait(self) noexcept
     cdef int wait(self, AioContext ctx, list ready, int64_t timeout, uint64_t gen) except -1

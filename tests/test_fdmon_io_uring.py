@@ -8,13 +8,21 @@ from __future__ import annotations
 
 import errno
 import os
+import select
 import signal
 import socket
 import threading
+import time
 
 import pytest
 
-from _mainloop_support import run_python_json
+from _mainloop_support import (
+    PROMPT_S,
+    join,
+    run_python_json,
+    start_thread,
+    wait_until_thread_sleeps,
+)
 from conftest import io_uring_unavailable, skip_without_io_uring
 
 
@@ -536,3 +544,42 @@ def test_nonblocking_poll_waits_while_the_ring_has_work(uctx, qloop_module, sock
     assert _info(qloop_module, uctx)["zombies"] == 1
     uctx.poll(False)
     assert _info(qloop_module, uctx)["zombies"] == 0
+
+
+def test_outer_loop_sleeping_on_the_ring_fd_is_woken(uctx, qloop_module):
+    """An outer loop (GLib, main_loop_wait) sleeps in poll() on the ring fd while another
+    thread schedules a BH: the completion of the notifier's poll request must wake it.  Under
+    DEFER_TASKRUN the kernel only queues that completion as work for io_uring_enter() and wakes
+    no poll() on the fd, so the ring an outer loop polls is set up without it (every round
+    below then waited for its 5 s timeout)."""
+    ran = []
+    bh = uctx.bh_new(lambda: ran.append(time.monotonic()))
+    me = threading.get_native_id()
+    scheduled_at = []
+
+    def producer():
+        wait_until_thread_sleeps(me)
+        scheduled_at.append(time.monotonic())
+        bh.schedule()
+
+    for _ in range(20):
+        ran.clear()
+        scheduled_at.clear()
+
+        timeout_ms = uctx.source_prepare()
+        assert timeout_ms == -1  # nothing due: the outer loop sleeps until woken
+        fds = uctx.source_query()
+        waiter = select.poll()
+        for fd, events in fds:
+            waiter.register(fd, events)
+        t = start_thread(producer)
+        ready = dict(waiter.poll(5000))
+        join(t)
+        revents = [ready.get(fd, 0) for fd, _ in fds]
+        if uctx.source_check(revents):
+            uctx.source_dispatch()
+        assert ran, "the BH's notify did not wake the poll() on the ring fd"
+        assert ran[0] - scheduled_at[0] < PROMPT_S
+    info = _info(qloop_module, uctx)
+    assert info["outer_polled"] and not info["defer_taskrun"]
+    assert info["migrations"] == 0  # not a move to another thread

@@ -59,7 +59,8 @@ cdef class _Uring:
         exc = _io_uring_switched_off()
         if exc is not None:
             raise exc
-        if not shared and _os.environ.get("QLOOP_IO_URING", "") != "plain":
+        if (not shared and not self.outer_polled
+                and _os.environ.get("QLOOP_IO_URING", "") != "plain"):
             # disabled until the first thread that uses it enables it and so becomes its
             # submitter: the creating thread need not be the polling one (an IOThread's)
             flags |= URING_FAST_FLAGS | QL_IORING_SETUP_R_DISABLED
@@ -187,9 +188,16 @@ cdef class _Uring:
         """The ring belongs to another thread (SINGLE_ISSUER) or to the parent process: replace
         it with a ring any thread may use (a forked child: a ring of its own) and arm every live
         handler again (docs/aio-context.md, "fd monitors")."""
+        # a forked child is one thread again: the fast flags
+        self.rebuild(ctx, self.fork_gen == _uring_fork_gen)
+        self.migrations += 1
+        return 0
+
+    cdef int rebuild(self, AioContext ctx, bint shared) except -1:
+        """Replace the ring with a new one set up by ``setup(shared)``, and arm every live
+        handler again there."""
         cdef _Handler node
         cdef Py_ssize_t i
-        cdef bint forked = self.fork_gen != _uring_fork_gen
         # the kernel cancels the old ring's polls; after fork() this only unmaps and closes
         # the child's copy: the parent's ring goes on
         ql_uring_exit(&self.ring)
@@ -206,8 +214,7 @@ cdef class _Uring:
             node.uring_remove_sent = False
             if node.events:
                 self.enqueue(node)
-        self.migrations += 1
-        self.setup(not forked)  # a forked child is one thread again: the fast flags
+        self.setup(shared)
         return 0
 
     cdef int own(self, AioContext ctx) except -1:
@@ -348,6 +355,13 @@ cdef class _Uring:
         the ring fd readable while completions, or the work that posts them, are pending)."""
         cdef unsigned n
         cdef int r
+        if not self.outer_polled:
+            # Under DEFER_TASKRUN a completion is queued as work for the submitter to run in
+            # io_uring_enter(); nothing wakes a poll() sleeping on the ring fd meanwhile (a
+            # lost wake-up), so a ring that an outer loop polls is set up without it.
+            self.outer_polled = True
+            if self.ring.setup_flags & QL_IORING_SETUP_DEFER_TASKRUN:
+                self.rebuild(ctx, False)
         self.own(ctx)
         self.flush()
         n = ql_uring_publish(&self.ring)
@@ -367,6 +381,7 @@ def _uring_info(AioContext ctx):
         "single_issuer": u.single_issuer,
         "enabled": u.enabled,
         "defer_taskrun": (u.ring.setup_flags & QL_IORING_SETUP_DEFER_TASKRUN) != 0,
+        "outer_polled": u.outer_polled,
         "owner": u.owner,
         "migrations": u.migrations,
         "ring_fd": u.ring.fd,
