@@ -550,8 +550,8 @@ def test_outer_loop_sleeping_on_the_ring_fd_is_woken(uctx, qloop_module):
     """An outer loop (GLib, main_loop_wait) sleeps in poll() on the ring fd while another
     thread schedules a BH: the completion of the notifier's poll request must wake it.  Under
     DEFER_TASKRUN the kernel only queues that completion as work for io_uring_enter() and wakes
-    no poll() on the fd, so the ring an outer loop polls is set up without it (every round
-    below then waited for its 5 s timeout)."""
+    no poll() on the fd, so the ring an outer loop polls is set up without it (before that, a
+    round waited out its 5 s poll timeout)."""
     ran = []
     bh = uctx.bh_new(lambda: ran.append(time.monotonic()))
     me = threading.get_native_id()
@@ -566,8 +566,8 @@ def test_outer_loop_sleeping_on_the_ring_fd_is_woken(uctx, qloop_module):
         ran.clear()
         scheduled_at.clear()
 
-        timeout_ms = uctx.source_prepare()
-        assert timeout_ms == -1  # nothing due: the outer loop sleeps until woken
+        timeout_ns = uctx.source_prepare()
+        assert timeout_ns == -1  # nothing due: the outer loop sleeps until woken
         fds = uctx.source_query()
         waiter = select.poll()
         for fd, events in fds:
