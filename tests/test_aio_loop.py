@@ -14,6 +14,7 @@ import threading
 import time
 import warnings
 import weakref
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -149,6 +150,84 @@ def test_handle_get_context(loop: asyncio.AbstractEventLoop) -> None:
     h = loop.call_soon(print, context=ctx)
     assert h.get_context() is ctx
     h.cancel()
+
+
+# A handle's context copy: the core reuses the copy of a finished handle nobody else holds.
+# These hold on every loop; on the core they run through the reuse.
+
+
+def test_chained_callbacks_each_see_their_callers_variables(
+        loop: asyncio.AbstractEventLoop) -> None:
+    seen: list[tuple[int, object]] = []
+    kept: list[asyncio.Handle] = []
+
+    def step(i: int) -> None:
+        seen.append((i, var.get()))
+        var.set(i)
+        if i < 40:
+            h = loop.call_soon(step, i + 1)
+            if i % 3 == 0:
+                kept.append(h)  # held: its copy must stay its own
+        else:
+            loop.stop()
+
+    loop.call_soon(step, 0)
+    loop.run_forever()
+    assert seen == [(0, "unset")] + [(i, i - 1) for i in range(1, 41)]
+    if sys.version_info >= (3, 12) or hasattr(loop, "aio_context"):
+        # each kept handle's context has what its callback set, untouched by later ones
+        assert [h.get_context()[var] for h in kept] == [i + 1 for i in range(0, 40, 3)]
+
+
+def test_a_callbacks_variables_are_released_when_it_finishes(
+        loop: asyncio.AbstractEventLoop) -> None:
+    class Value:
+        pass
+
+    refs: list[weakref.ref[Value]] = []
+
+    def store() -> None:
+        value = Value()
+        refs.append(weakref.ref(value))
+        var.set(value)  # type: ignore[arg-type]
+
+    for _ in range(3):
+        loop.call_soon(store)
+        run_once(loop)
+        assert refs[-1]() is None
+    assert var.get() == "unset"
+
+
+def test_threadsafe_callbacks_run_in_their_threads_variables(
+        loop: asyncio.AbstractEventLoop) -> None:
+    threads, calls = 8, 200
+    seen: list[tuple[str, object]] = []
+    start = threading.Barrier(threads)
+
+    def produce(name: str) -> None:
+        var.set(name)
+        start.wait()
+        for _ in range(calls):
+            loop.call_soon_threadsafe(lambda n=name: seen.append((n, var.get())))
+
+    workers = [threading.Thread(target=produce, args=(f"t{i}",)) for i in range(threads)]
+    for t in workers:
+        t.start()
+    while any(t.is_alive() for t in workers) or len(seen) < threads * calls:
+        run_once(loop)
+    for t in workers:
+        t.join()
+    assert len(seen) == threads * calls
+    assert all(name == value for name, value in seen)
+    assert var.get() == "unset"
+
+
+def test_core_reuses_context_copies(qloop_module: ModuleType) -> None:
+    if qloop_module.__name__ != "qloop._core":
+        pytest.skip("the pure-Python loop copies with contextvars.copy_context()")
+    # the core checks at import that Context objects have the layout it reuses them by, on
+    # every CPython it builds for
+    assert qloop_module._context_copies_reused()
 
 
 @pytest.mark.parametrize("bad", [None, 42, "text"])

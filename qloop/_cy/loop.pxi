@@ -25,8 +25,10 @@ from cpython.tuple cimport PyTuple_GET_SIZE, PyTuple_New, PyTuple_SET_ITEM
 from libc.math cimport isnan
 
 import asyncio as _asyncio
+import contextvars as _contextvars
 import functools as _functools
 import sys as _sys
+import weakref as _weakref
 from asyncio import events as _aio_events
 
 from qloop._aio import helpers as _helpers
@@ -141,6 +143,90 @@ cdef inline void _retrack(PyObject *p, Py_ssize_t ours) noexcept:
 
 
 # --------------------------------------------------------------------------------------------
+# Context copies, recycled
+#
+# Every handle made without ``context=`` runs in its own copy of the caller's context (asyncio's
+# semantics).  A copy is an allocation, a GC track and untrack, and a release per callback.  When
+# a finished handle's copy is private (only the handle holds it, no weak reference, not entered),
+# nobody can tell it from a new object: the batch parks it here, with empty variables, and the
+# next handle takes it and gets the caller's variables instead of a new copy.
+
+cdef extern from "qloop_context.h":
+    PyObject *ql_context_current()
+    PyObject *ql_context_vars(PyObject *ctx)
+    bint ql_context_private(PyObject *ctx)
+    PyObject *ql_context_swap_vars(PyObject *ctx, PyObject *vars)
+    bint ql_context_entered(PyObject *ctx)
+    PyObject *ql_context_weakreflist(PyObject *ctx)
+
+cdef object _empty_context = _contextvars.Context()  # owns the empty variables parked copies get
+cdef object _parked_context = None
+
+
+cdef inline object _copy_context():
+    """``PyContext_CopyCurrent()``, reusing the parked copy when there is one."""
+    global _parked_context
+    cdef object ctx = _parked_context
+    cdef PyObject *cur
+    if ctx is not None:
+        cur = ql_context_current()
+        if cur != NULL:
+            _parked_context = None
+            _decref(ql_context_swap_vars(<PyObject *>ctx, ql_context_vars(cur)))
+            return ctx
+    return PyContext_CopyCurrent()
+
+
+cdef inline void _park_context(Handle h) noexcept:
+    """Keep the context copy of ``h`` (finished, held by the caller alone) for the next handle."""
+    global _parked_context
+    cdef PyObject *old
+    if _parked_context is not None or not _context_recycling or \
+            not ql_context_private(<PyObject *>h._context):
+        return
+    old = ql_context_swap_vars(<PyObject *>h._context,
+                               ql_context_vars(<PyObject *>_empty_context))
+    _parked_context = h._context
+    h._context = None
+    h._own_ctx = False
+    _decref(old)  # last: dropping the variables may run any code
+
+
+cdef bint _context_layout_ok() except -1:
+    """Whether Context objects behave as ``qloop_context.h`` lays them out."""
+    var = _contextvars.ContextVar("qloop-layout-probe")
+    a = _contextvars.Context()
+    b = a.copy()
+    if ql_context_vars(<PyObject *>a) == NULL or \
+            ql_context_vars(<PyObject *>a) != ql_context_vars(<PyObject *>b) or \
+            ql_context_entered(<PyObject *>a) or ql_context_weakreflist(<PyObject *>a) != NULL:
+        return False
+    a.run(var.set, 1)
+    if ql_context_vars(<PyObject *>a) == ql_context_vars(<PyObject *>b) or \
+            ql_context_entered(<PyObject *>a):
+        return False
+    if not a.run(_context_probe, a) or ql_context_entered(<PyObject *>a):
+        return False
+    _decref(ql_context_swap_vars(<PyObject *>b, ql_context_vars(<PyObject *>a)))
+    if b.get(var) != 1:
+        return False
+    w = _weakref.ref(b)
+    return ql_context_weakreflist(<PyObject *>b) != NULL and w() is b
+
+
+def _context_probe(ctx):
+    return ql_context_current() == <PyObject *>ctx and ql_context_entered(<PyObject *>ctx)
+
+
+cdef bint _context_recycling = _context_layout_ok()
+
+
+def _context_copies_reused():
+    """Whether the layout check passed: finished handles' context copies are reused."""
+    return _context_recycling
+
+
+# --------------------------------------------------------------------------------------------
 # Handles
 
 @cython.auto_pickle(False)
@@ -171,7 +257,7 @@ cdef class Handle:
         h._callback = callback
         h._args = args
         if context is None:
-            context = PyContext_CopyCurrent()
+            context = _copy_context()
             h._own_ctx = True
         h._context = context
         return h
@@ -231,7 +317,7 @@ cdef class TimerHandle(Handle):
         h._callback = callback
         h._args = args
         if context is None:
-            context = PyContext_CopyCurrent()
+            context = _copy_context()
             h._own_ctx = True
         h._context = context
         h._when = when
@@ -626,6 +712,8 @@ cdef class _LoopBase:
                 _retrack_owned(h)
                 if not h._cancelled:
                     _run_handle(h)
+                if h._own_ctx and _refcnt(<PyObject *>h) == 1:
+                    _park_context(h)
                 _retrack(<PyObject *>h, 1)
         finally:
             # queued beyond this batch: run them at the next pass, unless the BH is still
