@@ -222,7 +222,7 @@ cdef class AioContext:
     cdef int _bh_enqueue(self, BH bh, int flags) except -1
     cdef Timer _timer_new(self, object clock, int64_t scale, object callback, object attributes)
     cdef bint _bh_poll(self) except -1
-    cdef bint _only_bh_pending(self, BH bh) noexcept
+    cdef inline bint _only_bh_pending(self, BH bh) noexcept
     cdef int64_t _bh_timeout(self) noexcept
     cdef int64_t _timers_deadline(self, bint for_wait=*) noexcept
     cdef bint _run_timers(self) except -1

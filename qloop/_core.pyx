@@ -170,6 +170,7 @@ cdef extern from *:
 
 cdef extern from "Python.h":
     Py_ssize_t Py_REFCNT(object o)
+    Py_ssize_t _dict_size "PyDict_GET_SIZE"(object d)  # d: a dict, never None
 
 
 cdef extern from "Python.h":

@@ -754,16 +754,19 @@ QEMU's AioContext: fd handlers, bottom halves and timers driven by ``poll()``.
                     bh._deleted = True
         return progress
 
-    cdef bint _only_bh_pending(self, BH bh) noexcept:
+    cdef inline bint _only_bh_pending(self, BH bh) noexcept:
         """True when an iteration now would only run ``bh``: it is the one BH pending, no fd
         handler besides the context's notifier is registered and no timer is due.  The asyncio
         loop's run_forever then runs its next ready batch at once (an iteration without I/O)."""
-        cdef BH head = self.bh_head
-        if self._closed or self.bh_cur is not None or len(self.handlers) != 1:
+        cdef PyObject *head = <PyObject *>self.bh_head  # borrowed: no Python code runs here
+        if self._closed or self.bh_cur is not None or _dict_size(self.handlers) != 1:
             return False
-        if head is not None and (head is not bh or head.next is not None):
+        if head != <PyObject *>None and \
+                (head != <PyObject *>bh or (<BH>head).next is not None):
             return False
-        return self._timers_deadline() != 0
+        if self.tl0.n or self.tl1.n or self.tl2.n or self.tl3.n:
+            return self._timers_deadline() != 0
+        return True
 
     cdef int64_t _bh_timeout(self) noexcept:
         cdef int64_t timeout = -1
