@@ -151,6 +151,9 @@ cdef inline void _retrack(PyObject *p, Py_ssize_t ours) noexcept:
 # nobody can tell it from a new object: the batch parks it here, with empty variables, and the
 # next handle takes it and gets the caller's variables instead of a new copy.
 
+cdef extern from *:
+    object _steal "(PyObject *)"(PyObject *o)  # the caller's reference becomes the result
+
 cdef extern from "qloop_context.h":
     PyObject *ql_context_current()
     PyObject *ql_context_vars(PyObject *ctx)
@@ -160,33 +163,40 @@ cdef extern from "qloop_context.h":
     PyObject *ql_context_weakreflist(PyObject *ctx)
 
 cdef object _empty_context = _contextvars.Context()  # owns the empty variables parked copies get
-cdef object _parked_context = None
+cdef PyObject *_parked_context = NULL  # an owned reference, or NULL
 
 
-cdef inline object _copy_context():
-    """``PyContext_CopyCurrent()``, reusing the parked copy when there is one."""
+cdef inline object _copy_context(bint queued):
+    """``PyContext_CopyCurrent()``, reusing the parked copy when there is one: untracked by the
+    cycle collector for a queued handle (as queued copies are), tracked for any other."""
     global _parked_context
-    cdef object ctx = _parked_context
+    cdef PyObject *ctx = _parked_context
     cdef PyObject *cur
-    if ctx is not None:
+    if ctx != NULL:
         cur = ql_context_current()
         if cur != NULL:
-            _parked_context = None
-            _decref(ql_context_swap_vars(<PyObject *>ctx, ql_context_vars(cur)))
-            return ctx
-    return PyContext_CopyCurrent()
+            _parked_context = NULL
+            _decref(ql_context_swap_vars(ctx, ql_context_vars(cur)))
+            if not queued:
+                PyObject_GC_Track(ctx)  # parked copies are untracked
+            return _steal(ctx)
+    copy = PyContext_CopyCurrent()
+    if queued:
+        PyObject_GC_UnTrack(<PyObject *>copy)
+    return copy
 
 
 cdef inline void _park_context(Handle h) noexcept:
     """Keep the context copy of ``h`` (finished, held by the caller alone) for the next handle."""
     global _parked_context
+    cdef PyObject *ctx = <PyObject *>h._context
     cdef PyObject *old
-    if _parked_context is not None or not _context_recycling or \
-            not ql_context_private(<PyObject *>h._context):
+    if _parked_context != NULL or not _context_recycling or not ql_context_private(ctx):
         return
-    old = ql_context_swap_vars(<PyObject *>h._context,
-                               ql_context_vars(<PyObject *>_empty_context))
-    _parked_context = h._context
+    old = ql_context_swap_vars(ctx, ql_context_vars(<PyObject *>_empty_context))
+    PyObject_GC_UnTrack(ctx)  # out of the collector's sight (gc.get_objects()) while parked
+    Py_INCREF(<object>ctx)
+    _parked_context = ctx
     h._context = None
     h._own_ctx = False
     _decref(old)  # last: dropping the variables may run any code
@@ -257,7 +267,7 @@ cdef class Handle:
         h._callback = callback
         h._args = args
         if context is None:
-            context = _copy_context()
+            context = _copy_context(False)
             h._own_ctx = True
         h._context = context
         return h
@@ -317,7 +327,7 @@ cdef class TimerHandle(Handle):
         h._callback = callback
         h._args = args
         if context is None:
-            context = _copy_context()
+            context = _copy_context(False)
             h._own_ctx = True
         h._context = context
         h._when = when
@@ -340,10 +350,71 @@ cdef class TimerHandle(Handle):
                 self._source_traceback_, self._repr)
 
 
+# The ready queue's handles, recycled the same way: a finished Handle that only the batch
+# holds (no weak reference) is cleared and parked; the next call_soon() fills it in instead of
+# allocating one.  It stays untracked by the cycle collector, as queued handles are.
+
+cdef extern from *:
+    """
+    static inline int ql_has_weakrefs(PyObject *o)
+    {
+        Py_ssize_t offset = Py_TYPE(o)->tp_weaklistoffset;
+        return offset > 0 && *(PyObject **)((char *)o + offset) != NULL;
+    }
+    """
+    bint ql_has_weakrefs(PyObject *o)
+
+cdef PyObject *_parked_handle = NULL  # an owned reference, or NULL
+
+
+cdef inline Handle _queued_handle(_LoopBase loop, object callback, object args,
+                                  object context):
+    """``Handle._new()`` for the ready queue, reusing the parked handle when there is one.  The
+    handle, its arguments and its own context copy come out untracked (``_untrack_queued``)."""
+    global _parked_handle
+    cdef Handle h
+    if _parked_handle == NULL:
+        h = Handle._new(loop, callback, args, context)
+        _untrack_queued(h)
+        return h
+    h = <Handle>_steal(_parked_handle)  # parked handles are untracked
+    _parked_handle = NULL
+    h._loop = loop
+    h._callback = callback
+    h._args = args
+    if PyTuple_GET_SIZE(args):
+        PyObject_GC_UnTrack(<PyObject *>args)
+    if context is None:
+        context = _copy_context(True)
+        h._own_ctx = True
+    h._context = context
+    return h
+
+
+cdef inline void _park_handle(Handle h) noexcept:
+    """Clear ``h`` (finished, held by the caller alone, untracked) and keep it for reuse."""
+    global _parked_handle
+    if _parked_handle != NULL or type(h) is not Handle or \
+            ql_has_weakrefs(<PyObject *>h) or h._source_traceback_ is not None:
+        return
+    h._own_ctx = False
+    h._cancelled = False
+    h._repr = None
+    h._loop = None
+    h._context = None  # each release may run any code: the handle is parked after them
+    h._args = None
+    h._callback = None
+    if _parked_handle == NULL and _refcnt(<PyObject *>h) == 1:
+        Py_INCREF(h)
+        _parked_handle = <PyObject *>h
+
+
 cdef int _run_handle(Handle h) except -1:
     """Run ``h``'s callback in its context.  Exceptions go to the loop's exception handler;
     SystemExit and KeyboardInterrupt propagate (as in asyncio)."""
-    cdef object ctx = h._context  # own references: the callback may cancel its own handle
+    # own references to what the callback may drop by cancelling its handle (the context
+    # stays: cancel() leaves it, and the caller holds the handle)
+    cdef PyObject *ctx = <PyObject *>h._context
     cdef object cb = h._callback
     cdef object args = h._args
     cdef PyObject *r
@@ -351,17 +422,17 @@ cdef int _run_handle(Handle h) except -1:
         return 0  # cancelled
     if h._loop._debug:
         return _run_handle_debug(h)
-    if _context_enter(<PyObject *>ctx) < 0:
+    if _context_enter(ctx) < 0:
         return _handle_failed(h)  # e.g. the context is already entered
     if PyTuple_GET_SIZE(args) == 0:
         r = _vectorcall(<PyObject *>cb, NULL, 0, NULL)
     else:
         r = _call_tuple(<PyObject *>cb, <PyObject *>args, NULL)
     if r == NULL:
-        _context_exit(<PyObject *>ctx)  # cannot fail: the callback left it entered
+        _context_exit(ctx)  # cannot fail: the callback left it entered
         return _handle_failed(h)
     _decref(r)
-    if _context_exit(<PyObject *>ctx) < 0:
+    if _context_exit(ctx) < 0:
         return _handle_failed(h)
     return 0
 
@@ -660,11 +731,14 @@ cdef class _LoopBase:
 
     cdef inline int _push(self, Handle h) except -1:
         # No Python code runs from here to the end: atomic under the GIL.
-        if self._rlen > self._rmask:
-            self._grow_ring()
+        if self._rlen > self._rmask:  # _call_soon made room, but a finalizer may have used it
+            try:
+                self._grow_ring()
+            except BaseException:
+                _retrack(<PyObject *>h, 0)  # h is dropped: its context copy must be tracked
+                raise
         self._ring[(self._rhead + self._rlen) & self._rmask] = <PyObject *>h
         Py_INCREF(h)
-        _untrack_queued(h)
         self._rlen += 1
         if self._rlen == 1:
             self._ctx._bh_enqueue(self._bh, BH_SCHEDULED)
@@ -678,9 +752,14 @@ cdef class _LoopBase:
         if context is not None and not PyContext_CheckExact(context):
             raise TypeError(f"context must be a contextvars.Context, "
                             f"not {type(context).__name__}")
-        h = Handle._new(self, callback, args, context)
-        if self._debug:
-            h._source_traceback_ = _source_traceback()
+        tb = _source_traceback() if self._debug else None
+        if self._rlen > self._rmask:
+            self._grow_ring()
+        # from here nothing raises once the handle is made: it comes out untracked, and a
+        # handle dropped with an untracked context copy would crash the copy's deallocator
+        h = _queued_handle(self, callback, args, context)
+        if tb is not None:
+            h._source_traceback_ = tb
         self._push(h)
         return h
 
@@ -691,9 +770,11 @@ cdef class _LoopBase:
         """The ready-queue BH: run the handles queued when it starts."""
         self._run_batch()
 
+    @cython.final
     cdef int _run_batch(self) except -1:
         cdef Py_ssize_t n
         cdef PyObject *ptr
+        cdef PyObject *running = NULL  # the handle whose callback is running
         cdef Handle h
         if self._fresh:
             self._absorb_fresh()
@@ -709,19 +790,27 @@ cdef class _LoopBase:
                 self._rlen -= 1
                 h = <Handle>ptr
                 Py_DECREF(h)  # the ring's reference (h holds one)
-                _retrack_owned(h)
                 if not h._cancelled:
+                    running = ptr
                     _run_handle(h)
-                if h._own_ctx and _refcnt(<PyObject *>h) == 1:
-                    _park_context(h)
-                _retrack(<PyObject *>h, 1)
+                    running = NULL
+                if _refcnt(ptr) == 1:  # finished and nobody else holds it: recycle
+                    if h._own_ctx:
+                        _park_context(h)
+                    _retrack(ptr, 1)
+                    _park_handle(h)
+                else:
+                    _retrack(ptr, 1)
         finally:
+            if running != NULL:  # a callback raised SystemExit or KeyboardInterrupt
+                _retrack(running, 1)
             # queued beyond this batch: run them at the next pass, unless the BH is still
             # scheduled (the batch ran without it, or a callback's call_soon scheduled it)
             if self._rlen and not self._closed_flag and \
                     not ql_load(&self._bh.flags) & BH_SCHEDULED:
                 self._ctx._bh_enqueue(self._bh, BH_SCHEDULED)
-            self._leave(prev)
+            if prev is not _NOT_ENTERED:
+                self._leave(prev)
         return 0
 
     # ---- timers
@@ -1265,6 +1354,9 @@ cdef str _CALL_SOON_THREADSAFE = "call_soon_threadsafe"
 
 cdef object _call_soon_fastcall(object self, PyObject **args, Py_ssize_t nargs,
                                 PyObject *kwnames):
+    if nargs == 1 and kwnames == NULL and not (<_LoopBase>self)._debug:
+        # call_soon(callback): no arguments to pack, no keywords, no thread check
+        return (<_LoopBase>self)._call_soon(<object>args[0], (), None, _CALL_SOON)
     return _fast_call_soon(self, args, nargs, kwnames, _CALL_SOON)
 
 
