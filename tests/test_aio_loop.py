@@ -222,6 +222,29 @@ def test_threadsafe_callbacks_run_in_their_threads_variables(
     assert var.get() == "unset"
 
 
+def test_a_kept_handle_stays_itself_after_it_ran(loop: asyncio.AbstractEventLoop) -> None:
+    # the core recycles finished handles nobody holds; a held one keeps its callback
+    def first() -> None:
+        pass
+
+    kept = loop.call_soon(first)
+    run_once(loop)
+    later = loop.call_soon(print, "unused")
+    assert later is not kept
+    assert "first" in repr(kept) and not kept.cancelled()
+    later.cancel()
+    run_once(loop)
+
+
+def test_a_weakly_referenced_handle_dies_after_it_ran(loop: asyncio.AbstractEventLoop) -> None:
+    ref = weakref.ref(loop.call_soon(lambda: None))
+    run_once(loop)
+    assert ref() is None
+    loop.call_soon(lambda: None)  # would be the same object if the handle had been recycled
+    assert ref() is None
+    run_once(loop)
+
+
 def test_core_reuses_context_copies(qloop_module: ModuleType) -> None:
     if qloop_module.__name__ != "qloop._core":
         pytest.skip("the pure-Python loop copies with contextvars.copy_context()")
