@@ -732,16 +732,20 @@ cdef class _LoopBase:
     cdef inline int _push(self, Handle h) except -1:
         # No Python code runs from here to the end: atomic under the GIL.
         if self._rlen > self._rmask:  # _call_soon made room, but a finalizer may have used it
-            try:
-                self._grow_ring()
-            except BaseException:
-                _retrack(<PyObject *>h, 0)  # h is dropped: its context copy must be tracked
-                raise
+            self._grow_ring_holding(h)
         self._ring[(self._rhead + self._rlen) & self._rmask] = <PyObject *>h
         Py_INCREF(h)
         self._rlen += 1
         if self._rlen == 1:
             self._ctx._bh_enqueue(self._bh, BH_SCHEDULED)
+        return 0
+
+    cdef int _grow_ring_holding(self, Handle h) except -1:
+        try:
+            self._grow_ring()
+        except BaseException:
+            _retrack(<PyObject *>h, 0)  # h is dropped: its context copy must be tracked
+            raise
         return 0
 
     cdef inline Handle _call_soon(self, object callback, object args, object context,
@@ -752,11 +756,19 @@ cdef class _LoopBase:
         if context is not None and not PyContext_CheckExact(context):
             raise TypeError(f"context must be a contextvars.Context, "
                             f"not {type(context).__name__}")
+        if self._debug or self._rlen > self._rmask:
+            return self._call_soon_slow(callback, args, context)
+        h = _queued_handle(self, callback, args, context)
+        self._push(h)
+        return h
+
+    cdef Handle _call_soon_slow(self, object callback, object args, object context):
+        # The traceback and the ring's room first: nothing may raise between making the handle
+        # (untracked, with its context copy) and queueing it, or the copy's deallocator would
+        # crash (it needs the copy tracked).
         tb = _source_traceback() if self._debug else None
         if self._rlen > self._rmask:
             self._grow_ring()
-        # from here nothing raises once the handle is made: it comes out untracked, and a
-        # handle dropped with an untracked context copy would crash the copy's deallocator
         h = _queued_handle(self, callback, args, context)
         if tb is not None:
             h._source_traceback_ = tb
@@ -794,7 +806,7 @@ cdef class _LoopBase:
                     running = ptr
                     _run_handle(h)
                     running = NULL
-                if _refcnt(ptr) == 1:  # finished and nobody else holds it: recycle
+                if _refcnt(ptr) == 1 and _parked_handle == NULL:  # nobody else holds it: recycle
                     if h._own_ctx:
                         _park_context(h)
                     _retrack(ptr, 1)
@@ -1362,6 +1374,8 @@ cdef object _call_soon_fastcall(object self, PyObject **args, Py_ssize_t nargs,
 
 cdef object _call_soon_threadsafe_fastcall(object self, PyObject **args, Py_ssize_t nargs,
                                            PyObject *kwnames):
+    if nargs == 1 and kwnames == NULL:
+        return (<_LoopBase>self)._call_soon(<object>args[0], (), None, _CALL_SOON_THREADSAFE)
     return _fast_call_soon(self, args, nargs, kwnames, _CALL_SOON_THREADSAFE)
 
 
