@@ -8,7 +8,8 @@ difference divided by N is its cost per step without the start-up.  Each instruc
 charged to the binary it ran in:
 
 * ``loop``     -- the loop's own compiled module (qloop's core, uvloop's or rloop's extension;
-                  asyncio's loop is Python, so its share is inside ``CPython``);
+                  asyncio's loop and qloop's fallback are Python, so their share is inside
+                  ``CPython``);
 * ``_asyncio`` -- CPython's C accelerator of ``Task`` and ``Future`` (the same on every loop);
 * ``CPython``  -- the interpreter: the benchmark's own Python, object allocation and release,
                   the cyclic GC, contextvars, the calls the loop makes into the runtime;
@@ -16,10 +17,13 @@ charged to the binary it ran in:
 
 Kernel time is not counted (callgrind sees user space only), so this ranks the loop's code,
 not the system calls.  The ``floor`` column answers "how fast could this row get?": the
-cheapest non-loop work any loop needs per step (the smallest ``total - loop`` among the loops
-measured: the benchmark, Task/Future and the runtime calls every loop makes), and ``best
-ratio`` is the best peer's total over that floor: the ratio a loop whose own code cost
-nothing would reach.  Where it is below a bar, the bar is out of reach of any loop.
+cheapest non-loop work any loop needs per step (the smallest ``total - loop`` among the
+compiled loops measured: the benchmark, Task/Future and the runtime calls every loop makes),
+and ``best ratio`` is the best peer's total over that floor: the ratio a loop whose own code
+cost nothing would reach.  Where it is below a bar, the bar is out of reach of any loop.  The
+Python loops (asyncio, qloop-fallback) have no ``loop`` share to subtract and do not count
+towards the floor.  With both ``qloop-fallback`` and ``asyncio`` measured, a row also gives
+the fallback's ratio against asyncio (the fallback's bar).
 
 Needs valgrind (Debian: ``apt-get install valgrind``).  About a minute per workload.
 """
@@ -39,8 +43,10 @@ from collections.abc import Callable
 
 from bench._common import REPO_ROOT
 
-IMPLS = ("qloop-core", "rloop", "uvloop", "asyncio")
+IMPLS = ("qloop-core", "rloop", "uvloop", "asyncio", "qloop-fallback")
 PEERS = ("rloop", "uvloop", "asyncio")
+# loops written in Python: their own code runs in the interpreter (charged to ``CPython``)
+PYTHON_LOOPS = ("asyncio", "qloop-fallback")
 
 # which binary is "the loop" for each implementation (a substring of its path)
 LOOP_OBJECT = {"qloop-core": "qloop/_core.", "uvloop": "uvloop/loop.", "rloop": "rloop/_rloop."}
@@ -56,6 +62,19 @@ def _batches(loop: asyncio.AbstractEventLoop, n: int) -> None:
     from bench.test_aio_call_soon_batch import BATCH, call_soon_batches
 
     assert call_soon_batches(loop, n // BATCH)[0] == n // BATCH * BATCH
+
+
+def _call_later(loop: asyncio.AbstractEventLoop, n: int) -> None:
+    # the row's body: n timers at random delays <= 50 ms, every tenth cancelled; the delays
+    # are drawn with the C ``random()`` (the row draws them untimed, with ``uniform``)
+    import random
+
+    from bench.test_aio_call_later import CANCEL_EVERY, WINDOW_S, call_later_timers
+
+    rng = random.Random(12345).random
+    delays = [rng() * WINDOW_S for _ in range(n)]
+    cancelled = len(range(0, n, CANCEL_EVERY))
+    assert call_later_timers(loop, delays) == (n - cancelled, 0)
 
 
 def _tasks(loop: asyncio.AbstractEventLoop, n: int) -> None:
@@ -113,6 +132,7 @@ WORKLOADS: dict[str, tuple[Callable[[asyncio.AbstractEventLoop, int], None], int
     # fall into both runs alike: at 20,000 steps one more or less moves a row by ~15%)
     "chain": (_chain, 100_000, "callback"),
     "batches": (_batches, 100_000, "callback"),
+    "call_later": (_call_later, 100_000, "timer"),
     "tasks": (_tasks, 100_000, "task step"),
     "futures": (_futures, 50_000, "future"),
     "threadsafe": (_threadsafe, 100_000, "call"),
@@ -228,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
                 per = {c: (twice.get(c, 0) - once.get(c, 0)) / steps for c in CATEGORIES}
                 total = sum(per.values())
                 totals[impl] = total
-                if impl in LOOP_OBJECT:  # asyncio's loop code is inside CPython's share
+                if impl in LOOP_OBJECT:  # a Python loop's code is inside CPython's share
                     non_loop.append(total - per["loop"])
                 print(f"{workload:11s} {impl:11s} "
                       + " ".join(f"{per[c]:9,.0f}" for c in CATEGORIES)
@@ -240,6 +260,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{workload:11s} core/{best}: {totals[best] / totals['qloop-core']:.2f}x;"
                       f" floor (least non-loop work) {floor:,.0f}, best ratio any loop could"
                       f" reach against {best}: {totals[best] / floor:.2f}x", flush=True)
+            if "qloop-fallback" in totals and "asyncio" in totals:
+                print(f"{workload:11s} fallback/asyncio:"
+                      f" {totals['asyncio'] / totals['qloop-fallback']:.2f}x", flush=True)
     return 0
 
 

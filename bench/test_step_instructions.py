@@ -59,4 +59,36 @@ def test_charge_by_object(tmp_path):
 
 def test_every_impl_has_a_loop_binary_or_is_python():
     assert set(si.IMPLS) <= set(AIO_IMPLS)
-    assert set(si.LOOP_OBJECT) == set(si.IMPLS) - {"asyncio"}
+    assert set(si.PYTHON_LOOPS) <= set(si.IMPLS)
+    assert set(si.LOOP_OBJECT) == set(si.IMPLS) - set(si.PYTHON_LOOPS)
+    # a Python loop has no binary of its own: its code is the interpreter's
+    assert si._category("qloop-fallback", "/site/qloop/_core.cpython-311-x86_64-linux-gnu.so") \
+        == "other"
+    assert si._category("qloop-fallback", "/usr/lib/libpython3.11.so.1.0") == "CPython"
+
+
+def test_every_aio_row_has_a_workload():
+    # bench/test_aio_call_later.py's body, among the others
+    assert {"chain", "batches", "call_later", "tasks", "futures", "threadsafe",
+            "udp_echo"} <= set(si.WORKLOADS)
+
+
+def test_floor_counts_compiled_loops_only(monkeypatch, capsys):
+    # the Python loops' totals (all "CPython") must not lower the floor of the compiled ones
+    per_impl = {
+        "qloop-core": {"loop": 500, "CPython": 1500},
+        "rloop": {"loop": 400, "CPython": 1700},
+        "asyncio": {"CPython": 10_000},
+        "qloop-fallback": {"CPython": 1000},
+    }
+
+    def fake_measure(impl, workload, steps, workdir):
+        return {c: v * steps for c, v in per_impl[impl].items()}
+
+    monkeypatch.setattr(si, "measure", fake_measure)
+    monkeypatch.setattr(si.shutil, "which", lambda name: "/usr/bin/" + name)
+    assert si.main(["--workload", "chain", "--steps", "10", "--impl", *per_impl]) == 0
+    out = capsys.readouterr().out
+    assert "core/rloop: 1.05x; floor (least non-loop work) 1,500," in out
+    assert "best ratio any loop could reach against rloop: 1.40x" in out
+    assert "fallback/asyncio: 10.00x" in out
