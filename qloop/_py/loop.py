@@ -8,8 +8,10 @@ Same classes and methods in the same order as the compiled one (``Handle``, ``Ti
   handles present when the BH starts).  ``_bh_pending`` says the BH is scheduled; producers
   schedule it when they find it clear, and the BH clears it before it takes its batch, so no
   wake-up is lost whichever thread pushes.
-* TimerHandles live in a heap of ``(when_ns, seq, handle)`` tuples with one context timer
-  armed at the earliest deadline; a timer already due when created waits in ``fresh`` until
+* TimerHandles live in a heap of int keys ``when_ns << 64 | seq`` (``_timers`` maps a key to
+  its handle) with one context timer armed at the earliest deadline: the keys order as the
+  core's ``(when_ns, seq)`` entries, and an int compares (and is collected) at a fraction of a
+  tuple's cost; a timer already due when created waits in ``fresh`` until
   the BH's next run moves it into the heap (it runs in the next iteration, as in asyncio).
 * readers/writers: one ``_FdEntry`` per fd whose bound methods are the context's fd handler.
 """
@@ -54,6 +56,7 @@ _CO_COROUTINE = 0x80
 _HEAPTYPE = 1 << 9
 _INT64_MAX = 2**63 - 1
 _TIMER_COMPACT_MIN = 64
+_SEQ_BITS = 64  # a heap key is when_ns << _SEQ_BITS | seq (seq < 2**64: FIFO at equal deadlines)
 _Future = asyncio.Future
 _partial = functools.partial
 _FunctionType = FunctionType
@@ -302,7 +305,8 @@ class _LoopBase:
         self._vt_pending = False  # an advance is pending: _vt_step at each iteration
         self._ready: deque[Handle] = deque()
         self._bh_pending = False
-        self._heap: list[tuple[int, int, TimerHandle]] = []
+        self._heap: list[int] = []  # keys: when_ns << _SEQ_BITS | seq
+        self._timers: dict[int, TimerHandle] = {}  # key -> handle (only mutated in place)
         self._tseq = 0
         self._tdead = 0
         self._armed = -1
@@ -541,14 +545,17 @@ class _LoopBase:
     # ---- timers
 
     def _heap_push(self, h: TimerHandle) -> None:
-        self._tseq += 1
+        self._tseq = seq = self._tseq + 1
         h._where = 1
-        _heappush(self._heap, (h._when_ns, self._tseq, h))
+        key = (h._when_ns << _SEQ_BITS) + seq
+        self._timers[key] = h
+        _heappush(self._heap, key)
 
     def _drop_cancelled_top(self) -> None:
         heap = self._heap
-        while heap and heap[0][2]._callback is None:
-            _heappop(heap)[2]._where = 0
+        timers = self._timers
+        while heap and timers[heap[0]]._callback is None:
+            timers.pop(_heappop(heap))._where = 0
             self._tdead -= 1
 
     def _arm(self) -> None:
@@ -560,7 +567,7 @@ class _LoopBase:
                 self._armed = -1
                 self._ctx_timer.delete()
             return
-        key = heap[0][0]
+        key = heap[0] >> _SEQ_BITS
         key = max(key, 0)
         if key != self._armed or not self._ctx_timer.pending:
             self._armed = key
@@ -576,11 +583,14 @@ class _LoopBase:
 
     def _compact_timers(self) -> None:
         live = []
-        for entry in self._heap:
-            if entry[2]._callback is None:
-                entry[2]._where = 0
+        timers = self._timers
+        for key in self._heap:
+            h = timers[key]
+            if h._callback is None:
+                h._where = 0
+                del timers[key]
             else:
-                live.append(entry)
+                live.append(key)
         heapq.heapify(live)
         self._heap = live
         self._tdead = 0
@@ -620,9 +630,11 @@ class _LoopBase:
             return h
         h._where = 1
         self._tseq = seq = self._tseq + 1
+        key = (when_ns << _SEQ_BITS) + seq
+        self._timers[key] = h
         heap = self._heap
-        _heappush(heap, (when_ns, seq, h))
-        if heap[0][2] is h and (self._armed < 0 or when_ns < self._armed
+        _heappush(heap, key)
+        if heap[0] is key and (self._armed < 0 or when_ns < self._armed
                                 or not self._ctx_timer.pending):
             self._armed = when_ns
             self._ctx_timer.mod_ns(self._clock_key(when_ns) if self._offset else when_ns)
@@ -669,8 +681,10 @@ class _LoopBase:
         queued in this one.  Marked as made before ``gen``, they are not deferred twice (even
         by a driver that does not count its iterations)."""
         heap = self._heap
-        while heap and heap[0][0] <= now:
-            h = _heappop(heap)[2]
+        timers = self._timers
+        limit = (now + 1) << _SEQ_BITS  # the keys of deadlines after now
+        while heap and heap[0] < limit:
+            h = timers.pop(_heappop(heap))
             if h._callback is None:
                 self._tdead -= 1
                 h._where = 0
@@ -693,22 +707,26 @@ class _LoopBase:
         self._armed = -1
         prev = self._enter()
         heap = self._heap
+        timers = self._timers
+        limit = (now + 1) << _SEQ_BITS  # the keys of deadlines after now
         try:
             while heap:
-                entry = heap[0]
-                h = entry[2]
+                key = heap[0]
+                h = timers[key]
                 cb = h._callback
                 if cb is None:
                     _heappop(heap)
+                    del timers[key]
                     self._tdead -= 1
                     h._where = 0
                     continue
-                if entry[0] > now:
+                if key >= limit:
                     break
                 if h._gen == gen:
                     self._defer_due(now, gen)
                     break
                 _heappop(heap)
+                del timers[key]
                 h._where = 0
                 if self._debug:
                     _run_handle_debug(h)
@@ -721,7 +739,7 @@ class _LoopBase:
                         self._callback_failed(h, exc)
                 heap = self._heap  # a compaction may have replaced it
         finally:
-            entry = h = cb = None  # type: ignore[assignment]  # see _run_handle
+            h = cb = None  # type: ignore[assignment]  # see _run_handle
             if not self._closed_flag:
                 self._arm()
             self._leave(prev)
@@ -936,10 +954,12 @@ class _LoopBase:
 
     def _clear_queues(self) -> None:
         ready, self._ready = self._ready, deque()
-        heap, self._heap = self._heap, []
+        self._heap = []
         self._tdead = 0
-        for entry in heap:
-            entry[2]._where = 0
+        timers = self._timers
+        for h in timers.values():
+            h._where = 0
+        timers.clear()
         ready.clear()
 
     def _close_base(self) -> None:
