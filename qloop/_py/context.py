@@ -801,15 +801,22 @@ class AioContext:
         loop's run_forever then runs its next ready batch at once (an iteration without I/O)."""
         if self._closed or self._bh_slices or len(self._handlers) != 1:
             return False
-        for op in self._bh_ops:
-            if op is not bh:
-                return False
-        for other in self._bh_list:
-            if other is not bh:
-                return False
-        for tl in self._timer_lists:
-            if tl.heap and tl.deadline() == 0:
-                return False
+        ops = self._bh_ops
+        if ops:
+            for op in ops:
+                if op is not bh:
+                    return False
+        stack = self._bh_list
+        if stack:
+            for other in stack:
+                if other is not bh:
+                    return False
+        # (run between two ready batches: the common case, no timer at all, without a loop)
+        tls = self._timer_lists
+        if tls[0].heap or tls[1].heap or tls[2].heap or tls[3].heap:
+            for tl in tls:
+                if tl.heap and tl.deadline() == 0:
+                    return False
         return True
 
     def _bh_timeout(self) -> int:
