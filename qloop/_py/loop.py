@@ -634,7 +634,7 @@ class _LoopBase:
         self._timers[key] = h
         heap = self._heap
         _heappush(heap, key)
-        if heap[0] is key and (self._armed < 0 or when_ns < self._armed
+        if heap[0] == key and (self._armed < 0 or when_ns < self._armed
                                 or not self._ctx_timer.pending):
             self._armed = when_ns
             self._ctx_timer.mod_ns(self._clock_key(when_ns) if self._offset else when_ns)
