@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import gc
+import socket
 import sys
 import threading
 import time
@@ -243,6 +244,30 @@ def test_a_weakly_referenced_handle_dies_after_it_ran(loop: asyncio.AbstractEven
     loop.call_soon(lambda: None)  # would be the same object if the handle had been recycled
     assert ref() is None
     run_once(loop)
+
+
+def test_handles_of_every_kind_after_a_finished_callback_are_freed_cleanly(
+        loop: asyncio.AbstractEventLoop) -> None:
+    # the core hands a finished callback's context copy to the next handle of any kind: a
+    # reader's or a timer's must come out tracked by the cycle collector, or freeing it crashes
+    r, w = socket.socketpair()
+    try:
+        for make in ("reader", "timer", "soon"):
+            loop.call_soon(var.set, make)  # its copy is parked when it ends
+            run_once(loop)
+            if make == "reader":
+                loop.add_reader(r.fileno(), lambda: None)
+                assert loop.remove_reader(r.fileno())
+            elif make == "timer":
+                loop.call_later(3600, lambda: None).cancel()
+            else:
+                loop.call_soon(lambda: None, context=contextvars.copy_context())
+            run_once(loop)
+            gc.collect()
+        assert var.get() == "unset"
+    finally:
+        r.close()
+        w.close()
 
 
 def test_core_reuses_context_copies(qloop_module: ModuleType) -> None:
